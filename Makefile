@@ -1,0 +1,36 @@
+# Set-up and the main jobs. Each target creates .venv if missing and installs the project.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m preattn demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+bench: $(VENV)/.installed-dev
+	$(PY) benchmarks/blocks.py
+	$(PY) benchmarks/models.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

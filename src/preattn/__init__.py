@@ -1,0 +1,40 @@
+"""preattn: pre-residual attention (Pattern-3) for convolutional networks.
+
+``y = act(S(x) + F(mix(x, A(x))))`` with ``mix(x, a) = x + λ(a − x)``: attention ``A``
+conditions the residual branch's input, the skip carries the raw input, and a learnable
+λ keeps it stable. See :class:`ResidualBlock` for the other placements.
+"""
+
+from .attention import (
+    CBAM,
+    ECA,
+    SE,
+    ChannelAttention,
+    SpatialAttention,
+    attention_names,
+    create_attention,
+    register_attention,
+)
+from .blocks import PLACEMENTS, BasicTransform, BottleneckTransform, ResidualBlock, make_skip
+from .mixing import LambdaMix, lambdas
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CBAM",
+    "ECA",
+    "PLACEMENTS",
+    "SE",
+    "BasicTransform",
+    "BottleneckTransform",
+    "ChannelAttention",
+    "LambdaMix",
+    "ResidualBlock",
+    "SpatialAttention",
+    "__version__",
+    "attention_names",
+    "create_attention",
+    "lambdas",
+    "make_skip",
+    "register_attention",
+]

@@ -1,0 +1,54 @@
+"""Argument checks shared by the public constructors.
+
+Every check raises ``ValueError`` (or ``TypeError`` for a wrong type) with a message that
+names the argument, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an ``int`` >= 1, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
+    return value
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an ``int`` >= 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value}")
+    return value
+
+
+def odd_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an odd ``int`` >= 1 (a 'same' padded kernel size)."""
+    positive_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be an odd int >= 1 (e.g. 3 or 7), got {value}")
+    return value
+
+
+def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise listing them."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def unit_interval(name: str, value: Any) -> float:
+    """Return ``float(value)`` if it lies in [0, 1], else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a float in [0, 1], got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1], got {value}")
+    return value

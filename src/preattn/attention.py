@@ -1,0 +1,336 @@
+"""Attention modules ``A`` and the ``create_attention`` registry.
+
+Every module takes the channel count as its first positional argument and maps a tensor
+``x`` of shape ``(B, C, H, W)`` to ``x * gate(x)`` of the same shape; ``gate(x)`` returns
+the multiplicative mask, broadcastable to ``x``.
+
+Channel attention (CBAM, Woo et al. 2018, eq. 2)::
+
+    M_c(x) = sigmoid(MLP(avg_hw(x)) + MLP(max_hw(x)))            (B, C, 1, 1)
+    MLP    = 1x1 conv C -> h, act, 1x1 conv h -> C,   h = max(C // r, min_hidden)
+
+Spatial attention (CBAM eq. 3)::
+
+    M_s(x) = sigmoid(BN?(conv_kxk([mean_c(x), max_c(x)])))         (B, 1, H, W)
+
+CBAM applies them in sequence: ``x' = M_c(x) * x``, ``x'' = M_s(x') * x'``.
+The defaults are the notebook's CBAM (no MLP bias, no BatchNorm, pooling order
+``[mean, max]``, ``h = max(C // 16, 4)``); ``cbam-official`` is the paper's released code
+(MLP bias, BatchNorm after the spatial conv, order ``[max, mean]``, ``h = C // 16``).
+
+SE (Hu et al. 2018): ``x * sigmoid(W2 act(W1 avg_hw(x) + b1) + b2)``, ``h = max(C // r, 1)``.
+ECA (Wang et al. 2020): ``x * sigmoid(conv1d_k(avg_hw(x)))`` over the channel axis, with
+``k = t if t odd else t + 1``, ``t = int(|(log2 C + b) / gamma|)``.
+
+Reductions use ``mean``/``amax`` rather than adaptive pooling layers or ``torch.max(dim)``:
+they produce no indices, are faster on CPU and export to ONNX as plain reductions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import _validate
+
+__all__ = [
+    "CBAM",
+    "ECA",
+    "SE",
+    "ChannelAttention",
+    "SpatialAttention",
+    "attention_names",
+    "create_attention",
+    "register_attention",
+]
+
+_POOLS = ("mean", "max")
+
+
+def _pool_channels(x: torch.Tensor, order: Sequence[str]) -> torch.Tensor:
+    """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``order``."""
+    maps = {"mean": x.mean(dim=1, keepdim=True), "max": x.amax(dim=1, keepdim=True)}
+    return torch.cat([maps[name] for name in order], dim=1)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: ``x * sigmoid(MLP(avg_hw x) + MLP(max_hw x))``.
+
+    Args:
+        channels: ``C``, channels of the input ``(B, C, H, W)``.
+        reduction: ``r``; the hidden width is ``max(C // r, min_hidden)``.
+        min_hidden: lower bound of the hidden width (the notebook uses 4).
+        bias: whether the two 1x1 convs of the shared MLP have a bias.
+        act_layer: activation between the two 1x1 convs.
+
+    The MLP runs once on the stacked ``[avg; max]`` descriptors (batch ``2B``): the same
+    numbers as two passes, half the kernel launches.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        min_hidden: int = 4,
+        bias: bool = False,
+        act_layer: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        _validate.positive_int("channels", channels)
+        _validate.positive_int("reduction", reduction)
+        _validate.positive_int("min_hidden", min_hidden)
+        hidden = max(channels // reduction, min_hidden)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
+        pooled = torch.cat(
+            [x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)], dim=0
+        )
+        avg_logits, max_logits = self.fc2(self.act(self.fc1(pooled))).chunk(2, dim=0)
+        return torch.sigmoid(avg_logits + max_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: ``x * sigmoid(BN?(conv_kxk([mean_c x, max_c x])))``.
+
+    Args:
+        channels: ``C`` of the input; the module has no per-channel weights, the argument
+            keeps the constructor uniform across the registry.
+        kernel_size: odd ``k`` of the 2 -> 1 convolution ('same' padding ``k // 2``).
+        pool_order: order of the two pooled maps fed to the conv, ``("mean", "max")``
+            (notebook) or ``("max", "mean")`` (official CBAM).
+        batch_norm: BatchNorm after the conv (official CBAM), without conv bias either way.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        *,
+        pool_order: Sequence[str] = ("mean", "max"),
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        _validate.positive_int("channels", channels)
+        _validate.odd_positive_int("kernel_size", kernel_size)
+        if sorted(pool_order) != sorted(_POOLS):
+            raise ValueError(
+                f"pool_order must be ('mean', 'max') or ('max', 'mean'), got {tuple(pool_order)!r}"
+            )
+        self.pool_order = tuple(pool_order)
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn: nn.Module = nn.BatchNorm2d(1, momentum=0.01) if batch_norm else nn.Identity()
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
+        return torch.sigmoid(self.bn(self.conv(_pool_channels(x, self.pool_order))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module: channel then spatial attention.
+
+    ``forward(x) = x' * M_s(x')`` with ``x' = x * M_c(x)``; shapes (B, C, H, W) -> same.
+
+    Args:
+        channels: ``C`` of the input.
+        reduction: ``r`` of the channel MLP.
+        spatial_kernel: odd kernel size of the spatial conv.
+        min_hidden: lower bound of the MLP's hidden width.
+        bias: MLP bias (official CBAM: True).
+        pool_order: spatial pooling order (official CBAM: ``("max", "mean")``).
+        spatial_bn: BatchNorm after the spatial conv (official CBAM: True).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        spatial_kernel: int = 7,
+        *,
+        min_hidden: int = 4,
+        bias: bool = False,
+        pool_order: Sequence[str] = ("mean", "max"),
+        spatial_bn: bool = False,
+        act_layer: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.channel = ChannelAttention(
+            channels, reduction, min_hidden=min_hidden, bias=bias, act_layer=act_layer
+        )
+        self.spatial = SpatialAttention(
+            channels, spatial_kernel, pool_order=pool_order, batch_norm=spatial_bn
+        )
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Combined mask ``M_c(x) * M_s(x * M_c(x))`` of shape (B, C, H, W)."""
+        channel_gate = self.channel.gate(x)
+        return channel_gate * self.spatial.gate(x * channel_gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel.gate(x)
+        return x * self.spatial.gate(x)
+
+
+class SE(nn.Module):
+    """Squeeze-and-Excitation: ``x * sigmoid(fc2(act(fc1(avg_hw x))))``.
+
+    Args:
+        channels: ``C`` of the input (B, C, H, W).
+        reduction: ``r``; hidden width ``max(C // r, min_hidden)``.
+        min_hidden: lower bound of the hidden width.
+        bias: bias of the two 1x1 convs (SENet: True).
+        act_layer: activation between them.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        min_hidden: int = 1,
+        bias: bool = True,
+        act_layer: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        _validate.positive_int("channels", channels)
+        _validate.positive_int("reduction", reduction)
+        _validate.positive_int("min_hidden", min_hidden)
+        hidden = max(channels // reduction, min_hidden)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel mask of shape (B, C, 1, 1)."""
+        return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
+    """ECA's adaptive kernel size: nearest odd ``|(log2 C + beta) / gamma|``, at least 1."""
+    t = int(abs((math.log2(channels) + beta) / gamma))
+    return max(t if t % 2 else t + 1, 1)
+
+
+class ECA(nn.Module):
+    """Efficient Channel Attention: ``x * sigmoid(conv1d_k(avg_hw x))``.
+
+    Args:
+        channels: ``C`` of the input (B, C, H, W).
+        kernel_size: odd 1-D kernel over the channel axis; ``None`` picks ECA's adaptive
+            size from ``C``, ``gamma`` and ``beta``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | None = None,
+        *,
+        gamma: float = 2.0,
+        beta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _validate.positive_int("channels", channels)
+        if kernel_size is None:
+            kernel_size = eca_kernel_size(channels, gamma, beta)
+        _validate.odd_positive_int("kernel_size", kernel_size)
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel mask of shape (B, C, 1, 1)."""
+        y = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C)
+        return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+AttentionFactory = Callable[..., nn.Module]
+
+
+def _cbam_official(channels: int, **kwargs: object) -> nn.Module:
+    options: dict[str, object] = {
+        "min_hidden": 1,
+        "bias": True,
+        "pool_order": ("max", "mean"),
+        "spatial_bn": True,
+    }
+    options.update(kwargs)
+    return CBAM(channels, **options)  # type: ignore[arg-type]
+
+
+_REGISTRY: dict[str, AttentionFactory] = {
+    "cbam": CBAM,
+    "cbam-official": _cbam_official,
+    "channel": ChannelAttention,
+    "spatial": SpatialAttention,
+    "se": SE,
+    "eca": ECA,
+}
+
+
+def register_attention(name: str, factory: AttentionFactory) -> None:
+    """Register ``factory(channels, **kwargs) -> nn.Module`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+    _REGISTRY[name] = factory
+
+
+def attention_names() -> list[str]:
+    """Names accepted by :func:`create_attention`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_attention(
+    name_or_factory: str | AttentionFactory, channels: int, **kwargs: object
+) -> nn.Module:
+    """Build an attention module for ``channels`` channels.
+
+    Args:
+        name_or_factory: a registered name (see :func:`attention_names`) or any callable
+            ``channels, **kwargs -> nn.Module``.
+        channels: ``C`` of the tensors the module will see.
+        **kwargs: passed to the factory (e.g. ``reduction=8``).
+
+    Returns:
+        The module; it maps (B, C, H, W) to (B, C, H, W).
+    """
+    _validate.positive_int("channels", channels)
+    if isinstance(name_or_factory, str):
+        key = name_or_factory.lower()
+        if key not in _REGISTRY:
+            raise ValueError(
+                f"attention must be one of {attention_names()} or a callable, "
+                f"got {name_or_factory!r}"
+            )
+        factory = _REGISTRY[key]
+    elif callable(name_or_factory):
+        factory = name_or_factory
+    else:
+        raise TypeError(
+            f"attention must be a str or a callable, got {type(name_or_factory).__name__}"
+        )
+    module = factory(channels, **kwargs)
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"attention factory {name_or_factory!r} must return an nn.Module, "
+            f"got {type(module).__name__}"
+        )
+    return module

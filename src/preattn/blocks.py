@@ -1,0 +1,222 @@
+"""Residual transforms ``F``, the skip ``S`` and :class:`ResidualBlock`.
+
+For input ``x`` (B, C_in, H, W) and output (B, C_out, H/s, W/s), with attention ``A``,
+λ-mixing ``mix(z, a) = z + λ(a − z)`` (``mix(z, a) = a`` when uncontrolled) and output
+activation ``act``, the placements are::
+
+    none    y = act(S(x) + F(x))
+    pre     y = act(S(x) + F(mix(x, A(x))))        Pattern-3, SE-PRE   (A on C_in, H, W)
+    branch  y = act(S(x) + mix(f, A(f))), f = F(x)  Pattern-1, CBAM/SE  (A on C_out)
+    post    y = mix(r, A(r)),  r = act(S(x) + F(x)) SE-POST             (A on C_out)
+    skip    y = act(mix(s, A(s)) + F(x)), s = S(x)  SE-Identity         (A on C_out)
+
+``F`` is ``basic`` (conv3x3(s)-BN-ReLU-conv3x3-BN) or ``bottleneck`` (conv1x1-BN-ReLU-
+conv3x3(s)-BN-ReLU-conv1x1-BN, width ``C_out // 4``), all convs without bias. ``S`` is
+the identity, or conv1x1(s)-BN when the stride or the channel count changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import _validate
+from .attention import AttentionFactory, create_attention
+from .mixing import LambdaMix
+
+__all__ = [
+    "PLACEMENTS",
+    "TRANSFORMS",
+    "BasicTransform",
+    "BottleneckTransform",
+    "ResidualBlock",
+    "make_skip",
+]
+
+PLACEMENTS = ("none", "pre", "branch", "post", "skip")
+
+
+class BasicTransform(nn.Module):
+    """``F(x) = BN(conv3x3(ReLU(BN(conv3x3_s(x)))))``: (B, C_in, H, W) -> (B, C_out, H/s, W/s)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+
+
+class BottleneckTransform(nn.Module):
+    """ResNet-v1.5 bottleneck ``F``: 1x1 (C_in->w), 3x3 stride s (w->w), 1x1 (w->C_out).
+
+    Each conv is followed by BN, the first two also by ReLU. ``w = C_out // expansion``
+    unless ``width`` is given. Shapes: (B, C_in, H, W) -> (B, C_out, H/s, W/s).
+    """
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, width: int | None = None) -> None:
+        super().__init__()
+        if width is None:
+            if out_ch % self.expansion:
+                raise ValueError(
+                    f"out_ch must be divisible by {self.expansion} for a bottleneck, got {out_ch}"
+                )
+            width = out_ch // self.expansion
+        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.act = nn.ReLU(inplace=True)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.act(self.bn2(self.conv2(x)))
+        return self.bn3(self.conv3(x))
+
+
+TRANSFORMS: dict[str, Callable[..., nn.Module]] = {
+    "basic": BasicTransform,
+    "bottleneck": BottleneckTransform,
+}
+
+
+def make_skip(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """``S``: identity, or conv1x1(stride)-BN when ``stride != 1`` or ``in_ch != out_ch``."""
+    if stride != 1 or in_ch != out_ch:
+        return nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+    return nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """Residual block with attention at one of the placements ``none/pre/branch/post/skip``.
+
+    Args:
+        in_ch: channels of the input (B, in_ch, H, W).
+        out_ch: channels of the output (B, out_ch, H/stride, W/stride).
+        stride: stride of ``F``'s spatial conv and of the projection skip.
+        placement: where ``A`` sits (module docstring); ``"pre"`` is Pattern-3.
+        attention: registered name or factory ``channels -> nn.Module`` (``create_attention``).
+        attention_kwargs: extra arguments for the attention factory (e.g. ``reduction``).
+        lam: initial λ in [0, 1] of the mixing, or ``None`` for uncontrolled attention
+            (``mix(z, a) = a``, the notebook's basic Pattern-3).
+        lam_learnable: λ is an ``nn.Parameter`` (else a buffer).
+        lam_param: ``"sigmoid"`` (notebook) or ``"linear"`` (ReZero-style).
+        lam_warmup_steps: ramp λ from 0 over this many training forwards (0: off).
+        transform: ``"basic"`` or ``"bottleneck"``, or a factory ``(in_ch, out_ch, stride)``.
+        zero_init_last_bn: set the last BN's weight of ``F`` to 0, so the block starts as
+            ``act(S(x))``. Then ``F``'s input (and ``pre`` attention) gets no gradient until
+            that weight moves off 0, which it does after the first optimiser step.
+
+    The defaults are the notebook's controlled Pattern-3 block
+    (``Pattern3_PreResidualCBAM_Controlled``): ``pre``, CBAM, λ = 0.1 through a learnable
+    sigmoid, basic transform.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        placement: str = "pre",
+        attention: str | AttentionFactory = "cbam",
+        attention_kwargs: dict[str, Any] | None = None,
+        lam: float | None = 0.1,
+        lam_learnable: bool = True,
+        lam_param: str = "sigmoid",
+        lam_warmup_steps: int = 0,
+        transform: str | Callable[..., nn.Module] = "basic",
+        zero_init_last_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_ch = _validate.positive_int("in_ch", in_ch)
+        self.out_ch = _validate.positive_int("out_ch", out_ch)
+        self.stride = _validate.positive_int("stride", stride)
+        self.placement = _validate.choice("placement", placement, PLACEMENTS)
+        if isinstance(transform, str):
+            build = TRANSFORMS[_validate.choice("transform", transform, TRANSFORMS)]
+        elif callable(transform):
+            build = transform
+        else:
+            raise TypeError(f"transform must be a str or callable, got {type(transform).__name__}")
+        self.transform = build(in_ch, out_ch, stride)
+        self.skip = make_skip(in_ch, out_ch, stride)
+        self.act = nn.ReLU(inplace=True)
+
+        self.attention: nn.Module | None = None
+        self.mix: LambdaMix | None = None
+        if placement != "none":
+            attn_channels = in_ch if placement == "pre" else out_ch
+            self.attention = create_attention(attention, attn_channels, **(attention_kwargs or {}))
+            if lam is not None:
+                self.mix = LambdaMix(
+                    lam, learnable=lam_learnable, param=lam_param, warmup_steps=lam_warmup_steps
+                )
+        if zero_init_last_bn:
+            last_bn = getattr(self.transform, "last_bn", None)
+            if not isinstance(last_bn, nn.BatchNorm2d):
+                raise ValueError("zero_init_last_bn needs a transform with a `last_bn` BatchNorm2d")
+            nn.init.zeros_(last_bn.weight)
+
+    def _attend(self, z: torch.Tensor) -> torch.Tensor:
+        """``mix(z, A(z))``; ``A(z)`` when uncontrolled."""
+        assert self.attention is not None
+        attended = self.attention(z)
+        if self.mix is None:
+            return attended
+        return self.mix(z, attended)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_ch:
+            raise ValueError(
+                f"{self._describe()} expects input of shape (N, {self.in_ch}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _describe(self) -> str:
+        return (
+            f"ResidualBlock(in_ch={self.in_ch}, out_ch={self.out_ch}, stride={self.stride}, "
+            f"placement={self.placement!r})"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        placement = self.placement
+        identity = self.skip(x)
+        f = self.transform(self._attend(x) if placement == "pre" else x)
+        if placement == "branch":
+            f = self._attend(f)
+        elif placement == "skip":
+            identity = self._attend(identity)
+        y = self.act(identity + f)
+        if placement == "post":
+            y = self._attend(y)
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_ch={self.in_ch}, out_ch={self.out_ch}, stride={self.stride}, "
+            f"placement={self.placement!r}"
+        )

@@ -1,0 +1,118 @@
+"""λ-control: mixing a tensor with its attended version.
+
+    mix(z, a) = z + λ_eff · (a − z) = (1 − λ_eff) · z + λ_eff · a
+
+``z`` is the tensor attention acts on and ``a = A(z)``; both have the same shape
+(B, C, H, W). With λ_eff = 0 mix returns ``z`` (attention off), with λ_eff = 1 it returns
+``a`` (uncontrolled attention).
+
+Parameterisations of λ:
+
+- ``sigmoid`` (the notebook's): the stored value is a logit, ``λ = sigmoid(logit)``, so λ
+  stays in (0, 1). The initial λ is clamped to [1e-4, 1 − 1e-4] before taking the logit.
+- ``linear`` (ReZero-style): the stored value is λ itself, unconstrained during training.
+  λ = 0 is then an exact identity at initialisation that still receives gradient
+  ``dL/dλ = <dL/dmix, a − z>``.
+
+Warm-up: with ``warmup_steps = N > 0`` the effective value is
+``λ_eff = λ · min(1, t / N)`` where ``t`` counts the forward passes made in training mode
+(0 at the first one). ``t`` is a buffer, so it is saved in the state dict and a resumed run
+continues the ramp.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import _validate
+
+__all__ = ["LAMBDA_PARAMS", "LambdaMix", "lambdas"]
+
+LAMBDA_PARAMS = ("sigmoid", "linear")
+_SIGMOID_CLAMP = 1e-4
+
+
+class LambdaMix(nn.Module):
+    """Learnable or fixed λ with ``forward(z, a) = z + λ_eff · (a − z)``.
+
+    Args:
+        lam: initial λ in [0, 1].
+        learnable: store the raw value as an ``nn.Parameter`` (else as a buffer).
+        param: ``"sigmoid"`` (raw value is ``logit``) or ``"linear"`` (raw value is λ).
+        warmup_steps: ramp λ_eff linearly from 0 over this many training forwards (0: off).
+
+    The raw value is named ``logit`` for ``sigmoid`` and ``lam`` for ``linear`` in the state
+    dict; the warm-up counter is ``warmup_step``.
+    """
+
+    def __init__(
+        self,
+        lam: float = 0.1,
+        *,
+        learnable: bool = True,
+        param: str = "sigmoid",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        lam = _validate.unit_interval("lam", lam)
+        self.param = _validate.choice("lam_param", param, LAMBDA_PARAMS)
+        self.warmup_steps = _validate.non_negative_int("lam_warmup_steps", warmup_steps)
+        self.learnable = bool(learnable)
+        if param == "sigmoid":
+            # float32 like the notebook, so both start from the same logit bit for bit
+            p = torch.tensor(min(max(lam, _SIGMOID_CLAMP), 1.0 - _SIGMOID_CLAMP))
+            value, self._raw_name = torch.log(p / (1.0 - p)), "logit"
+        else:
+            value, self._raw_name = torch.tensor(lam, dtype=torch.float32), "lam"
+        if self.learnable:
+            self.register_parameter(self._raw_name, nn.Parameter(value))
+        else:
+            self.register_buffer(self._raw_name, value)
+        if self.warmup_steps:
+            self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def raw(self) -> torch.Tensor:
+        """The stored value: a logit (``sigmoid``) or λ itself (``linear``)."""
+        return getattr(self, self._raw_name)
+
+    def base_value(self) -> torch.Tensor:
+        """λ before warm-up, a 0-dim float tensor."""
+        return torch.sigmoid(self.raw) if self.param == "sigmoid" else self.raw
+
+    def value(self) -> torch.Tensor:
+        """Effective λ_eff = λ · min(1, t / N) (λ when warm-up is off), a 0-dim tensor."""
+        lam = self.base_value()
+        if self.warmup_steps:
+            ramp = self.warmup_step.clamp(max=self.warmup_steps) / self.warmup_steps
+            lam = lam * ramp.to(lam.dtype)
+        return lam
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Return ``(1 − λ_eff) · z + λ_eff · a``; ``z`` and ``a`` have the same shape."""
+        lam = self.value().to(z.dtype)
+        if self.warmup_steps and self.training:
+            self.warmup_step.add_(1)
+        return (1.0 - lam) * z + lam * a
+
+    def extra_repr(self) -> str:
+        lam = float(self.value().detach())
+        return (
+            f"lam={lam:.4g}, param={self.param!r}, learnable={self.learnable}, "
+            f"warmup_steps={self.warmup_steps}"
+        )
+
+
+def lambdas(model: nn.Module) -> dict[str, float]:
+    """Effective λ of every λ-controlled block of ``model``, keyed by the block's name.
+
+    The block is the module that owns the :class:`LambdaMix`; the model itself is named
+    ``""``. Values are Python floats (λ_eff, warm-up included).
+    """
+    out: dict[str, float] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LambdaMix):
+            owner = name.rpartition(".")[0]
+            out[owner] = float(module.value().detach())
+    return out

@@ -1,0 +1,78 @@
+"""The notebook's plain network with two Pattern-3 blocks (``SimpleCNN_With_Pattern3``).
+
+Layout (input (B, in_chans, H, W), output logits (B, num_classes))::
+
+    stem    conv3x3(in_chans -> 32)-BN-ReLU                      (B, 32, H, W)
+    conv1   conv3x3(32 -> 64)-BN-ReLU                            (B, 64, H, W)
+    block1  ResidualBlock(64 -> 64, stride 1)                    (B, 64, H, W)
+    block2  ResidualBlock(64 -> 128, stride 2)                   (B, 128, H/2, W/2)
+    conv2   conv3x3(128 -> 128)-BN-ReLU                          (B, 128, H/2, W/2)
+    pool    global average                                       (B, 128)
+    fc      linear(128 -> num_classes)                           (B, num_classes)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attention import AttentionFactory
+from ..blocks import ResidualBlock
+
+__all__ = ["SimpleCNN"]
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SimpleCNN(nn.Module):
+    """The notebook's ``SimpleCNN_With_Pattern3``; defaults reproduce it exactly.
+
+    Args:
+        num_classes: size of the output.
+        in_chans: channels of the input image (3 for RGB, 1 for (Fashion-)MNIST).
+        placement: placement of attention in both residual blocks (``"pre"``: Pattern-3).
+        attention: attention name or factory (``"cbam"``).
+        lam: initial λ of both blocks, ``None`` for uncontrolled attention.
+        **block_kwargs: passed to both :class:`~preattn.ResidualBlock` s
+            (``lam_param``, ``lam_learnable``, ``lam_warmup_steps``, ``attention_kwargs``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        in_chans: int = 3,
+        placement: str = "pre",
+        attention: str | AttentionFactory = "cbam",
+        lam: float | None = 0.1,
+        **block_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        block_options = dict(placement=placement, attention=attention, lam=lam, **block_kwargs)
+        self.stem = _conv_bn_relu(in_chans, 32)
+        self.conv1 = _conv_bn_relu(32, 64)
+        self.block1 = ResidualBlock(64, 64, stride=1, **block_options)
+        self.block2 = ResidualBlock(64, 128, stride=2, **block_options)
+        self.conv2 = _conv_bn_relu(128, 128)
+        self.fc = nn.Linear(128, num_classes)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, 128, H/2, W/2)."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"SimpleCNN expects input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
+            )
+        return self.conv2(self.block2(self.block1(self.conv1(self.stem(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x).mean(dim=(2, 3)))

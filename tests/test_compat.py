@@ -1,0 +1,286 @@
+"""The notebook's classes, rebuilt here from its text, against the library.
+
+A strict load of ``convert_seed_state_dict(notebook.state_dict())`` into the matching
+library module must reproduce the notebook module's outputs (and gradients) in train and
+eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from preattn import CBAM, ResidualBlock
+from preattn.compat import convert_seed_state_dict
+from preattn.models import SimpleCNN
+
+# --- the notebook's reference classes, as written in the specification -------------------
+
+
+class NbChannelAttention(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.avg = nn.AdaptiveAvgPool2d(1)
+        self.max = nn.AdaptiveMaxPool2d(1)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+        )
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.sigmoid(self.mlp(self.avg(x)) + self.mlp(self.max(x)))
+
+
+class NbSpatialAttention(nn.Module):
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        padding = 3 if kernel_size == 7 else 1
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=padding, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        avg_map = torch.mean(x, dim=1, keepdim=True)
+        max_map, _ = torch.max(x, dim=1, keepdim=True)
+        return self.sigmoid(self.conv(torch.cat([avg_map, max_map], dim=1)))
+
+
+class NbCBAM(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7):
+        super().__init__()
+        self.ca = NbChannelAttention(channels, reduction=reduction)
+        self.sa = NbSpatialAttention(kernel_size=spatial_kernel)
+
+    def forward(self, x):
+        x = self.ca(x) * x
+        x = self.sa(x) * x
+        return x
+
+
+class NbFxConv(nn.Module):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x):
+        return self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+
+
+def nb_make_skip(in_ch, out_ch, stride):
+    if stride != 1 or in_ch != out_ch:
+        return nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+        )
+    return nn.Identity()
+
+
+class NbPattern3(nn.Module):
+    def __init__(self, in_ch, out_ch, stride=1, reduction=16, spatial_kernel=7):
+        super().__init__()
+        self.attn = NbCBAM(in_ch, reduction=reduction, spatial_kernel=spatial_kernel)
+        self.F = NbFxConv(in_ch, out_ch, stride=stride)
+        self.skip = nb_make_skip(in_ch, out_ch, stride)
+        self.out_act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        identity = self.skip(x)
+        return self.out_act(identity + self.F(self.attn(x)))
+
+
+class NbPattern3Controlled(nn.Module):
+    def __init__(
+        self,
+        in_ch,
+        out_ch,
+        stride=1,
+        lam_init=0.1,
+        lam_learnable=True,
+        reduction=16,
+        spatial_kernel=7,
+    ):
+        super().__init__()
+        self.attn = NbCBAM(in_ch, reduction=reduction, spatial_kernel=spatial_kernel)
+        self.F = NbFxConv(in_ch, out_ch, stride=stride)
+        self.skip = nb_make_skip(in_ch, out_ch, stride)
+        self.out_act = nn.ReLU(inplace=True)
+        lam_init = min(max(float(lam_init), 1e-4), 1 - 1e-4)
+        lam_logit = torch.log(torch.tensor(lam_init) / (1 - torch.tensor(lam_init)))
+        if lam_learnable:
+            self.lam_logit = nn.Parameter(lam_logit)
+        else:
+            self.register_buffer("lam_logit", lam_logit)
+
+    def forward(self, x):
+        identity = self.skip(x)
+        x_att = self.attn(x)
+        lam = torch.sigmoid(self.lam_logit)
+        x_tilde = (1.0 - lam) * x + lam * x_att
+        return self.out_act(identity + self.F(x_tilde))
+
+
+class NbSimpleCNN(nn.Module):
+    def __init__(self, num_classes=10, lam_init=0.1):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True)
+        )
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        )
+        self.p3_1 = NbPattern3Controlled(64, 64, stride=1, lam_init=lam_init)
+        self.p3_2 = NbPattern3Controlled(64, 128, stride=2, lam_init=lam_init)
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(128, 128, 3, padding=1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x):
+        x = self.conv2(self.p3_2(self.p3_1(self.conv1(self.stem(x)))))
+        return self.head(x)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _randomise_bn(module: nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial affine parameters and running statistics."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+
+
+def _assert_equivalent(
+    reference: nn.Module, ours: nn.Module, x: torch.Tensor, *, check_input_grad: bool = True
+) -> None:
+    """Outputs (train and eval), input gradients and updated BN statistics agree.
+
+    ``check_input_grad=False`` where attention sees post-ReLU activations: exact zeros tie
+    in the max pooling, and ``torch.max`` (notebook) routes the gradient to one of the tied
+    entries while ``amax`` splits it evenly; both are valid subgradients.
+    """
+    ours.load_state_dict(convert_seed_state_dict(reference.state_dict()), strict=True)
+    for train in (True, False):
+        reference.train(train)
+        ours.train(train)
+        x_ref = x.clone().requires_grad_(True)
+        x_ours = x.clone().requires_grad_(True)
+        y_ref, y_ours = reference(x_ref), ours(x_ours)
+        torch.testing.assert_close(y_ours, y_ref, atol=1e-6, rtol=1e-6)
+        if check_input_grad:
+            y_ref.square().sum().backward()
+            y_ours.square().sum().backward()
+            torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+    # train mode updated running statistics identically
+    ref_state = convert_seed_state_dict(reference.state_dict())
+    for key, value in ours.state_dict().items():
+        torch.testing.assert_close(value, ref_state[key], atol=1e-6, rtol=1e-6)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels,reduction,kernel", [(64, 16, 7), (32, 8, 3), (8, 16, 7)])
+def test_cbam_matches_notebook(channels, reduction, kernel):
+    torch.manual_seed(0)
+    reference = NbCBAM(channels, reduction, kernel)
+    ours = CBAM(channels, reduction, kernel)
+    _assert_equivalent(reference, ours, torch.randn(3, channels, 9, 11))
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride", [(64, 64, 1), (64, 128, 2), (16, 32, 1)])
+def test_uncontrolled_block_matches_notebook(in_ch, out_ch, stride):
+    torch.manual_seed(1)
+    g = torch.Generator().manual_seed(1)
+    reference = NbPattern3(in_ch, out_ch, stride)
+    _randomise_bn(reference, g)
+    ours = ResidualBlock(in_ch, out_ch, stride, lam=None)
+    _assert_equivalent(reference, ours, torch.randn(4, in_ch, 12, 12))
+
+
+@pytest.mark.parametrize(
+    "lam_init,learnable", [(0.1, True), (0.05, False), (0.0, True), (1.0, True)]
+)
+def test_controlled_block_matches_notebook(lam_init, learnable):
+    torch.manual_seed(2)
+    g = torch.Generator().manual_seed(2)
+    reference = NbPattern3Controlled(64, 128, 2, lam_init=lam_init, lam_learnable=learnable)
+    _randomise_bn(reference, g)
+    ours = ResidualBlock(64, 128, 2, lam=lam_init, lam_learnable=learnable)
+    # the library's own initial logit equals the notebook's (clamped) logit
+    torch.testing.assert_close(ours.mix.raw.detach(), reference.lam_logit.detach())
+    _assert_equivalent(reference, ours, torch.randn(4, 64, 10, 10))
+
+
+def test_simplecnn_matches_notebook():
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(3)
+    reference = NbSimpleCNN(num_classes=10, lam_init=0.1)
+    _randomise_bn(reference, g)
+    ours = SimpleCNN(num_classes=10, lam=0.1)
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in reference.parameters()
+    )
+    _assert_equivalent(reference, ours, torch.randn(4, 3, 16, 16), check_input_grad=False)
+
+
+def test_simplecnn_matches_notebook_after_training_steps():
+    """Identical optimisation: the same SGD steps keep both models equal."""
+    torch.manual_seed(4)
+    reference = NbSimpleCNN(num_classes=5)
+    ours = SimpleCNN(num_classes=5)
+    ours.load_state_dict(convert_seed_state_dict(reference.state_dict()))
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    # parameters() order differs between the two models: map them by converted name
+    name_of = {id(p): n for n, p in reference.named_parameters()}
+    ours_by_name = dict(ours.named_parameters())
+    converted = convert_seed_state_dict({name_of[id(p)]: p for p in reference.parameters()})
+    ours_opt = torch.optim.SGD([ours_by_name[k] for k in converted], lr=0.1)
+    for _ in range(3):
+        x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 5, (8,))
+        for model, opt in ((reference, ref_opt), (ours, ours_opt)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    reference.eval()
+    ours.eval()
+    x = torch.randn(2, 3, 12, 12)
+    torch.testing.assert_close(ours(x), reference(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.sigmoid(reference.p3_1.lam_logit), ours.block1.mix.value(), atol=1e-6, rtol=1e-6
+    )
+
+
+def test_convert_accepts_dataparallel_prefix_and_rejects_foreign_keys():
+    reference = NbCBAM(16)
+    wrapped = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    ours = CBAM(16)
+    ours.load_state_dict(convert_seed_state_dict(wrapped), strict=True)
+    with pytest.raises(ValueError, match=r"layer4\.0\.conv1\.weight"):
+        convert_seed_state_dict({"layer4.0.conv1.weight": torch.zeros(1)})
+    with pytest.raises(TypeError, match="mapping"):
+        convert_seed_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_convert_does_not_modify_input():
+    reference = NbPattern3Controlled(8, 8)
+    state = reference.state_dict()
+    before = copy.copy(list(state))
+    convert_seed_state_dict(state)
+    assert list(state) == before

@@ -1,0 +1,98 @@
+"""λ-mixing: parameterisations, warm-up ramp, state-dict round trip, lambdas()."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from preattn import LambdaMix, ResidualBlock, lambdas
+from preattn.models import SimpleCNN
+
+
+def test_sigmoid_parameterisation_stores_logit():
+    mix = LambdaMix(0.2)
+    assert isinstance(mix.logit, nn.Parameter)
+    assert mix.logit.item() == pytest.approx(math.log(0.2 / 0.8), rel=1e-6)
+    assert mix.value().item() == pytest.approx(0.2, rel=1e-6)
+
+
+@pytest.mark.parametrize("lam,expected", [(0.0, 1e-4), (1.0, 1 - 1e-4), (0.5, 0.5)])
+def test_sigmoid_init_is_clamped(lam, expected):
+    assert LambdaMix(lam).value().item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_fixed_lambda_is_a_buffer():
+    mix = LambdaMix(0.3, learnable=False)
+    assert "logit" in dict(mix.named_buffers())
+    assert list(mix.parameters()) == []
+    mix_linear = LambdaMix(0.3, learnable=False, param="linear")
+    assert "lam" in mix_linear.state_dict() and list(mix_linear.parameters()) == []
+
+
+def test_mix_formula():
+    mix = LambdaMix(0.25, param="linear")
+    z, a = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(mix(z, a), 0.75 * z + 0.25 * a)
+    torch.testing.assert_close(mix(z, a), z + 0.25 * (a - z))
+
+
+def test_linear_zero_is_exact_identity_with_gradient():
+    mix = LambdaMix(0.0, param="linear")
+    z, a = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    out = mix(z, a)
+    assert torch.equal(out, z)
+    out.mul(a).sum().backward()  # d/dλ of <out, a> = <a - z, a>
+    assert mix.lam.grad is not None
+    assert mix.lam.grad.item() == pytest.approx(((a - z) * a).sum().item(), rel=1e-5)
+
+
+def test_warmup_ramp_values():
+    mix = LambdaMix(0.4, param="linear", warmup_steps=4)
+    z, a = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+    seen = [mix(z, a).item() for _ in range(7)]
+    assert seen == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert int(mix.warmup_step) == 7
+
+
+def test_warmup_does_not_advance_in_eval():
+    mix = LambdaMix(0.4, param="linear", warmup_steps=4).eval()
+    z, a = torch.zeros(1), torch.ones(1)
+    assert [mix(z, a).item() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert int(mix.warmup_step) == 0
+
+
+def test_warmup_resumes_from_state_dict():
+    first = LambdaMix(0.5, warmup_steps=10)
+    z, a = torch.zeros(1), torch.ones(1)
+    for _ in range(6):
+        first(z, a)
+    resumed = LambdaMix(0.5, warmup_steps=10)
+    resumed.load_state_dict(first.state_dict())
+    assert int(resumed.warmup_step) == 6
+    assert resumed(z, a).item() == pytest.approx(0.5 * 0.6, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lam": 1.5}, r"lam must be a float in \[0, 1\], got 1.5"),
+        ({"lam": -0.1}, r"lam must be a float in \[0, 1\], got -0.1"),
+        ({"param": "tanh"}, r"lam_param must be one of \['sigmoid', 'linear'\], got 'tanh'"),
+        ({"warmup_steps": -1}, "lam_warmup_steps must be an int >= 0, got -1"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LambdaMix(**kwargs)
+
+
+def test_lambdas_names_every_controlled_block():
+    model = SimpleCNN(lam=0.2)
+    assert lambdas(model) == pytest.approx({"block1": 0.2, "block2": 0.2})
+    assert lambdas(SimpleCNN(lam=None)) == {}
+    assert lambdas(SimpleCNN(placement="none")) == {}
+    seq = nn.Sequential(ResidualBlock(4, 4, lam=0.3, lam_param="linear"))
+    assert lambdas(seq) == pytest.approx({"0": 0.3})
