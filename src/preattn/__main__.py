@@ -1,0 +1,7 @@
+"""``python -m preattn <command>``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,273 @@
+"""Data sets by name, with each one's standard preprocessing and augmentation.
+
+=============  ==========================================  =================================
+name           files                                       training augmentation
+=============  ==========================================  =================================
+fashion-mnist  IDX ``train-images-idx3-ubyte[.gz]`` etc.   random crop 28 (pad 2), h-flip
+mnist          IDX, same file names                        random crop 28 (pad 2)
+cifar10        ``cifar-10-batches-py/`` pickle batches     random crop 32 (pad 4), h-flip
+cifar100       ``cifar-100-python/`` pickle batches        random crop 32 (pad 4), h-flip
+imagefolder    ``train/<class>/*.jpg``, ``val/<class>/``   random resized crop, h-flip
+synthetic      generated (:mod:`preattn.data.synthetic`)   none
+=============  ==========================================  =================================
+
+Every set is normalised with its own channel mean and std; the test split is never
+augmented. Nothing is downloaded: files are looked up in ``data_dir``, then in
+``$PREATTN_DATA``, then (Fashion-MNIST) in Debian's ``/usr/share/datasets/fashion-mnist``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets as tv_datasets
+from torchvision.transforms import v2
+
+from .. import _validate
+from .cifar import CIFAR_LAYOUT, read_cifar
+from .errors import DatasetError
+from .idx import read_idx
+from .synthetic import SyntheticShapes
+
+__all__ = ["DATASETS", "ArrayImageDataset", "DataSplits", "build_datasets", "find_idx_files"]
+
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_HINT = (
+    "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or put the four "
+    "IDX files in --data-dir"
+)
+_STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+_CLASS_NAMES = {
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "mnist": tuple(str(i) for i in range(10)),
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+}
+
+
+@dataclass
+class DataSplits:
+    """Train and test sets plus what a model needs to know about them."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    in_chans: int
+    classes: Sequence[str]
+    source: str
+
+
+class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Images held in memory as uint8 (N, H, W) or (N, H, W, C), with a tensor transform."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform: Callable[..., torch.Tensor]
+    ) -> None:
+        array = images[..., None] if images.ndim == 3 else images
+        self.images = torch.from_numpy(np.array(array, copy=True)).permute(0, 3, 1, 2)
+        self.targets = [int(v) for v in labels]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), self.targets[index]
+
+
+def _search_roots(data_dir: str | Path | None) -> list[Path]:
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get("PREATTN_DATA"):
+        roots.append(Path(os.environ["PREATTN_DATA"]))
+    return roots
+
+
+def find_idx_files(name: str, data_dir: str | Path | None) -> dict[str, Path]:
+    """Locate the four IDX files of ``name`` (``fashion-mnist`` or ``mnist``).
+
+    Looks in each root and in its ``<name>/``, ``FashionMNIST/raw/`` or ``MNIST/raw/``
+    subfolder; a ``.gz`` or plain file is accepted.
+    """
+    roots = _search_roots(data_dir)
+    if name == "fashion-mnist":
+        roots.append(DEBIAN_FASHION_MNIST)
+    sub = {"fashion-mnist": ["fashion-mnist", "FashionMNIST/raw"], "mnist": ["mnist", "MNIST/raw"]}
+    stems = {
+        "train_images": "train-images-idx3-ubyte",
+        "train_labels": "train-labels-idx1-ubyte",
+        "test_images": "t10k-images-idx3-ubyte",
+        "test_labels": "t10k-labels-idx1-ubyte",
+    }
+    searched: list[str] = []
+    for root in roots:
+        for folder in [root, *(root / s for s in sub[name])]:
+            searched.append(str(folder))
+            found = {}
+            for key, stem in stems.items():
+                for candidate in (folder / f"{stem}.gz", folder / stem):
+                    if candidate.is_file():
+                        found[key] = candidate
+                        break
+            if len(found) == len(stems):
+                return found
+            if found:
+                missing = sorted(
+                    set(stems.values()) - {p.name.removesuffix(".gz") for p in found.values()}
+                )
+                raise DatasetError(f"{folder}: incomplete {name} data set, missing {missing}")
+    hint = f"; {FASHION_MNIST_HINT}" if name == "fashion-mnist" else ""
+    raise DatasetError(
+        f"{name} IDX files (train-images-idx3-ubyte[.gz], ...) not found in "
+        f"{searched or ['(no --data-dir or $PREATTN_DATA given)']}{hint}"
+    )
+
+
+def _tensor_transform(
+    mean: Sequence[float], std: Sequence[float], size: int, pad: int, flip: bool, train: bool
+) -> v2.Compose:
+    steps: list[Callable] = [v2.ToDtype(torch.float32, scale=True)]
+    if train:
+        steps.append(v2.RandomCrop(size, padding=pad))
+        if flip:
+            steps.append(v2.RandomHorizontalFlip())
+    steps.append(v2.Normalize(mean, std))
+    return v2.Compose(steps)
+
+
+def _load_idx(name: str, data_dir: str | Path | None) -> tuple[Dataset, Dataset, str]:
+    files = find_idx_files(name, data_dir)
+    mean, std = _STATS[name]
+    out = []
+    for split in ("train", "test"):
+        images = read_idx(files[f"{split}_images"], expected_ndim=3)
+        labels = read_idx(files[f"{split}_labels"], expected_ndim=1)
+        if len(images) != len(labels):
+            raise DatasetError(
+                f"{files[f'{split}_labels']}: {len(labels)} labels for {len(images)} images"
+            )
+        transform = _tensor_transform(mean, std, 28, 2, name == "fashion-mnist", split == "train")
+        out.append(ArrayImageDataset(images, labels, transform))
+    return out[0], out[1], str(files["train_images"].parent)
+
+
+def _load_cifar(name: str, data_dir: str | Path | None) -> tuple[Dataset, Dataset, str]:
+    roots = _search_roots(data_dir)
+    folder_name = CIFAR_LAYOUT[name][0]
+    for root in roots:
+        folder = root if root.name == folder_name else root / folder_name
+        if folder.is_dir():
+            mean, std = _STATS[name]
+            splits = []
+            for train in (True, False):
+                images, labels = read_cifar(folder, name, train=train)
+                splits.append(
+                    ArrayImageDataset(
+                        images, labels, _tensor_transform(mean, std, 32, 4, True, train)
+                    )
+                )
+            return splits[0], splits[1], str(folder)
+    raise DatasetError(
+        f"{name}: folder {folder_name!r} not found in {[str(r) for r in roots] or 'nothing'}; "
+        "download and extract the 'python version' archive, then pass --data-dir"
+    )
+
+
+def _load_imagefolder(data_dir: str | Path | None, image_size: int) -> tuple[Dataset, Dataset, str]:
+    if not data_dir:
+        raise DatasetError("imagefolder needs --data-dir with train/ and val/ (or test/) folders")
+    root = Path(data_dir)
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DatasetError(f"{root}: expected subfolders train/ and val/ (or test/)")
+    mean, std = _STATS["imagefolder"]
+    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    train_tf = v2.Compose(
+        [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(), *to_tensor]
+    )
+    resize = round(image_size / 0.875)
+    test_tf = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(image_size), *to_tensor])
+    train = tv_datasets.ImageFolder(str(root / "train"), transform=train_tf)
+    test = tv_datasets.ImageFolder(str(test_dir), transform=test_tf)
+    if train.classes != test.classes:
+        raise DatasetError(f"{root}: train/ and {test_dir.name}/ hold different class folders")
+    return train, test, str(root)
+
+
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None or limit >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    return Subset(dataset, range(_validate.positive_int("limit", limit)))
+
+
+def build_datasets(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> DataSplits:
+    """Build the train and test splits of data set ``name`` (one of :data:`DATASETS`).
+
+    ``limit_train`` / ``limit_test`` keep the first N samples (a fixed subset).
+    ``image_size`` applies to ``imagefolder`` (default 224) and ``synthetic`` (default 32).
+    """
+    _validate.choice("dataset", name, DATASETS)
+    if name == "synthetic":
+        size = image_size or 32
+        train = SyntheticShapes(limit_train or 6000, train=True, image_size=size, seed=seed)
+        test = SyntheticShapes(limit_test or 1200, train=False, image_size=size, seed=seed)
+        return DataSplits(train, test, len(train.classes), 3, train.classes, "generated")
+    if name in ("fashion-mnist", "mnist"):
+        train, test, source = _load_idx(name, data_dir)
+        in_chans, classes = 1, _CLASS_NAMES[name]
+    elif name in ("cifar10", "cifar100"):
+        train, test, source = _load_cifar(name, data_dir)
+        n = 10 if name == "cifar10" else 100
+        in_chans, classes = 3, _CLASS_NAMES.get(name, tuple(str(i) for i in range(n)))
+    else:
+        train, test, source = _load_imagefolder(data_dir, image_size or 224)
+        in_chans, classes = 3, tuple(train.classes)  # type: ignore[attr-defined]
+    return DataSplits(
+        _limit(train, limit_train),
+        _limit(test, limit_test),
+        len(classes),
+        in_chans,
+        classes,
+        source,
+    )

@@ -1,0 +1,182 @@
+"""ResNet-18/34/50/101/152 built from :class:`preattn.ResidualBlock`.
+
+Same layout, names and parameter count as ``torchvision.models.resnet*`` when
+``placement="none"``; attention is added to the blocks of the chosen ``stages``::
+
+    stem     imagenet: conv7x7/2 (in_chans -> 64)-BN-ReLU-maxpool3x3/2   (B, 64, H/4, W/4)
+             cifar:    conv3x3/1 (in_chans -> 64)-BN-ReLU                 (B, 64, H, W)
+    layer1   blocks x n1, 64·e channels,  stride 1
+    layer2   blocks x n2, 128·e channels, stride 2
+    layer3   blocks x n3, 256·e channels, stride 2
+    layer4   blocks x n4, 512·e channels, stride 2
+    head     global average pool, linear (512·e -> num_classes)
+
+with ``e = 1`` (basic blocks: resnet18/34) or ``e = 4`` (bottlenecks: resnet50/101/152).
+
+Initialisation follows torchvision: Kaiming-normal (fan_out, ReLU) for every conv
+(attention convs included), BatchNorm weight 1 and bias 0, the linear head at PyTorch's
+default. ``zero_init_last_bn=True`` zeroes the last BN of every residual branch (each block
+then starts as ``act(S(x))``); ``pre`` attention gets its first gradient after the first
+optimiser step has moved that BN's weight off 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import _validate
+from ..attention import AttentionFactory
+from ..blocks import ResidualBlock
+
+__all__ = ["DEFAULT_STAGES", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+DEFAULT_STAGES = (2, 3, 4)
+_STEMS = ("imagenet", "cifar")
+
+
+def _check_stages(stages: Iterable[int] | None) -> tuple[int, ...]:
+    if stages is None:
+        return DEFAULT_STAGES
+    stages = tuple(stages)
+    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 4]
+    if bad:
+        raise ValueError(f"stages must be a subset of [1, 2, 3, 4], got {list(stages)}")
+    return tuple(sorted(set(stages)))
+
+
+class ResNet(nn.Module):
+    """ResNet with attention at ``placement`` in the blocks of ``stages``.
+
+    Args:
+        layers: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+        transform: ``"basic"`` or ``"bottleneck"``.
+        num_classes: size of the output (B, num_classes).
+        in_chans: channels of the input image (B, in_chans, H, W).
+        stem: ``"imagenet"`` (7x7/2 conv + max-pool) or ``"cifar"`` (3x3/1 conv, no pool).
+        placement: ``none/pre/branch/post/skip`` (see :class:`~preattn.ResidualBlock`).
+        attention: attention name or factory.
+        lam, lam_param, lam_learnable, lam_warmup_steps: λ-control of every attended block.
+        stages: which of the stages 1..4 get attention. Default ``(2, 3, 4)``: the notebook
+            warns that Pattern-3 very early is aggressive (stage 1 sees the least processed
+            features, where attention can starve the branch), and stage 1 is where
+            attention costs most (largest feature maps). Pass ``(1, 2, 3, 4)`` for the
+            CBAM paper's layout.
+        attention_kwargs: extra arguments of the attention factory.
+        zero_init_last_bn: zero the last BN of every residual branch.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        transform: str = "basic",
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        stem: str = "imagenet",
+        placement: str = "pre",
+        attention: str | AttentionFactory = "cbam",
+        lam: float | None = 0.1,
+        lam_param: str = "sigmoid",
+        lam_learnable: bool = True,
+        lam_warmup_steps: int = 0,
+        stages: Iterable[int] | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+        zero_init_last_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        _validate.positive_int("num_classes", num_classes)
+        _validate.positive_int("in_chans", in_chans)
+        _validate.choice("stem", stem, _STEMS)
+        self.stages = _check_stages(stages)
+        self.in_chans = in_chans
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+
+        expansion = 4 if transform == "bottleneck" else 1
+        in_ch = 64
+        for index, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
+            stage = index + 1
+            out_ch = width * expansion
+            stage_placement = placement if stage in self.stages else "none"
+            stage_blocks = []
+            for b in range(blocks):
+                stride = 2 if stage > 1 and b == 0 else 1
+                stage_blocks.append(
+                    ResidualBlock(
+                        in_ch,
+                        out_ch,
+                        stride,
+                        placement=stage_placement,
+                        attention=attention,
+                        attention_kwargs=attention_kwargs,
+                        lam=lam,
+                        lam_param=lam_param,
+                        lam_learnable=lam_learnable,
+                        lam_warmup_steps=lam_warmup_steps,
+                        transform=transform,
+                    )
+                )
+                in_ch = out_ch
+            self.add_module(f"layer{stage}", nn.Sequential(*stage_blocks))
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.num_features = in_ch
+        self._init_weights(zero_init_last_bn)
+
+    def _init_weights(self, zero_init_last_bn: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last_bn:
+            for m in self.modules():
+                if isinstance(m, ResidualBlock):
+                    nn.init.zeros_(m.transform.last_bn.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, 512·e, H/32, W/32) (imagenet stem) or H/8 (cifar)."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"ResNet expects input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
+            )
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+
+
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18: basic blocks (2, 2, 2, 2). Keyword arguments as :class:`ResNet`."""
+    return ResNet((2, 2, 2, 2), "basic", **kwargs)
+
+
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34: basic blocks (3, 4, 6, 3)."""
+    return ResNet((3, 4, 6, 3), "basic", **kwargs)
+
+
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50: bottlenecks (3, 4, 6, 3)."""
+    return ResNet((3, 4, 6, 3), "bottleneck", **kwargs)
+
+
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101: bottlenecks (3, 4, 23, 3)."""
+    return ResNet((3, 4, 23, 3), "bottleneck", **kwargs)
+
+
+def resnet152(**kwargs: Any) -> ResNet:
+    """ResNet-152: bottlenecks (3, 8, 36, 3)."""
+    return ResNet((3, 8, 36, 3), "bottleneck", **kwargs)
