@@ -142,7 +142,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     splits = build_datasets(
         config.dataset,
         config.data_dir,
-        limit_test=args.limit_test,
+        limit_test=args.limit_test if args.limit_test is not None else config.limit_test,
         limit_train=1,
         image_size=config.image_size,
         seed=config.seed,

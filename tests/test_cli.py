@@ -1,0 +1,101 @@
+"""The command line: help, one-line errors, train -> eval, YAML config, demo wiring."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from preattn.cli import _TRAIN_FLAGS, main
+
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--image-size",
+    "8",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "12",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+]
+
+
+def test_train_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in _TRAIN_FLAGS:
+        assert "--" + name.replace("_", "-") in text
+    for flag in ("--config", "--resume", "--lam-warmup-steps", "--channels-last", "--amp"):
+        assert flag in text
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--lam", "1.5", *TINY], r"lam must be a float in [0, 1], got 1.5"),
+        (
+            ["train", "--model", "simplecnn", "--stages", "2,3", *TINY],
+            "stages applies to the ResNets only",
+        ),
+        (
+            ["train", "--model", "resnet18", "--stages", "5", *TINY],
+            "stages must be a subset of [1, 2, 3, 4], got [5]",
+        ),
+        (
+            ["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"],
+            "cifar10: folder 'cifar-10-batches-py' not found",
+        ),
+        (["eval", "--checkpoint", "/nonexistent/run"], "config file /nonexistent/run/config.yaml"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_train_then_eval(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "striped disk" in out
+    report = json.loads((run / "eval.json").read_text())
+    assert sum(map(sum, report["confusion"])) == 12
+    assert (run / "confusion.png").stat().st_size > 0
+
+
+def test_yaml_config_with_flag_override(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "dataset: synthetic\nimage_size: 8\nlimit_train: 32\nlimit_test: 8\n"
+        "batch_size: 16\nepochs: 1\nlam: 0.4\nlam_param: linear\n"
+    )
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--lam", "0.2", "--out", str(run)]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "lam: 0.2" in saved and "lam_param: linear" in saved
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+
+
+def test_sync_bn_on_cpu_says_so_and_trains(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="SyncBatchNorm runs only on CUDA"):
+        assert main(["train", *TINY, "--sync-bn", "--out", str(tmp_path / "r")]) == 0
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "preattn", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "train" in proc.stdout and "demo" in proc.stdout

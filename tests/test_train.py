@@ -1,0 +1,205 @@
+"""Training: decay groups, schedule, checkpoints, deterministic resume, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from preattn.data import build_datasets
+from preattn.mixing import LambdaMix
+from preattn.models import SimpleCNN
+from preattn.train import TrainConfig, build_model_for, train
+from preattn.train import checkpoint as ckpt
+from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
+
+TINY = dict(
+    dataset="synthetic", image_size=8, limit_train=48, limit_test=24, batch_size=16, lr=0.05, seed=1
+)
+
+
+def test_no_weight_decay_on_lambda_bn_and_bias():
+    model = SimpleCNN()
+    decay, no_decay = parameter_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    for name, p in model.named_parameters():
+        # conv and linear weights decay; λ (0-dim), BN weights/biases and biases (1-dim) don't
+        assert (id(p) in no_decay_ids) == (p.ndim <= 1), name
+    lam_params = [p for m in model.modules() if isinstance(m, LambdaMix) for p in m.parameters()]
+    assert lam_params and all(id(p) in no_decay_ids for p in lam_params)
+    assert sum(len(g["params"]) for g in (decay, no_decay)) == len(list(model.parameters()))
+
+
+def test_warmup_cosine_values():
+    f = WarmupCosine(total_steps=10, warmup_steps=2)
+    assert [f(0), f(1)] == [0.5, 1.0]
+    assert f(2) == pytest.approx(1.0)
+    assert f(6) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert f(10) == pytest.approx(0.0)
+    opt = build_optimizer(SimpleCNN(), "sgd", 0.1, 1e-4)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
+    assert isinstance(build_optimizer(SimpleCNN(), "adamw", 1e-3, 0.05), torch.optim.AdamW)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "state.pt"
+    target.write_text("old")
+
+    def broken(path: Path) -> None:
+        path.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        ckpt.atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("images_per_s")
+        row.pop("epoch_time_s")
+    return rows
+
+
+def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
+    config = TrainConfig(**TINY, epochs=2, lam_warmup_steps=3, out=str(tmp_path / "run"))
+    record = train(config)
+    run = Path(config.out)
+    assert {
+        "config.yaml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "state.pt",
+        "curves.png",
+        "lambda.png",
+    } <= {p.name for p in run.iterdir()}
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "lambda"}
+    assert set(rows[0]["lambda"]) == {"block1", "block2"}
+    assert record["epoch"] == 2
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["epoch"] == 2 and "optimizer" in state and "rng" in state
+    weights = load_file(str(run / "model.safetensors"))
+    assert int(weights["block1.mix.warmup_step"]) == 2 * 3  # 3 steps per epoch, ramp continues
+    assert TrainConfig.from_yaml(run / "config.yaml") == config
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    base = dict(TINY, epochs=3, lam_warmup_steps=4, warmup_epochs=0.5)
+    full = TrainConfig(**base, out=str(tmp_path / "full"))
+    train(full)
+
+    interrupted = TrainConfig(**base, out=str(tmp_path / "cut"))
+
+    def stop_after_first_epoch(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, callbacks=[stop_after_first_epoch])
+    assert len(_metrics(tmp_path / "cut")) == 1
+    train(interrupted, resume=True)
+
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_rejects_mismatched_files(tmp_path):
+    config = TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run"))
+    train(config)
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    state["epoch"] = 7
+    torch.save(state, tmp_path / "run" / "state.pt")
+    with pytest.raises(
+        ValueError, match="weights are from epoch 1 but the training state from epoch 7"
+    ):
+        train(config, resume=True)
+
+
+def test_two_process_ddp_equals_single_process_accumulation(tmp_path):
+    """2 gloo ranks vs one process summing the same two per-rank micro-batches."""
+    args = dict(
+        dataset="synthetic",
+        image_size=8,
+        limit_train=32,
+        limit_test=8,
+        batch_size=8,
+        epochs=1,
+        lr=0.2,
+        weight_decay=1e-3,
+        seed=5,
+        lam=0.3,
+    )
+    out = tmp_path / "ddp"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            "-m",
+            "preattn",
+            "train",
+            *flags,
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_weights = load_file(str(out / "model.safetensors"))
+
+    config = TrainConfig(**args)
+    splits = build_datasets(
+        config.dataset, limit_train=32, limit_test=8, image_size=8, seed=config.seed
+    )
+    torch.manual_seed(config.seed)
+    model = build_model_for(config, splits.num_classes, splits.in_chans)
+    optimizer = build_optimizer(model, "sgd", config.lr, config.weight_decay, config.momentum)
+    steps = 32 // (8 * 2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(steps, 0))
+    shards = []
+    for rank in range(2):
+        sampler = DistributedSampler(
+            splits.train, num_replicas=2, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        sampler.set_epoch(0)
+        shards.append(list(sampler))
+    model.train()
+    for step in range(steps):
+        optimizer.zero_grad()
+        for shard in shards:
+            batch = [splits.train[i] for i in shard[step * 8 : (step + 1) * 8]]
+            images = torch.stack([b[0] for b in batch])
+            labels = torch.tensor([b[1] for b in batch])
+            (nn.functional.cross_entropy(model(images), labels) / 2).backward()
+        optimizer.step()
+        scheduler.step()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(
+            ddp_weights[name], param.detach(), atol=1e-5, rtol=1e-4, msg=name
+        )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and 0.0 <= rows[0]["test_acc"] <= 1.0
