@@ -17,6 +17,8 @@ from .attention import (
 )
 from .blocks import PLACEMENTS, BasicTransform, BottleneckTransform, ResidualBlock, make_skip
 from .mixing import LambdaMix, lambdas
+from .retrofit import retrofit
+from .summary import ModelSummary, summary
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ __all__ = [
     "BottleneckTransform",
     "ChannelAttention",
     "LambdaMix",
+    "ModelSummary",
     "ResidualBlock",
     "SpatialAttention",
     "__version__",
@@ -37,4 +40,6 @@ __all__ = [
     "lambdas",
     "make_skip",
     "register_attention",
+    "retrofit",
+    "summary",
 ]

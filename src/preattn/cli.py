@@ -1,6 +1,6 @@
 """Command line: ``preattn <command>`` (also ``python -m preattn <command>``).
 
-Commands: ``train``, ``eval``, ``demo``.
+Commands: ``train``, ``eval``, ``demo``, ``summary``.
 Errors in the arguments or the data end in one line on stderr and exit status 2.
 """
 
@@ -232,6 +232,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .models.factory import create_model
+    from .summary import summary
+
+    kwargs: dict[str, Any] = dict(
+        num_classes=args.num_classes,
+        in_chans=args.input_size[0],
+        placement=args.placement,
+        attention=args.attention,
+        lam=args.lam,
+        stages=args.stages,
+    )
+    if args.model != "simplecnn":
+        kwargs["stem"] = args.stem
+    model = create_model(args.model, **kwargs)
+    title = f"{args.model} placement={args.placement} attention={args.attention}"
+    print(summary(model, args.input_size, name=title))
+    return 0
+
+
+def _input_size(text: str) -> tuple[int, ...]:
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W such as 3,224,224, got {text!r}"
+        ) from None
+    if len(size) != 3:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="preattn", description="Pre-residual attention (Pattern-3) for CNNs."
@@ -261,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with Fashion-MNIST (default: Debian's)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("summary", help="parameters, MACs, attention overhead and λ of a model")
+    p.add_argument("--model", default="resnet18", choices=list(MODELS))
+    p.add_argument("--placement", default="pre", choices=PLACEMENTS)
+    p.add_argument("--attention", default="cbam")
+    p.add_argument("--lam", type=_optional_float, default=0.1)
+    p.add_argument("--stages", type=_stages, default=None, help="e.g. 1,2,3,4 (default 2,3,4)")
+    p.add_argument("--stem", default="imagenet", choices=("imagenet", "cifar"))
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--input-size", type=_input_size, default=(3, 224, 224), help="C,H,W")
+    p.set_defaults(func=_cmd_summary)
     return parser
 
 

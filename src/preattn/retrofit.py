@@ -1,0 +1,206 @@
+"""Add attention to an existing torchvision or timm ResNet, keeping its weights.
+
+Each supported residual block is replaced, in place, by a :class:`~preattn.ResidualBlock`
+whose branch ``F`` is the block's own modules in their original order and whose skip is the
+block's own ``downsample``: no weight is copied or re-initialised. With the defaults
+(``lam=0.0``, ``lam_param="linear"``) every converted block computes exactly what it did
+before (``mix(z, A(z)) = z`` at λ = 0) while λ still receives gradient, so fine-tuning
+starts from the pretrained function and learns how much attention to use.
+
+Supported blocks:
+
+- ``torchvision.models.resnet.BasicBlock``: ``F = conv1, bn1, relu, conv2, bn2``
+- ``torchvision.models.resnet.Bottleneck``: ``F = conv1, bn1, relu, conv2, bn2, relu, conv3, bn3``
+- ``timm.models.resnet.BasicBlock``: ``F = conv1, bn1, drop_block, act1, aa, conv2, bn2[, se]``
+- ``timm.models.resnet.Bottleneck``: ``F = conv1, bn1, act1, conv2, bn2, drop_block, act2, aa,
+  conv3, bn3[, se]``, timm's ``drop_path`` applied to ``F``'s output
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from .attention import AttentionFactory
+from .blocks import ResidualBlock
+
+__all__ = ["SUPPORTED_BLOCKS", "retrofit"]
+
+logger = logging.getLogger("preattn")
+
+_BRANCH_MODULES: dict[str, tuple[str, ...]] = {
+    "torchvision.models.resnet.BasicBlock": ("conv1", "bn1", "relu", "conv2", "bn2"),
+    "torchvision.models.resnet.Bottleneck": (
+        "conv1",
+        "bn1",
+        "relu",
+        "conv2",
+        "bn2",
+        "relu",
+        "conv3",
+        "bn3",
+    ),
+    "timm.models.resnet.BasicBlock": (
+        "conv1",
+        "bn1",
+        "drop_block",
+        "act1",
+        "aa",
+        "conv2",
+        "bn2",
+        "se",
+        "drop_path",
+    ),
+    "timm.models.resnet.Bottleneck": (
+        "conv1",
+        "bn1",
+        "act1",
+        "conv2",
+        "bn2",
+        "drop_block",
+        "act2",
+        "aa",
+        "conv3",
+        "bn3",
+        "se",
+        "drop_path",
+    ),
+}
+_OUTPUT_ACT = {
+    "torchvision.models.resnet.BasicBlock": "relu",
+    "torchvision.models.resnet.Bottleneck": "relu",
+    "timm.models.resnet.BasicBlock": "act2",
+    "timm.models.resnet.Bottleneck": "act3",
+}
+SUPPORTED_BLOCKS = tuple(_BRANCH_MODULES)
+
+
+def _qualified_name(module: nn.Module) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _Branch(nn.Sequential):
+    """The original block's branch modules, run in order (a ReLU may appear twice)."""
+
+
+def _branch_of(block: nn.Module, kind: str) -> nn.Module:
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    for position, name in enumerate(_BRANCH_MODULES[kind]):
+        module = getattr(block, name, None)
+        if module is None or isinstance(module, nn.Identity):
+            continue
+        key = name if name not in modules else f"{name}_{position}"
+        modules[key] = module
+    return _Branch(modules)
+
+
+def _channels(block: nn.Module) -> tuple[int, int, int]:
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    in_ch = convs[0].in_channels
+    last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+    out_ch = last_bn.num_features
+    stride = max(max(c.stride) for c in convs)
+    return in_ch, out_ch, stride
+
+
+def _stage_of(name: str) -> int | None:
+    first = name.split(".", 1)[0]
+    if first.startswith("layer") and first[5:].isdigit():
+        return int(first[5:])
+    return None
+
+
+def retrofit(
+    model: nn.Module,
+    *,
+    placement: str = "pre",
+    attention: str | AttentionFactory = "cbam",
+    lam: float | None = 0.0,
+    lam_param: str = "linear",
+    lam_learnable: bool = True,
+    stages: Iterable[int] | None = None,
+    attention_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Convert the residual blocks of ``model`` in place and return ``model``.
+
+    Args:
+        model: a torchvision or timm ResNet (or any model holding their blocks).
+        placement: ``pre`` (Pattern-3), ``branch``, ``post`` or ``skip``.
+        attention: attention name or factory, as in :class:`~preattn.ResidualBlock`.
+        lam: initial λ; 0 with ``lam_param="linear"`` keeps the model's function exactly.
+        lam_param, lam_learnable: λ's parameterisation and whether it is learned.
+        stages: convert only blocks under ``layer{k}`` for k in ``stages`` (default: all).
+        attention_kwargs: extra arguments of the attention factory.
+
+    The names of the converted blocks are logged on the ``preattn`` logger (INFO) and kept
+    in ``model.preattn_retrofitted``. New parameters are created on the device and in the
+    dtype of the block's first conv.
+
+    Raises:
+        ValueError: ``placement`` is ``none``, ``stages`` is out of range, or the model
+            holds no supported block in the chosen stages (the message lists the supported
+            block types).
+    """
+    if placement == "none":
+        raise ValueError(
+            "placement must be one of ['pre', 'branch', 'post', 'skip'] for retrofit, got 'none'"
+        )
+    wanted = None if stages is None else set(stages)
+    if wanted is not None and not wanted <= {1, 2, 3, 4}:
+        raise ValueError(f"stages must be a subset of [1, 2, 3, 4], got {sorted(wanted)}")
+
+    targets: list[tuple[str, nn.Module, str]] = []
+    for name, module in model.named_modules():
+        kind = _qualified_name(module)
+        if kind not in _BRANCH_MODULES:
+            continue
+        if wanted is not None and _stage_of(name) not in wanted:
+            continue
+        targets.append((name, module, kind))
+    if not targets:
+        where = "" if wanted is None else f" in stages {sorted(wanted)}"
+        raise ValueError(
+            f"retrofit found no supported residual block{where} in {type(model).__name__}; "
+            f"supported block types are {list(SUPPORTED_BLOCKS)}"
+        )
+
+    converted: list[str] = []
+    for name, block, kind in targets:
+        in_ch, out_ch, stride = _channels(block)
+        weight = block.conv1.weight
+        branch = _branch_of(block, kind)
+        new = ResidualBlock(
+            in_ch,
+            out_ch,
+            stride,
+            placement=placement,
+            attention=attention,
+            attention_kwargs=attention_kwargs,
+            lam=lam,
+            lam_param=lam_param,
+            lam_learnable=lam_learnable,
+            transform=lambda i, o, s, b=branch: b,
+        )
+        new.skip = block.downsample if block.downsample is not None else nn.Identity()
+        new.act = getattr(block, _OUTPUT_ACT[kind])
+        for part in (new.attention, new.mix):
+            if part is not None:
+                part.to(device=weight.device, dtype=weight.dtype)
+        new.train(block.training)
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, new)
+        converted.append(name)
+    logger.info(
+        "retrofit: %d blocks converted to placement=%r: %s",
+        len(converted),
+        placement,
+        ", ".join(converted),
+    )
+    model.preattn_retrofitted = converted  # type: ignore[assignment]
+    return model
