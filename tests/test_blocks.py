@@ -89,9 +89,11 @@ def test_placement_matches_formula(placement, lam, in_ch, out_ch, stride):
 def test_pre_attention_acts_on_input_channels_and_resolution():
     block = ResidualBlock(16, 32, stride=2, placement="pre")
     seen = []
-    block.attention.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    for layer in (block.attention.channel.fc1, block.attention.spatial.conv):
+        layer.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
     block(torch.randn(1, 16, 10, 10))
-    assert seen == [torch.Size([1, 16, 10, 10])]
+    # channel MLP sees [avg; max] of 16 channels, spatial conv the 10x10 input resolution
+    assert seen == [(2, 16, 1, 1), (1, 2, 10, 10)]
     for placement in ("branch", "post", "skip"):
         b = ResidualBlock(16, 32, stride=2, placement=placement)
         assert b.attention.channel.fc2.out_channels == 32

@@ -96,3 +96,42 @@ def test_lambdas_names_every_controlled_block():
     assert lambdas(SimpleCNN(placement="none")) == {}
     seq = nn.Sequential(ResidualBlock(4, 4, lam=0.3, lam_param="linear"))
     assert lambdas(seq) == pytest.approx({"0": 0.3})
+
+
+@pytest.mark.parametrize("name", ["cbam", "cbam-official", "channel", "spatial", "se", "eca"])
+def test_fused_mix_equals_plain_composition_float64(name):
+    """``mix.attend`` (fused) vs ``(1 − λ)·z + λ·A(z)`` composed eagerly: values and grads."""
+    from preattn import create_attention
+
+    torch.manual_seed(0)
+    attention = create_attention(name, 16).double().eval()
+    mix = LambdaMix(0.3).double()
+    z = torch.randn(2, 16, 5, 6, dtype=torch.float64, requires_grad=True)
+    fused = mix.attend(z, attention)
+    lam = mix.value()
+    plain = (1 - lam) * z + lam * attention(z)
+    torch.testing.assert_close(fused, plain, atol=1e-12, rtol=1e-12)
+    weights = torch.randn_like(fused)
+    params = [z, mix.logit, *attention.parameters()]
+    grads_fused = torch.autograd.grad((fused * weights).sum(), params)
+    grads_plain = torch.autograd.grad((plain * weights).sum(), params)
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gates_are_float32_under_autocast(dtype):
+    from preattn import CBAM
+
+    torch.manual_seed(1)
+    cbam = CBAM(32)
+    x = torch.randn(2, 32, 8, 8)
+    with torch.autocast("cpu", dtype=dtype):
+        h = torch.nn.functional.conv2d(x, torch.randn(32, 32, 1, 1) / 6)
+        assert h.dtype == dtype
+        gate = cbam.gate(h)
+        out = LambdaMix(0.5).attend(h, cbam)
+    assert gate.dtype == torch.float32 and out.dtype == dtype
+    reference = LambdaMix(0.5).attend(h.float(), cbam)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)

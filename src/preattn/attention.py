@@ -41,6 +41,7 @@ __all__ = [
     "ECA",
     "SE",
     "ChannelAttention",
+    "GateAttention",
     "SpatialAttention",
     "attention_names",
     "create_attention",
@@ -50,13 +51,53 @@ __all__ = [
 _POOLS = ("mean", "max")
 
 
+def _gate_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, else the input's own dtype (float32 or float64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def _pool_channels(x: torch.Tensor, order: Sequence[str]) -> torch.Tensor:
-    """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``order``."""
-    maps = {"mean": x.mean(dim=1, keepdim=True), "max": x.amax(dim=1, keepdim=True)}
+    """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W), >= float32."""
+    dtype = _gate_dtype(x)
+    maps = {
+        "mean": x.mean(dim=1, keepdim=True, dtype=dtype),
+        "max": x.amax(dim=1, keepdim=True).to(dtype),
+    }
     return torch.cat([maps[name] for name in order], dim=1)
 
 
-class ChannelAttention(nn.Module):
+def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
+    """Spatial mean of ``x`` (B, C, H, W) as (B, C, 1, 1), at least float32."""
+    return x.mean(dim=(2, 3), keepdim=True, dtype=_gate_dtype(x))
+
+
+def _full_precision(x: torch.Tensor) -> torch.autocast:
+    """Autocast switched off: gates are computed in float32 under AMP (no bf16 sigmoids)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+class GateAttention(nn.Module):
+    """Base of attention modules of the form ``A(x) = x * gate(x)``.
+
+    ``gate(x)`` is float32 and broadcastable to ``x``. ``mixed(x, lam)`` returns the
+    λ-mixed output ``(1 − λ)·x + λ·A(x) = x · ((1 − λ) + λ·gate(x))`` in one full-size
+    multiplication; subclasses whose gate is not separable (CBAM) override it.
+    """
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x).to(x.dtype)
+
+    def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``(1 − λ)·x + λ·A(x)`` for a 0-dim ``lam``; same shape and dtype as ``x``."""
+        gate = self.gate(x)
+        lam = lam.to(gate.dtype)
+        return x * ((1.0 - lam) + lam * gate).to(x.dtype)
+
+
+class ChannelAttention(GateAttention):
     """CBAM channel attention: ``x * sigmoid(MLP(avg_hw x) + MLP(max_hw x))``.
 
     Args:
@@ -89,18 +130,15 @@ class ChannelAttention(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
-        pooled = torch.cat(
-            [x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)], dim=0
-        )
-        avg_logits, max_logits = self.fc2(self.act(self.fc1(pooled))).chunk(2, dim=0)
-        return torch.sigmoid(avg_logits + max_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        """Float32 channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
+        maxed = x.amax(dim=(2, 3), keepdim=True).to(_gate_dtype(x))
+        pooled = torch.cat([_pool_spatial(x), maxed], dim=0)
+        with _full_precision(x):
+            avg_logits, max_logits = self.fc2(self.act(self.fc1(pooled))).chunk(2, dim=0)
+            return torch.sigmoid(avg_logits + max_logits)
 
 
-class SpatialAttention(nn.Module):
+class SpatialAttention(GateAttention):
     """CBAM spatial attention: ``x * sigmoid(BN?(conv_kxk([mean_c x, max_c x])))``.
 
     Args:
@@ -132,14 +170,13 @@ class SpatialAttention(nn.Module):
         self.bn: nn.Module = nn.BatchNorm2d(1, momentum=0.01) if batch_norm else nn.Identity()
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
-        return torch.sigmoid(self.bn(self.conv(_pool_channels(x, self.pool_order))))
+        """Float32 spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
+        pooled = _pool_channels(x, self.pool_order)
+        with _full_precision(x):
+            return torch.sigmoid(self.bn(self.conv(pooled)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
 
-
-class CBAM(nn.Module):
+class CBAM(GateAttention):
     """Convolutional Block Attention Module: channel then spatial attention.
 
     ``forward(x) = x' * M_s(x')`` with ``x' = x * M_c(x)``; shapes (B, C, H, W) -> same.
@@ -177,14 +214,21 @@ class CBAM(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Combined mask ``M_c(x) * M_s(x * M_c(x))`` of shape (B, C, H, W)."""
         channel_gate = self.channel.gate(x)
-        return channel_gate * self.spatial.gate(x * channel_gate)
+        return channel_gate * self.spatial.gate(x * channel_gate.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.channel.gate(x)
-        return x * self.spatial.gate(x)
+        x = x * self.channel.gate(x).to(x.dtype)
+        return x * self.spatial.gate(x).to(x.dtype)
+
+    def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``: three full-size operations."""
+        attended = x * self.channel.gate(x).to(x.dtype)
+        spatial_gate = self.spatial.gate(attended)
+        spatial = (lam.to(spatial_gate.dtype) * spatial_gate).to(x.dtype)
+        return torch.addcmul(x * (1.0 - lam).to(x.dtype), attended, spatial)
 
 
-class SE(nn.Module):
+class SE(GateAttention):
     """Squeeze-and-Excitation: ``x * sigmoid(fc2(act(fc1(avg_hw x))))``.
 
     Args:
@@ -214,11 +258,10 @@ class SE(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel mask of shape (B, C, 1, 1)."""
-        return torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        """Float32 channel mask of shape (B, C, 1, 1)."""
+        pooled = _pool_spatial(x)
+        with _full_precision(x):
+            return torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
@@ -227,7 +270,7 @@ def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int
     return max(t if t % 2 else t + 1, 1)
 
 
-class ECA(nn.Module):
+class ECA(GateAttention):
     """Efficient Channel Attention: ``x * sigmoid(conv1d_k(avg_hw x))``.
 
     Args:
@@ -252,12 +295,10 @@ class ECA(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel mask of shape (B, C, 1, 1)."""
-        y = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C)
-        return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        """Float32 channel mask of shape (B, C, 1, 1)."""
+        y = _pool_spatial(x).flatten(2).transpose(1, 2)  # (B, 1, C)
+        with _full_precision(x):
+            return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
 
 
 AttentionFactory = Callable[..., nn.Module]

@@ -183,10 +183,9 @@ class ResidualBlock(nn.Module):
     def _attend(self, z: torch.Tensor) -> torch.Tensor:
         """``mix(z, A(z))``; ``A(z)`` when uncontrolled."""
         assert self.attention is not None
-        attended = self.attention(z)
         if self.mix is None:
-            return attended
-        return self.mix(z, attended)
+            return self.attention(z)
+        return self.mix.attend(z, self.attention)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_ch:

@@ -89,12 +89,30 @@ class LambdaMix(nn.Module):
             lam = lam * ramp.to(lam.dtype)
         return lam
 
-    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Return ``(1 − λ_eff) · z + λ_eff · a``; ``z`` and ``a`` have the same shape."""
-        lam = self.value().to(z.dtype)
+    def _step(self) -> torch.Tensor:
+        """λ_eff for this forward pass; advances the warm-up counter in training mode."""
+        lam = self.value()
         if self.warmup_steps and self.training:
             self.warmup_step.add_(1)
+        return lam
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Return ``(1 − λ_eff) · z + λ_eff · a``; ``z`` and ``a`` have the same shape."""
+        lam = self._step().to(z.dtype)
         return (1.0 - lam) * z + lam * a
+
+    def attend(self, z: torch.Tensor, attention: nn.Module) -> torch.Tensor:
+        """``mix(z, attention(z))``, fused when ``attention`` has a ``mixed(z, λ)`` method.
+
+        Gate attention (:class:`~preattn.attention.GateAttention`) computes the mix as
+        ``z · ((1 − λ) + λ·gate(z))`` without materialising ``A(z)`` and the two products.
+        """
+        lam = self._step()
+        mixed = getattr(attention, "mixed", None)
+        if mixed is not None:
+            return mixed(z, lam)
+        lam = lam.to(z.dtype)
+        return (1.0 - lam) * z + lam * attention(z)
 
     def extra_repr(self) -> str:
         lam = float(self.value().detach())

@@ -130,7 +130,8 @@ def summary(
     device = parameter.device if parameter is not None else torch.device("cpu")
     x = torch.zeros(1, *input_size, device=device)
     mode = FlopCounterMode(display=False)
-    counter = _MacCounter(attention, mode)
+    # hooks on every submodule: fused λ-mixing calls the attention's layers, not its forward
+    counter = _MacCounter([m for a in attention for m in a.modules()], mode)
     try:
         with mode:
             model(x)
