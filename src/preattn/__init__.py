@@ -16,6 +16,7 @@ from .attention import (
     register_attention,
 )
 from .blocks import PLACEMENTS, BasicTransform, BottleneckTransform, ResidualBlock, make_skip
+from .deploy import export_onnx, fuse
 from .mixing import LambdaMix, lambdas
 from .retrofit import retrofit
 from .summary import ModelSummary, summary
@@ -37,6 +38,8 @@ __all__ = [
     "__version__",
     "attention_names",
     "create_attention",
+    "export_onnx",
+    "fuse",
     "lambdas",
     "make_skip",
     "register_attention",

@@ -1,6 +1,6 @@
 """Command line: ``preattn <command>`` (also ``python -m preattn <command>``).
 
-Commands: ``train``, ``eval``, ``demo``, ``summary``.
+Commands: ``train``, ``eval``, ``demo``, ``summary``, ``export``.
 Errors in the arguments or the data end in one line on stderr and exit status 2.
 """
 
@@ -252,6 +252,37 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .data.registry import build_datasets
+    from .deploy import export_onnx, fuse
+    from .train import checkpoint
+    from .train.config import TrainConfig
+    from .train.loop import build_model_for
+
+    run_dir = Path(args.checkpoint)
+    config = TrainConfig.from_yaml(run_dir / "config.yaml")
+    splits = build_datasets(
+        config.dataset,
+        config.data_dir,
+        limit_train=1,
+        limit_test=1,
+        image_size=config.image_size,
+        seed=config.seed,
+    )
+    model = build_model_for(config, splits.num_classes, splits.in_chans)
+    weights, _ = checkpoint.load_weights(run_dir)
+    model.load_state_dict(weights)
+    if not args.no_fuse:
+        model = fuse(model)
+    image = splits.test[0][0]
+    path = export_onnx(model, args.onnx, (1, *image.shape), opset=args.opset)
+    print(
+        f"wrote {path} (input (batch, {', '.join(map(str, image.shape))}), dynamic batch, "
+        f"opset {args.opset}, BatchNorm {'kept' if args.no_fuse else 'folded'})"
+    )
+    return 0
+
+
 def _input_size(text: str) -> tuple[int, ...]:
     try:
         size = tuple(int(v) for v in text.replace("x", ",").split(","))
@@ -304,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--input-size", type=_input_size, default=(3, 224, 224), help="C,H,W")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("export", help="export a run's model to ONNX (BatchNorm folded)")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

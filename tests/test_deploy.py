@@ -1,0 +1,109 @@
+"""fuse() folds BatchNorm without changing eval outputs; ONNX export runs in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from preattn import export_onnx, fuse, retrofit
+from preattn.cli import main
+from preattn.models import SimpleCNN, resnet18, resnet50
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: SimpleCNN(),
+        lambda: resnet18(num_classes=10, stem="cifar", attention="cbam-official"),
+        lambda: resnet50(num_classes=10, stem="cifar", placement="branch"),
+        lambda: retrofit(torchvision.models.resnet18(num_classes=10), lam=0.3),
+    ],
+)
+def test_fuse_keeps_outputs_and_removes_batchnorm(build):
+    torch.manual_seed(0)
+    model = _randomise_bn(build())
+    x = torch.randn(2, 3, 32, 32)
+    fused = fuse(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # copy by default
+    torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("placement", ["pre", "branch"])
+def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path, placement):
+    torch.manual_seed(1)
+    model = _randomise_bn(
+        resnet18(
+            num_classes=7,
+            stem="cifar",
+            placement=placement,
+            attention="cbam-official",
+            stages=(1, 2, 3, 4),
+        )
+    )
+    path = export_onnx(fuse(model), tmp_path / "m.onnx", (2, 3, 32, 32))
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version >= 17
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"ReduceMax", "ReduceMean"} <= ops and "MaxPool" not in ops
+    assert "BatchNormalization" not in ops
+    session = onnxruntime.InferenceSession(str(path))
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        (y,) = session.run(None, {"input": x.numpy()})
+        np.testing.assert_allclose(y, model(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_export_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="opset must be >= 17, got 13"):
+        export_onnx(SimpleCNN(), tmp_path / "a.onnx", (1, 3, 8, 8), opset=13)
+    with pytest.raises(ValueError, match=r"input_shape must be \(N, C, H, W\)"):
+        export_onnx(SimpleCNN(), tmp_path / "a.onnx", (3, 8, 8))
+
+
+def test_export_command(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--image-size",
+                "8",
+                "--limit-train",
+                "32",
+                "--limit-test",
+                "8",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(run), "--onnx", str(out)]) == 0
+    session = onnxruntime.InferenceSession(str(out))
+    (y,) = session.run(None, {"input": np.zeros((3, 3, 8, 8), dtype=np.float32)})
+    assert y.shape == (3, 6)
