@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from . import _validate
+from .lean_cbam import GatedMix, ScaledChannelPool
 
 __all__ = [
     "CBAM",
@@ -171,8 +172,11 @@ class SpatialAttention(GateAttention):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
-        pooled = _pool_channels(x, self.pool_order)
-        with _full_precision(x):
+        return self.gate_from_pooled(_pool_channels(x, self.pool_order))
+
+    def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Mask (B, 1, H, W) from the stacked pooled maps (B, 2, H, W) in ``pool_order``."""
+        with _full_precision(pooled):
             return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
@@ -221,7 +225,20 @@ class CBAM(GateAttention):
         return x * self.spatial.gate(x).to(x.dtype)
 
     def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``: three full-size operations."""
+        """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``.
+
+        With autograd recording, :mod:`preattn.lean_cbam` keeps only ``x`` and the small
+        gates for backward; otherwise (inference, tracing, ONNX export) three full-size
+        operations in plain PyTorch.
+        """
+        if torch.is_grad_enabled() and not (
+            torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        ):
+            channel_gate = self.channel.gate(x)
+            max_first = self.spatial.pool_order[0] == "max"
+            pooled = ScaledChannelPool.apply(x, channel_gate, max_first)
+            spatial_gate = self.spatial.gate_from_pooled(pooled)
+            return GatedMix.apply(x, channel_gate, spatial_gate, lam.to(channel_gate.dtype))
         attended = x * self.channel.gate(x).to(x.dtype)
         spatial_gate = self.spatial.gate(attended)
         spatial = (lam.to(spatial_gate.dtype) * spatial_gate).to(x.dtype)

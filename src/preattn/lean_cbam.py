@@ -1,0 +1,76 @@
+"""Memory-lean autograd for λ-mixed CBAM: save ``x`` and the small gates, recompute the rest.
+
+For ``x`` (B, C, H, W), channel gate ``c`` (B, C, 1, 1), spatial gate ``s`` (B, 1, H, W)
+and λ (0-dim), λ-mixed CBAM is::
+
+    x' = x · c                                          (channel-attended input)
+    p  = [mean_C(x'), max_C(x')]                        (B, 2, H, W) -> s = σ(conv(p))
+    x̃  = (1 − λ)·x + λ·x'·s = x · m,   m = (1 − λ) + λ·c·s
+
+Plain autograd keeps ``x'`` and the products alive for backward (two extra full-size
+tensors per block). :class:`ScaledChannelPool` and :class:`GatedMix` keep only ``x``
+(which the caller holds anyway), ``c``, ``s``, λ and the (B, 1, H, W) maxima, and recompute
+``x'`` and ``m`` in backward. Their gradients, with ``g = dL/dx̃``::
+
+    dL/dx = g·m,   dL/dc = λ·Σ_HW(g·x·s),   dL/ds = λ·Σ_C(g·x·c),
+    dL/dλ = Σ(g·x·(c·s − 1))
+    pool:  dL/dx' = g_mean / C + g_max · 1[x' = max] / #ties   (as ``amax``), then
+           dL/dx += dL/dx' · c,   dL/dc += Σ_HW(dL/dx' · x)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["GatedMix", "ScaledChannelPool"]
+
+
+class ScaledChannelPool(torch.autograd.Function):
+    """``[mean_C(x·c), max_C(x·c)]`` in ``order`` as (B, 2, H, W) in ``c``'s dtype."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, c: torch.Tensor, max_first: bool) -> torch.Tensor:
+        scaled = x * c.to(x.dtype)
+        mean = scaled.mean(dim=1, keepdim=True, dtype=c.dtype)
+        peak = scaled.amax(dim=1, keepdim=True)
+        ctx.save_for_backward(x, c, peak)
+        ctx.max_first = max_first
+        peak = peak.to(c.dtype)
+        return torch.cat([peak, mean] if max_first else [mean, peak], dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, c, peak = ctx.saved_tensors
+        g_peak, g_mean = grad.split(1, dim=1) if ctx.max_first else grad.split(1, dim=1)[::-1]
+        scaled = x * c.to(x.dtype)
+        is_peak = scaled == peak
+        ties = is_peak.sum(dim=1, keepdim=True).to(grad.dtype)
+        g_scaled = g_mean / x.shape[1] + is_peak.to(grad.dtype) * (g_peak / ties)
+        grad_x = (g_scaled * c).to(x.dtype)
+        grad_c = (g_scaled * x).sum(dim=(2, 3), keepdim=True, dtype=c.dtype)
+        return grad_x, grad_c, None
+
+
+class GatedMix(torch.autograd.Function):
+    """``x · ((1 − λ) + λ·c·s)`` for gates ``c`` (B, C, 1, 1), ``s`` (B, 1, H, W), 0-dim λ."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, c, s, lam)
+        lam = lam.to(c.dtype)
+        return x * ((1.0 - lam) + lam * c * s).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, c, s, lam = ctx.saved_tensors
+        lam_c = lam.to(c.dtype)
+        grad_x = grad * ((1.0 - lam_c) + lam_c * c * s).to(grad.dtype)
+        gx = grad * x
+        sum_hw = (gx * s.to(gx.dtype)).sum(dim=(2, 3), keepdim=True, dtype=c.dtype)
+        sum_c = (gx * c.to(gx.dtype)).sum(dim=1, keepdim=True, dtype=s.dtype)
+        grad_lam = (sum_hw * c).sum() - gx.sum(dtype=c.dtype)
+        return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype)
