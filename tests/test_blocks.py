@@ -194,12 +194,36 @@ def test_bf16_autocast_is_finite():
     torch.testing.assert_close(y.float(), block(x), atol=0.1, rtol=0.05)
 
 
+@pytest.mark.parametrize("attention", ["cbam", "se"])
+def test_no_graph_breaks_in_training_mode(attention):
+    """The lean autograd Functions, the warm-up counter and the input check trace as one graph."""
+    block = ResidualBlock(8, 16, 2, attention=attention, lam_warmup_steps=5).train()
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    explanation = torch._dynamo.explain(block)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
 def test_torch_compile_fullgraph_matches_eager():
     torch.manual_seed(6)
     block = ResidualBlock(8, 16, 2, lam_warmup_steps=5).eval()
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 8, 8, 8)
     torch.testing.assert_close(compiled(x), block(x))
+
+
+def test_torch_compile_training_gradients_match_eager():
+    torch.manual_seed(7)
+    eager = ResidualBlock(8, 16, 2).train()
+    twin = ResidualBlock(8, 16, 2).train()
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)
+    x = torch.randn(4, 8, 8, 8)
+    torch.testing.assert_close(compiled(x), eager(x))
+    compiled(x).square().sum().backward()
+    eager(x).square().sum().backward()
+    for (name, a), b in zip(eager.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize(
