@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import randomise_batchnorm
 from preattn import CBAM, ResidualBlock
 from preattn.compat import convert_seed_state_dict
 from preattn.models import SimpleCNN
@@ -155,17 +156,6 @@ class NbSimpleCNN(nn.Module):
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _randomise_bn(module: nn.Module, generator: torch.Generator) -> None:
-    """Give every BatchNorm non-trivial affine parameters and running statistics."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
-
-
 def _assert_equivalent(
     reference: nn.Module, ours: nn.Module, x: torch.Tensor, *, check_input_grad: bool = True
 ) -> None:
@@ -218,9 +208,8 @@ def test_cbam_matches_notebook(channels, reduction, kernel):
 @pytest.mark.parametrize("in_ch,out_ch,stride", [(64, 64, 1), (64, 128, 2), (16, 32, 1)])
 def test_uncontrolled_block_matches_notebook(in_ch, out_ch, stride):
     torch.manual_seed(1)
-    g = torch.Generator().manual_seed(1)
     reference = NbPattern3(in_ch, out_ch, stride)
-    _randomise_bn(reference, g)
+    randomise_batchnorm(reference, seed=1)
     ours = ResidualBlock(in_ch, out_ch, stride, lam=None)
     _assert_equivalent(reference, ours, torch.randn(4, in_ch, 12, 12))
 
@@ -230,9 +219,8 @@ def test_uncontrolled_block_matches_notebook(in_ch, out_ch, stride):
 )
 def test_controlled_block_matches_notebook(lam_init, learnable):
     torch.manual_seed(2)
-    g = torch.Generator().manual_seed(2)
     reference = NbPattern3Controlled(64, 128, 2, lam_init=lam_init, lam_learnable=learnable)
-    _randomise_bn(reference, g)
+    randomise_batchnorm(reference, seed=2)
     ours = ResidualBlock(64, 128, 2, lam=lam_init, lam_learnable=learnable)
     # the library's own initial logit equals the notebook's (clamped) logit
     torch.testing.assert_close(ours.mix.raw.detach(), reference.lam_logit.detach())
@@ -241,9 +229,8 @@ def test_controlled_block_matches_notebook(lam_init, learnable):
 
 def test_simplecnn_matches_notebook():
     torch.manual_seed(3)
-    g = torch.Generator().manual_seed(3)
     reference = NbSimpleCNN(num_classes=10, lam_init=0.1)
-    _randomise_bn(reference, g)
+    randomise_batchnorm(reference, seed=3)
     ours = SimpleCNN(num_classes=10, lam=0.1)
     assert sum(p.numel() for p in ours.parameters()) == sum(
         p.numel() for p in reference.parameters()

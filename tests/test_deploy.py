@@ -10,21 +10,10 @@ import torch
 import torchvision
 from torch import nn
 
+from _helpers import randomise_batchnorm
 from preattn import export_onnx, fuse, retrofit
 from preattn.cli import main
 from preattn.models import SimpleCNN, resnet18, resnet50
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize(
@@ -38,7 +27,7 @@ def _randomise_bn(model: nn.Module) -> nn.Module:
 )
 def test_fuse_keeps_outputs_and_removes_batchnorm(build):
     torch.manual_seed(0)
-    model = _randomise_bn(build())
+    model = randomise_batchnorm(build())
     x = torch.randn(2, 3, 32, 32)
     fused = fuse(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
@@ -49,7 +38,7 @@ def test_fuse_keeps_outputs_and_removes_batchnorm(build):
 @pytest.mark.parametrize("placement", ["pre", "branch"])
 def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path, placement):
     torch.manual_seed(1)
-    model = _randomise_bn(
+    model = randomise_batchnorm(
         resnet18(
             num_classes=7,
             stem="cifar",

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from _helpers import randomise_batchnorm
 from preattn import ResidualBlock, lambdas, retrofit
 from preattn.models import resnet18 as preattn_resnet18
 
@@ -21,23 +22,12 @@ BUILDERS = {
 }
 
 
-def _randomise_bn(model: nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
 @pytest.mark.parametrize("name", list(BUILDERS))
 @pytest.mark.parametrize("placement", ["pre", "branch", "post", "skip"])
 def test_zero_lambda_keeps_outputs(name, placement):
     torch.manual_seed(0)
     model = BUILDERS[name]().eval()
-    _randomise_bn(model)
+    randomise_batchnorm(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(2, 3, 64, 64)
     expected = model(x)
@@ -58,7 +48,7 @@ def test_one_training_step_moves_lambda(name):
     model = BUILDERS[name]()
     # timm zero-initialises each branch's last BN: F then outputs 0 and pre attention gets
     # no gradient until that BN moves. Pretrained weights are never zero there; emulate them.
-    _randomise_bn(model)
+    randomise_batchnorm(model)
     model = retrofit(model)
     assert set(lambdas(model).values()) == {0.0}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -72,15 +72,6 @@ def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=(2, 3), dtype=_gate_dtype(x))
 
 
-def _pointwise_mlp(v: torch.Tensor, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d) -> torch.Tensor:
-    """``fc2(act(fc1(v)))`` for 1x1 convs applied to (N, C) vectors as matrix products.
-
-    Same numbers as the convs on (N, C, 1, 1), without oneDNN's slow small-conv backward.
-    """
-    hidden = act(nn.functional.linear(v, fc1.weight.flatten(1), fc1.bias))
-    return nn.functional.linear(hidden, fc2.weight.flatten(1), fc2.bias)
-
-
 def _full_precision(x: torch.Tensor) -> torch.autocast:
     """Autocast switched off: gates are computed in float32 under AMP (no bf16 sigmoids)."""
     return torch.autocast(x.device.type, enabled=False)
@@ -107,7 +98,38 @@ class GateAttention(nn.Module):
         return x * ((1.0 - lam) + lam * gate).to(x.dtype)
 
 
-class ChannelAttention(GateAttention):
+class _ChannelMLP(GateAttention):
+    """Shared part of channel attention and SE: ``fc2(act(fc1(v)))`` on descriptors (N, C).
+
+    ``fc1`` (C -> h) and ``fc2`` (h -> C) are 1x1 convs, ``h = max(C // r, min_hidden)``;
+    they are applied to (N, C) vectors as matrix products (the same numbers, without
+    oneDNN's slow backward of 1x1 convs on (N, C, 1, 1)).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int,
+        min_hidden: int,
+        bias: bool,
+        act_layer: type[nn.Module],
+    ) -> None:
+        super().__init__()
+        _validate.positive_int("channels", channels)
+        _validate.positive_int("reduction", reduction)
+        _validate.positive_int("min_hidden", min_hidden)
+        hidden = max(channels // reduction, min_hidden)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+
+    def mlp(self, v: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (N, C) logits."""
+        hidden = self.act(nn.functional.linear(v, self.fc1.weight.flatten(1), self.fc1.bias))
+        return nn.functional.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
+
+
+class ChannelAttention(_ChannelMLP):
     """CBAM channel attention: ``x * sigmoid(MLP(avg_hw x) + MLP(max_hw x))``.
 
     Args:
@@ -130,21 +152,14 @@ class ChannelAttention(GateAttention):
         bias: bool = False,
         act_layer: type[nn.Module] = nn.ReLU,
     ) -> None:
-        super().__init__()
-        _validate.positive_int("channels", channels)
-        _validate.positive_int("reduction", reduction)
-        _validate.positive_int("min_hidden", min_hidden)
-        hidden = max(channels // reduction, min_hidden)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
-        self.act = act_layer()
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+        super().__init__(channels, reduction, min_hidden, bias, act_layer)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
         maxed = x.amax(dim=(2, 3)).to(_gate_dtype(x))
         pooled = torch.cat([_pool_spatial(x), maxed], dim=0)  # (2B, C)
         with _full_precision(x):
-            logits = _pointwise_mlp(pooled, self.fc1, self.act, self.fc2)
+            logits = self.mlp(pooled)
             avg_logits, max_logits = logits.chunk(2, dim=0)
             return torch.sigmoid(avg_logits + max_logits)[:, :, None, None]
 
@@ -255,7 +270,7 @@ class CBAM(GateAttention):
         return torch.addcmul(x * (1.0 - lam).to(x.dtype), attended, spatial)
 
 
-class SE(GateAttention):
+class SE(_ChannelMLP):
     """Squeeze-and-Excitation: ``x * sigmoid(fc2(act(fc1(avg_hw x))))``.
 
     Args:
@@ -275,22 +290,13 @@ class SE(GateAttention):
         bias: bool = True,
         act_layer: type[nn.Module] = nn.ReLU,
     ) -> None:
-        super().__init__()
-        _validate.positive_int("channels", channels)
-        _validate.positive_int("reduction", reduction)
-        _validate.positive_int("min_hidden", min_hidden)
-        hidden = max(channels // reduction, min_hidden)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
-        self.act = act_layer()
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+        super().__init__(channels, reduction, min_hidden, bias, act_layer)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 channel mask of shape (B, C, 1, 1)."""
         pooled = _pool_spatial(x)
         with _full_precision(x):
-            return torch.sigmoid(_pointwise_mlp(pooled, self.fc1, self.act, self.fc2))[
-                :, :, None, None
-            ]
+            return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:

@@ -1,0 +1,23 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm2d non-trivial affine parameters and running statistics.
+
+    Freshly built BatchNorms are the identity in eval mode (mean 0, var 1, weight 1, bias 0),
+    which would let a wrong wiring of BN pass unnoticed; trained weights never look like that.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return module
