@@ -27,7 +27,7 @@ from preattn.models import SimpleCNN, resnet18, resnet50
 )
 def test_fuse_keeps_outputs_and_removes_batchnorm(build):
     torch.manual_seed(0)
-    model = randomise_batchnorm(build())
+    model = randomise_batchnorm(build()).eval()
     x = torch.randn(2, 3, 32, 32)
     fused = fuse(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
@@ -46,7 +46,7 @@ def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path, placement):
             attention="cbam-official",
             stages=(1, 2, 3, 4),
         )
-    )
+    ).eval()
     path = export_onnx(fuse(model), tmp_path / "m.onnx", (2, 3, 32, 32))
     graph = onnx.load(str(path))
     assert graph.opset_import[0].version >= 17

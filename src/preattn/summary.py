@@ -3,7 +3,8 @@
 MACs come from PyTorch's own ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2 of the
 convolutions and matrix products of one forward pass); element-wise work (sigmoids, the
 attention products, BatchNorm in eval) is not counted, as in the CBAM and SENet papers'
-tables. The attention share counts every module under a block's ``attention`` and ``mix``.
+tables. The attention share of a :class:`ResidualBlock` is what the block computes beyond
+its branch ``F`` and skip ``S``: ``MACs(block) − MACs(F) − MACs(S)`` (attention and λ-mixing).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .blocks import ResidualBlock
-from .mixing import LambdaMix, lambdas
+from .mixing import lambdas
 
 __all__ = ["ModelSummary", "summary"]
 
@@ -71,21 +72,19 @@ class ModelSummary:
 
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The attention and λ-mixing modules of every ResidualBlock (for parameter counts)."""
     found: list[nn.Module] = []
     for module in model.modules():
         if isinstance(module, ResidualBlock):
             found += [m for m in (module.attention, module.mix) if m is not None]
-        elif isinstance(module, LambdaMix) and not any(module is m for m in found):
-            found.append(module)
     return found
 
 
 class _MacCounter:
-    """Counts FLOPs inside the attention modules via forward pre/post hooks."""
+    """FLOPs spent inside ``modules`` (none nested in another), via forward hooks."""
 
     def __init__(self, modules: Sequence[nn.Module], mode: FlopCounterMode) -> None:
         self.mode = mode
-        self.inside = 0
         self.start = 0
         self.total = 0
         self.handles = []
@@ -94,14 +93,10 @@ class _MacCounter:
             self.handles.append(m.register_forward_hook(self._leave))
 
     def _enter(self, *_: object) -> None:
-        if self.inside == 0:
-            self.start = self.mode.get_total_flops()
-        self.inside += 1
+        self.start = self.mode.get_total_flops()
 
     def _leave(self, *_: object) -> None:
-        self.inside -= 1
-        if self.inside == 0:
-            self.total += self.mode.get_total_flops() - self.start
+        self.total += self.mode.get_total_flops() - self.start
 
     def close(self) -> None:
         for h in self.handles:
@@ -130,20 +125,26 @@ def summary(
     device = parameter.device if parameter is not None else torch.device("cpu")
     x = torch.zeros(1, *input_size, device=device)
     mode = FlopCounterMode(display=False)
-    # hooks on every submodule: fused λ-mixing calls the attention's layers, not its forward
-    counter = _MacCounter([m for a in attention for m in a.modules()], mode)
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    counters = [
+        _MacCounter(blocks, mode),
+        _MacCounter([b.transform for b in blocks], mode),
+        _MacCounter([b.skip for b in blocks], mode),
+    ]
     try:
         with mode:
             model(x)
     finally:
-        counter.close()
+        for counter in counters:
+            counter.close()
         model.train(was_training)
+    block_flops, branch_flops, skip_flops = (c.total for c in counters)
     return ModelSummary(
         name=name or type(model).__name__,
         input_size=input_size,
         params=params,
         attention_params=attention_params,
         macs=mode.get_total_flops() // 2,
-        attention_macs=counter.total // 2,
+        attention_macs=(block_flops - branch_flops - skip_flops) // 2,
         lambdas=lambdas(model),
     )
