@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -150,25 +151,33 @@ def test_two_process_ddp_equals_single_process_accumulation(tmp_path):
     out = tmp_path / "ddp"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            "-m",
-            "preattn",
-            "train",
-            *flags,
-            f"--out={out}",
-        ],
-        capture_output=True,
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "preattn",
+        "train",
+        *flags,
+        f"--out={out}",
+    ]
+    # own process group, so a hung rendezvous can be killed with all its workers
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        start_new_session=True,
+    ) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, stderr[-3000:]
     ddp_weights = load_file(str(out / "model.safetensors"))
 
     config = TrainConfig(**args)
