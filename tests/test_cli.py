@@ -99,3 +99,24 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "preattn", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "train" in proc.stdout and "demo" in proc.stdout
+
+
+def test_compare_runs_every_placement_and_seed(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "--placements", "none,pre", "--seeds", "0,1", "--out", str(out)]
+    assert main(argv) == 0
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["none-seed0", "none-seed1", "pre-seed0", "pre-seed1"]
+    acc = {
+        name: json.loads((out / name / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
+        for name in runs
+    }
+    report = (out / "comparison.md").read_text()
+    mean_pre = 100 * (acc["pre-seed0"] + acc["pre-seed1"]) / 2
+    diff = (
+        100 * ((acc["pre-seed0"] - acc["none-seed0"]) + (acc["pre-seed1"] - acc["none-seed1"])) / 2
+    )
+    assert f"| pre | 2 | {mean_pre:.2f} ±" in report
+    assert f"{diff:+.2f} ±" in report
+    assert main(["compare", *TINY, "--placements", "none,middle", "--out", str(out)]) == 2
+    assert "placements must be one of" in capsys.readouterr().err

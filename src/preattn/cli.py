@@ -1,6 +1,6 @@
 """Command line: ``preattn <command>`` (also ``python -m preattn <command>``).
 
-Commands: ``train``, ``eval``, ``demo``, ``summary``, ``export``.
+Commands: ``train``, ``compare``, ``eval``, ``demo``, ``summary``, ``export``.
 Errors in the arguments or the data end in one line on stderr and exit status 2.
 """
 
@@ -118,6 +118,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     record = train(config, resume=bool(args.resume))
     if record and int(os.environ.get("RANK", "0")) == 0:
         print(f"done: test accuracy {record['test_acc']:.4f}; run directory {config.out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .train.compare import compare, format_comparison
+
+    config = _train_config(args)
+    placements = [p.strip() for p in args.placements.split(",") if p.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    rows = compare(config, placements, seeds)
+    print()
+    print(format_comparison(rows, placements))
+    print(f"\nreport: {Path(config.out) / 'comparison.md'}")
     return 0
 
 
@@ -310,6 +323,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     _add_train_flags(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="train one run per placement and seed, report test accuracy side by side",
+        description="Paired comparison: every placement is trained with the same seeds; "
+        "accepts every flag of 'train' except --placement.",
+    )
+    p.add_argument(
+        "--placements",
+        default="none,pre,branch,post,skip",
+        help="comma-separated placements; the first is the reference "
+        "(default: none,pre,branch,post,skip)",
+    )
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--config", help="YAML file with train flags (flags win)")
+    p.set_defaults(resume=None)
+    _add_train_flags(p)
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")

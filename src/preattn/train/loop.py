@@ -230,7 +230,7 @@ def _train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.float64, device=device)
         seen = torch.zeros((), dtype=torch.float64, device=device)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[0]["lr"]  # logged: the LR of the epoch's last step
         started = time.perf_counter()
         loader = _train_loader(splits, config, ctx, epoch)
         for images, labels in _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}"):
@@ -245,6 +245,7 @@ def _train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             loss_sum += loss.detach() * labels.numel()
             correct += (logits.argmax(1) == labels).sum()
