@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import _validate
-from .lean_cbam import GatedMix, ScaledChannelPool, stack_pooled
+from .lean_cbam import GatedMix, GlobalMax, ScaledChannelPool, stack_pooled
 
 __all__ = [
     "CBAM",
@@ -70,6 +70,18 @@ def _pool_channels(x: torch.Tensor, order: Sequence[str]) -> torch.Tensor:
 def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
     """Spatial mean of ``x`` (B, C, H, W) as (B, C), at least float32."""
     return x.mean(dim=(2, 3), dtype=_gate_dtype(x))
+
+
+def _recording_autograd() -> bool:
+    """Autograd is recording and no tracer/exporter is running: the lean Functions apply."""
+    return torch.is_grad_enabled() and not (
+        torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    )
+
+
+def _global_max(x: torch.Tensor) -> torch.Tensor:
+    """``max_HW(x)``: (B, C, H, W) -> (B, C) in ``x``'s dtype."""
+    return GlobalMax.apply(x) if _recording_autograd() else x.amax(dim=(2, 3))
 
 
 def _full_precision(x: torch.Tensor) -> torch.autocast:
@@ -156,7 +168,7 @@ class ChannelAttention(_ChannelMLP):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
-        maxed = x.amax(dim=(2, 3)).to(_gate_dtype(x))
+        maxed = _global_max(x).to(_gate_dtype(x))
         pooled = torch.cat([_pool_spatial(x), maxed], dim=0)  # (2B, C)
         with _full_precision(x):
             logits = self.mlp(pooled)
@@ -256,9 +268,7 @@ class CBAM(GateAttention):
         gates for backward; otherwise (inference, tracing, ONNX export) three full-size
         operations in plain PyTorch.
         """
-        if torch.is_grad_enabled() and not (
-            torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        ):
+        if _recording_autograd():
             channel_gate = self.channel.gate(x)
             max_first = self.spatial.pool_order[0] == "max"
             pooled = ScaledChannelPool.apply(x, channel_gate, max_first)

@@ -7,7 +7,8 @@ and λ (0-dim), λ-mixed CBAM is::
     p  = [mean_C(x'), max_C(x')]                        (B, 2, H, W) -> s = σ(conv(p))
     x̃  = (1 − λ)·x + λ·x'·s = x · m,   m = (1 − λ) + λ·c·s
 
-Plain autograd keeps ``x'`` and the products alive for backward (two extra full-size
+The channel gate's global max uses :class:`GlobalMax`. Plain autograd keeps ``x'`` and the
+products alive for backward (two extra full-size
 tensors per block). :class:`ScaledChannelPool` and :class:`GatedMix` keep only ``x``
 (which the caller holds anyway), ``c``, ``s``, λ and the (B, 1, H, W) maxima, and recompute
 ``x'`` and ``m`` in backward. Their gradients, with ``g = dL/dx̃``::
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GatedMix", "ScaledChannelPool", "stack_pooled"]
+__all__ = ["GatedMix", "GlobalMax", "ScaledChannelPool", "stack_pooled"]
 
 
 def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -34,6 +35,27 @@ def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
     oneDNN on CPU) on a channels-last input than on a contiguous one.
     """
     return torch.stack(maps, dim=-1).permute(0, 3, 1, 2)
+
+
+class GlobalMax(torch.autograd.Function):
+    """``max_HW(x)``: (B, C, H, W) -> (B, C), gradient split over ties like ``amax``.
+
+    ``amax``'s own backward builds its mask through integer copies of the full tensor;
+    this one compares once in the gradient's dtype (about 3x faster on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        peak = x.amax(dim=(2, 3))
+        ctx.save_for_backward(x, peak)
+        return peak
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, peak = ctx.saved_tensors
+        is_peak = (x == peak[:, :, None, None]).to(grad.dtype)
+        ties = is_peak.sum(dim=(2, 3), keepdim=True)
+        return is_peak * (grad[:, :, None, None] / ties)
 
 
 class ScaledChannelPool(torch.autograd.Function):
@@ -53,13 +75,18 @@ class ScaledChannelPool(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, c, peak = ctx.saved_tensors
         g_peak, g_mean = grad.split(1, dim=1) if ctx.max_first else grad.split(1, dim=1)[::-1]
-        scaled = x * c.to(x.dtype)
-        is_peak = scaled == peak
-        ties = is_peak.sum(dim=1, keepdim=True).to(grad.dtype)
-        g_scaled = g_mean / x.shape[1] + is_peak.to(grad.dtype) * (g_peak / ties)
+        is_peak = (x * c.to(x.dtype) == peak).to(grad.dtype)
+        ties = is_peak.sum(dim=1, keepdim=True)
+        g_scaled = torch.addcmul(g_mean / x.shape[1], is_peak, g_peak / ties)
         grad_x = (g_scaled * c).to(x.dtype)
         grad_c = (g_scaled * x).sum(dim=(2, 3), keepdim=True, dtype=c.dtype)
         return grad_x, grad_c, None
+
+
+def _multiplier(c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``m = (1 − λ) + λ·c·s`` (B, C, H, W) in one full-size operation."""
+    lam = lam.to(c.dtype)
+    return torch.addcmul(1.0 - lam, c, lam * s)
 
 
 class GatedMix(torch.autograd.Function):
@@ -70,14 +97,13 @@ class GatedMix(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor
     ) -> torch.Tensor:
         ctx.save_for_backward(x, c, s, lam)
-        lam = lam.to(c.dtype)
-        return x * ((1.0 - lam) + lam * c * s).to(x.dtype)
+        return x * _multiplier(c, s, lam).to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x, c, s, lam = ctx.saved_tensors
         lam_c = lam.to(c.dtype)
-        grad_x = grad * ((1.0 - lam_c) + lam_c * c * s).to(grad.dtype)
+        grad_x = grad * _multiplier(c, s, lam).to(grad.dtype)
         gx = grad * x
         sum_hw = (gx * s.to(gx.dtype)).sum(dim=(2, 3), keepdim=True, dtype=c.dtype)
         sum_c = (gx * c.to(gx.dtype)).sum(dim=1, keepdim=True, dtype=s.dtype)
