@@ -79,8 +79,18 @@ class ScaledChannelPool(torch.autograd.Function):
         ties = is_peak.sum(dim=1, keepdim=True)
         g_scaled = torch.addcmul(g_mean / x.shape[1], is_peak, g_peak / ties)
         grad_x = (g_scaled * c).to(x.dtype)
-        grad_c = (g_scaled * x).sum(dim=(2, 3), keepdim=True, dtype=c.dtype)
+        # Σ_HW g·x per (b, c) as a batched dot product: no full-size temporary
+        dots = torch.einsum("bcn,bcn->bc", _rows(g_scaled), _rows(x.to(g_scaled.dtype)))
+        grad_c = dots.to(c.dtype).view_as(c)
         return grad_x, grad_c, None
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) as (B, C, H·W): a view for contiguous and channels-last tensors."""
+    b, c = t.shape[:2]
+    if t.is_contiguous():
+        return t.view(b, c, -1)
+    return t.permute(0, 2, 3, 1).reshape(b, -1, c).transpose(1, 2)
 
 
 def _multiplier(c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -104,8 +114,11 @@ class GatedMix(torch.autograd.Function):
         x, c, s, lam = ctx.saved_tensors
         lam_c = lam.to(c.dtype)
         grad_x = grad * _multiplier(c, s, lam).to(grad.dtype)
-        gx = grad * x
-        sum_hw = (gx * s.to(gx.dtype)).sum(dim=(2, 3), keepdim=True, dtype=c.dtype)
-        sum_c = (gx * c.to(gx.dtype)).sum(dim=1, keepdim=True, dtype=s.dtype)
+        gx = _rows(grad * x)  # (B, C, HW)
+        # contractions as batched matrix products: no full-size temporaries
+        sum_hw = torch.bmm(gx, _rows(s.to(gx.dtype)).transpose(1, 2)).to(c.dtype)
+        sum_hw = sum_hw.view_as(c)  # Σ_HW g·x·s, (B, C, 1, 1)
+        sum_c = torch.bmm(c.to(gx.dtype).flatten(1).unsqueeze(1), gx).to(s.dtype)
+        sum_c = sum_c.view_as(s)  # Σ_C g·x·c, (B, 1, H, W)
         grad_lam = (sum_hw * c).sum() - gx.sum(dtype=c.dtype)
         return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype)
