@@ -139,30 +139,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .data.registry import build_datasets
-    from .train import checkpoint
-    from .train.config import TrainConfig
     from .train.distributed import init_distributed
     from .train.evaluate import evaluate
-    from .train.loop import build_model_for
+    from .train.loop import load_run
     from .train.plots import plot_confusion
 
     run_dir = Path(args.checkpoint)
-    config = TrainConfig.from_yaml(run_dir / "config.yaml")
-    if args.data_dir:
-        config.data_dir = args.data_dir
-    ctx = init_distributed(args.device)
-    splits = build_datasets(
-        config.dataset,
-        config.data_dir,
-        limit_test=args.limit_test if args.limit_test is not None else config.limit_test,
-        limit_train=1,
-        image_size=config.image_size,
-        seed=config.seed,
+    config, splits, model, epoch = load_run(
+        run_dir, data_dir=args.data_dir, limit_test=args.limit_test
     )
-    model = build_model_for(config, splits.num_classes, splits.in_chans)
-    weights, epoch = checkpoint.load_weights(run_dir)
-    model.load_state_dict(weights)
+    ctx = init_distributed(args.device)
     model.to(ctx.device)
     loader = torch.utils.data.DataLoader(splits.test, batch_size=args.batch_size)
     result = evaluate(model, loader, splits.num_classes, ctx.device)
@@ -266,25 +252,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .data.registry import build_datasets
     from .deploy import export_onnx, fuse
-    from .train import checkpoint
-    from .train.config import TrainConfig
-    from .train.loop import build_model_for
+    from .train.loop import load_run
 
-    run_dir = Path(args.checkpoint)
-    config = TrainConfig.from_yaml(run_dir / "config.yaml")
-    splits = build_datasets(
-        config.dataset,
-        config.data_dir,
-        limit_train=1,
-        limit_test=1,
-        image_size=config.image_size,
-        seed=config.seed,
-    )
-    model = build_model_for(config, splits.num_classes, splits.in_chans)
-    weights, _ = checkpoint.load_weights(run_dir)
-    model.load_state_dict(weights)
+    _, splits, model, _ = load_run(args.checkpoint, limit_test=1)
     if not args.no_fuse:
         model = fuse(model)
     image = splits.test[0][0]

@@ -36,7 +36,7 @@ from .evaluate import evaluate
 from .optim import WarmupCosine, build_optimizer
 from .plots import plot_history
 
-__all__ = ["EpochCallback", "build_model_for", "train"]
+__all__ = ["EpochCallback", "build_model_for", "load_run", "train"]
 
 EpochCallback = Callable[[dict[str, Any]], None]
 METRICS_FILE = "metrics.jsonl"
@@ -60,6 +60,32 @@ def build_model_for(config: TrainConfig, num_classes: int, in_chans: int) -> nn.
         small = config.dataset != "imagefolder"
         kwargs["stem"] = "cifar" if small else "imagenet"
     return create_model(config.model, **kwargs)
+
+
+def load_run(
+    run_dir: str | Path, *, data_dir: str | None = None, limit_test: int | None = None
+) -> tuple[TrainConfig, DataSplits, nn.Module, int]:
+    """Rebuild a run's model with its saved weights: (config, data splits, model, epoch).
+
+    ``data_dir`` overrides the run's data folder; ``limit_test`` its test subset (default:
+    the run's own). The training split is limited to one sample (it is not needed).
+    """
+    run_dir = Path(run_dir)
+    config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
+    if data_dir:
+        config.data_dir = data_dir
+    splits = build_datasets(
+        config.dataset,
+        config.data_dir,
+        limit_train=1,
+        limit_test=limit_test if limit_test is not None else config.limit_test,
+        image_size=config.image_size,
+        seed=config.seed,
+    )
+    model = build_model_for(config, splits.num_classes, splits.in_chans)
+    weights, epoch = checkpoint.load_weights(run_dir)
+    model.load_state_dict(weights)
+    return config, splits, model, epoch
 
 
 def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
