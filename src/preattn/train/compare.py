@@ -1,8 +1,9 @@
 """Paired comparison of placements: the same run for each placement and seed.
 
-Every placement is trained with the same seeds (same initialisation of the shared layers'
-random stream, same data order), so differences between placements are paired. The
-report gives, per placement, the final test accuracy as mean ± sample standard deviation
+Every placement is trained with the same seeds, so each seed fixes the data order and the
+augmentation for all placements and the differences between placements are paired. (The
+initial weights of the layers they share are not identical: attention parameters draw
+from the same random stream while the model is built.) The report gives, per placement, the final test accuracy as mean ± sample standard deviation
 over seeds, and the mean paired difference to the first placement (the reference,
 ``none`` by default).
 """
