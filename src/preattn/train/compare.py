@@ -3,9 +3,9 @@
 Every placement is trained with the same seeds, so each seed fixes the data order and the
 augmentation for all placements and the differences between placements are paired. (The
 initial weights of the layers they share are not identical: attention parameters draw
-from the same random stream while the model is built.) The report gives, per placement, the final test accuracy as mean ± sample standard deviation
-over seeds, and the mean paired difference to the first placement (the reference,
-``none`` by default).
+from the same random stream while the model is built.) The report gives, per placement,
+the final test accuracy as mean ± sample standard deviation over seeds, and the mean
+paired difference to the first placement (the reference, ``none`` by default).
 """
 
 from __future__ import annotations
