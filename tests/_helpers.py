@@ -5,6 +5,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# flags of a training run that takes about a second: 32 generated 8x8 images, 1 epoch
+TINY_TRAIN_FLAGS = [
+    "--dataset",
+    "synthetic",
+    "--image-size",
+    "8",
+    "--limit-train",
+    "32",
+    "--limit-test",
+    "12",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+]
+
 
 def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm2d non-trivial affine parameters and running statistics.

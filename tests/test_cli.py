@@ -8,22 +8,8 @@ import sys
 
 import pytest
 
+from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.cli import _TRAIN_FLAGS, main
-
-TINY = [
-    "--dataset",
-    "synthetic",
-    "--image-size",
-    "8",
-    "--limit-train",
-    "32",
-    "--limit-test",
-    "12",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "1",
-]
 
 
 def test_train_help_documents_every_flag(capsys):

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from _helpers import randomise_batchnorm
+from _helpers import TINY_TRAIN_FLAGS, randomise_batchnorm
 from preattn import export_onnx, fuse, retrofit
 from preattn.cli import main
 from preattn.models import SimpleCNN, resnet18, resnet50
@@ -69,28 +69,7 @@ def test_export_arguments_are_checked(tmp_path):
 
 def test_export_command(tmp_path, capsys):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "synthetic",
-                "--image-size",
-                "8",
-                "--limit-train",
-                "32",
-                "--limit-test",
-                "8",
-                "--batch-size",
-                "16",
-                "--epochs",
-                "1",
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
     out = tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(run), "--onnx", str(out)]) == 0
     session = onnxruntime.InferenceSession(str(out))

@@ -92,9 +92,10 @@ def _full_precision(x: torch.Tensor) -> torch.autocast:
 class GateAttention(nn.Module):
     """Base of attention modules of the form ``A(x) = x * gate(x)``.
 
-    ``gate(x)`` is float32 and broadcastable to ``x``. ``mixed(x, lam)`` returns the
-    λ-mixed output ``(1 − λ)·x + λ·A(x) = x · ((1 − λ) + λ·gate(x))`` in one full-size
-    multiplication; subclasses whose gate is not separable (CBAM) override it.
+    ``gate(x)`` is at least float32 (float64 for float64 input) and broadcastable to ``x``.
+    ``mixed(x, lam)`` returns the λ-mixed output ``(1 − λ)·x + λ·A(x) =
+    x · ((1 − λ) + λ·gate(x))`` in one full-size multiplication; subclasses whose gate is
+    not separable (CBAM) override it.
     """
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
