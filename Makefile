@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-slow lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+# the heavy cases (deep networks, multi-process DDP); CI runs them after `make test`
+test-slow: $(VENV)/.installed-dev
+	$(PY) -m pytest -m slow
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks

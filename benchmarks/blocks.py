@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _timing import interleaved, ratios, saved_bytes
 
+from _reference import NbPattern3Controlled
 from preattn import ResidualBlock
-from test_compat import NbPattern3Controlled
 
 SHAPES = [(64, 64, 32, 32), (64, 128, 16, 16), (64, 256, 8, 8)]
 

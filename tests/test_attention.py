@@ -11,46 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _reference import channel_by_hand, mlp_by_hand, spatial_by_hand
 from preattn import (
     CBAM,
     ECA,
     SE,
-    ChannelAttention,
     SpatialAttention,
     attention_names,
     create_attention,
     register_attention,
+    unregister_attention,
 )
 from preattn.attention import eca_kernel_size
 
 REQUIRED = ["cbam", "cbam-official", "channel", "spatial", "se", "eca"]
-
-
-def _mlp(v, w1, w2, b1=None, b2=None):
-    """(B, C) -> (B, C) through the two 1x1 convs written as matrices."""
-    h = v @ w1.flatten(1).T
-    if b1 is not None:
-        h = h + b1
-    h = torch.relu(h)
-    out = h @ w2.flatten(1).T
-    return out + b2 if b2 is not None else out
-
-
-def _channel_by_hand(m: ChannelAttention, x):
-    b1 = m.fc1.bias
-    b2 = m.fc2.bias
-    avg, mx = x.mean((2, 3)), x.flatten(2).max(-1).values
-    logits = _mlp(avg, m.fc1.weight, m.fc2.weight, b1, b2) + _mlp(
-        mx, m.fc1.weight, m.fc2.weight, b1, b2
-    )
-    return torch.sigmoid(logits)[:, :, None, None]
-
-
-def _spatial_by_hand(m: SpatialAttention, x, order):
-    maps = {"mean": x.mean(1, keepdim=True), "max": x.max(1, keepdim=True).values}
-    k = m.conv.kernel_size[0]
-    z = F.conv2d(torch.cat([maps[o] for o in order], 1), m.conv.weight, padding=k // 2)
-    return torch.sigmoid(m.bn(z))
 
 
 def test_registry_has_required_names():
@@ -105,10 +79,10 @@ def test_cbam_against_formula(official):
             m.spatial.bn.running_mean.fill_(0.3)
             m.spatial.bn.running_var.fill_(2.0)
     x = torch.randn(3, 24, 6, 8)
-    ca = _channel_by_hand(m.channel, x)
+    ca = channel_by_hand(m.channel, x)
     x1 = x * ca
     order = ("max", "mean") if official else ("mean", "max")
-    expected = x1 * _spatial_by_hand(m.spatial, x1, order)
+    expected = x1 * spatial_by_hand(m.spatial, x1, order)
     torch.testing.assert_close(m(x), expected, atol=1e-6, rtol=1e-5)
 
 
@@ -128,7 +102,7 @@ def test_se_against_formula():
     torch.manual_seed(3)
     m = SE(32, reduction=8)
     x = torch.randn(2, 32, 4, 4)
-    z = _mlp(x.mean((2, 3)), m.fc1.weight, m.fc2.weight, m.fc1.bias, m.fc2.bias)
+    z = mlp_by_hand(x.mean((2, 3)), m.fc1.weight, m.fc2.weight, m.fc1.bias, m.fc2.bias)
     torch.testing.assert_close(m(x), x * torch.sigmoid(z)[:, :, None, None])
     assert m.fc1.out_channels == 4
 
@@ -157,10 +131,37 @@ def test_create_attention_accepts_callable_and_kwargs():
     assert isinstance(create_attention("CBAM", 8), CBAM)
 
 
-def test_register_attention():
-    register_attention("test-identity-gate", lambda c: SE(c, reduction=2))
-    assert "test-identity-gate" in attention_names()
-    assert isinstance(create_attention("test-identity-gate", 8), SE)
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A private copy of the registry: registrations made by a test vanish after it."""
+    import preattn.attention as attention_module
+
+    monkeypatch.setattr(attention_module, "_REGISTRY", dict(attention_module._REGISTRY))
+
+
+def test_register_attention_any_case(scratch_registry):
+    register_attention("MyGate", lambda c: SE(c, reduction=2))
+    assert "mygate" in attention_names()
+    for name in ("MyGate", "mygate", "MYGATE"):
+        assert isinstance(create_attention(name, 8), SE)
+    unregister_attention("MYGATE")
+    assert "mygate" not in attention_names()
+    with pytest.raises(KeyError, match="'mygate' is not registered"):
+        unregister_attention("mygate")
+
+
+def test_registering_an_existing_name_needs_overwrite(scratch_registry):
+    with pytest.raises(ValueError, match=r"'cbam' is already registered; pass overwrite=True"):
+        register_attention("CBAM", lambda c: SE(c))
+    assert isinstance(create_attention("cbam", 8), CBAM)
+    register_attention("CBAM", lambda c: SE(c), overwrite=True)
+    assert isinstance(create_attention("cbam", 8), SE)
+
+
+def test_scratch_registry_leaves_the_real_one_untouched():
+    # runs after the tests above in file order: none of their names is left behind
+    assert "mygate" not in attention_names()
+    assert isinstance(create_attention("cbam", 8), CBAM)
 
 
 @pytest.mark.parametrize(

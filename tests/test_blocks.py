@@ -10,38 +10,29 @@ from hypothesis import strategies as st
 from torch import nn
 
 from _helpers import randomise_batchnorm
+from _reference import bn_eval, channel_by_hand, spatial_by_hand
 from preattn import PLACEMENTS, ResidualBlock
 from preattn.blocks import BasicTransform, BottleneckTransform
 
 ATTENDED = [p for p in PLACEMENTS if p != "none"]
 
 
-def _bn(x, bn: nn.BatchNorm2d):
-    """Eval-mode BatchNorm written out."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return x * scale[None, :, None, None] + (bn.bias - bn.running_mean * scale)[None, :, None, None]
-
-
 def _f_basic(x, t: BasicTransform, stride):
-    h = torch.relu(_bn(F.conv2d(x, t.conv1.weight, stride=stride, padding=1), t.bn1))
-    return _bn(F.conv2d(h, t.conv2.weight, padding=1), t.bn2)
+    h = torch.relu(bn_eval(F.conv2d(x, t.conv1.weight, stride=stride, padding=1), t.bn1))
+    return bn_eval(F.conv2d(h, t.conv2.weight, padding=1), t.bn2)
 
 
 def _skip(x, block: ResidualBlock):
     if isinstance(block.skip, nn.Identity):
         return x
     conv, bn = block.skip[0], block.skip[1]
-    return _bn(F.conv2d(x, conv.weight, stride=block.stride), bn)
+    return bn_eval(F.conv2d(x, conv.weight, stride=block.stride), bn)
 
 
 def _cbam(x, a):
     """Notebook CBAM written out from its weights."""
-    w1, w2 = a.channel.fc1.weight.flatten(1), a.channel.fc2.weight.flatten(1)
-    mlp = lambda v: torch.relu(v @ w1.T) @ w2.T  # noqa: E731
-    ca = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.flatten(2).max(-1).values))[:, :, None, None]
-    x = x * ca
-    pooled = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True).values], 1)
-    return x * torch.sigmoid(F.conv2d(pooled, a.spatial.conv.weight, padding=3))
+    x = x * channel_by_hand(a.channel, x)
+    return x * spatial_by_hand(a.spatial, x, ("mean", "max"))
 
 
 def _expected(block: ResidualBlock, x, lam):
@@ -158,9 +149,9 @@ def test_defaults_are_the_notebook_controlled_block():
     assert isinstance(block.transform, BasicTransform)
 
 
-def test_zero_init_last_bn_starts_at_skip_and_pre_attention_learns_after_a_step():
+def test_zero_init_last_starts_at_skip_and_pre_attention_learns_after_a_step():
     torch.manual_seed(4)
-    block = ResidualBlock(8, 8, placement="pre", zero_init_last_bn=True)
+    block = ResidualBlock(8, 8, placement="pre", zero_init_last=True)
     x = torch.randn(4, 8, 6, 6)
     assert torch.equal(block(x), torch.relu(x))
     opt = torch.optim.SGD(block.parameters(), lr=0.1)

@@ -191,7 +191,8 @@ def test_limits_keep_a_fixed_prefix():
 def test_real_fashion_mnist_files():
     """Integration: the Debian package's files (CI installs dataset-fashion-mnist)."""
     assert DEBIAN_FASHION_MNIST.is_dir(), (
-        "dataset-fashion-mnist is not installed: apt-get install dataset-fashion-mnist"
+        "dataset-fashion-mnist is not installed, so this test fails on purpose (CI installs it "
+        "in .ci/run); run `apt-get install dataset-fashion-mnist` to test the real files"
     )
     files = find_idx_files("fashion-mnist", None)
     labels = read_idx(files["train_labels"], expected_ndim=1)
@@ -201,3 +202,32 @@ def test_real_fashion_mnist_files():
     assert images.shape == (10000, 28, 28)
     splits = build_datasets("fashion-mnist", limit_train=10, limit_test=10)
     assert splits.classes[9] == "Ankle boot" and splits.train[0][0].shape == (1, 28, 28)
+
+
+def test_a_new_data_set_is_one_table_entry(monkeypatch):
+    """A DatasetSpec added to the table is found by build_datasets and TrainConfig."""
+    import preattn.data.registry as registry
+    from preattn.train import TrainConfig
+
+    def load(spec, request):
+        images = np.arange(10 * 5 * 5, dtype=np.uint8).reshape(10, 5, 5)
+        labels = np.arange(10) % 2
+
+        def transform(t):
+            return t.float()
+
+        data = registry.ArrayImageDataset(images, labels, transform)
+        return data, data, "memory", spec.classes
+
+    toy = registry.DatasetSpec("toy", load, in_chans=1, image_size=5, classes=("even", "odd"))
+    monkeypatch.setitem(registry.DATASET_SPECS, "toy", toy)
+    splits = build_datasets("toy", limit_train=4)
+    assert (len(splits.train), len(splits.test), splits.num_classes) == (4, 10, 2)
+    assert (splits.in_chans, splits.image_size, splits.classes) == (1, 5, ("even", "odd"))
+    assert TrainConfig(dataset="toy").validate().dataset == "toy"
+
+
+def test_image_size_is_refused_for_fixed_size_data_sets(tmp_path):
+    _write_mnist(tmp_path)
+    with pytest.raises(ValueError, match=r"image_size applies to .*mnist images are 28x28"):
+        build_datasets("mnist", tmp_path, image_size=64)

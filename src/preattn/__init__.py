@@ -14,11 +14,13 @@ from .attention import (
     attention_names,
     create_attention,
     register_attention,
+    unregister_attention,
 )
-from .blocks import PLACEMENTS, BasicTransform, BottleneckTransform, ResidualBlock, make_skip
+from .blocks import BasicTransform, BottleneckTransform, ResidualBlock, make_skip
 from .deploy import export_onnx, fuse
 from .mixing import LambdaMix, lambdas
 from .retrofit import retrofit
+from .spec import LAMBDA_PARAMS, PLACEMENTS, AttentionSpec
 from .summary import ModelSummary, summary
 
 __version__ = "0.1.0"
@@ -26,8 +28,10 @@ __version__ = "0.1.0"
 __all__ = [
     "CBAM",
     "ECA",
+    "LAMBDA_PARAMS",
     "PLACEMENTS",
     "SE",
+    "AttentionSpec",
     "BasicTransform",
     "BottleneckTransform",
     "ChannelAttention",
@@ -45,4 +49,5 @@ __all__ = [
     "register_attention",
     "retrofit",
     "summary",
+    "unregister_attention",
 ]

@@ -6,7 +6,7 @@ names the argument, what was expected and what was given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -52,3 +52,17 @@ def unit_interval(name: str, value: Any) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a float in [0, 1], got {value}")
     return value
+
+
+def stages(value: Any, *, count: int, default: Sequence[int]) -> tuple[int, ...]:
+    """``value`` as a sorted tuple of distinct ints in ``1..count`` (``default`` for None)."""
+    if value is None:
+        return tuple(default)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"stages must be a list of ints, got {value!r}")
+    value = tuple(value)
+    allowed = list(range(1, count + 1))
+    bad = [s for s in value if isinstance(s, bool) or not isinstance(s, int) or s not in allowed]
+    if bad or len(set(value)) != len(value):
+        raise ValueError(f"stages must be a subset of {allowed} (no repeats), got {list(value)}")
+    return tuple(sorted(value))

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import _validate
-from .lean_cbam import GatedMix, GlobalMax, ScaledChannelPool, stack_pooled
+from .lean_autograd import GatedMix, GlobalMax, ScaledChannelPool, stack_pooled
 
 __all__ = [
     "CBAM",
@@ -46,7 +46,9 @@ __all__ = [
     "SpatialAttention",
     "attention_names",
     "create_attention",
+    "normalise_name",
     "register_attention",
+    "unregister_attention",
 ]
 
 _POOLS = ("mean", "max")
@@ -265,7 +267,7 @@ class CBAM(GateAttention):
     def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``.
 
-        With autograd recording, :mod:`preattn.lean_cbam` keeps only ``x`` and the small
+        With autograd recording, :mod:`preattn.lean_autograd` keeps only ``x`` and the small
         gates for backward; otherwise (inference, tracing, ONNX export) three full-size
         operations in plain PyTorch.
         """
@@ -371,13 +373,36 @@ _REGISTRY: dict[str, AttentionFactory] = {
 }
 
 
-def register_attention(name: str, factory: AttentionFactory) -> None:
-    """Register ``factory(channels, **kwargs) -> nn.Module`` under ``name``."""
-    if not isinstance(name, str) or not name:
+def normalise_name(name: str) -> str:
+    """The registry key of ``name``: lower case, ``_`` read as ``-`` (``CBAM_Official`` ->
+    ``cbam-official``). Registration and lookup both go through it."""
+    return name.strip().lower().replace("_", "-")
+
+
+def register_attention(name: str, factory: AttentionFactory, *, overwrite: bool = False) -> None:
+    """Register ``factory(channels, **kwargs) -> nn.Module`` under ``name``.
+
+    The name is normalised (:func:`normalise_name`), so ``create_attention`` finds it in any
+    case. Registering a name that exists raises ``ValueError`` unless ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty str, got {name!r}")
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {type(factory).__name__}")
-    _REGISTRY[name] = factory
+    key = normalise_name(name)
+    if key in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"attention {key!r} is already registered; pass overwrite=True to replace it"
+        )
+    _REGISTRY[key] = factory
+
+
+def unregister_attention(name: str) -> None:
+    """Remove ``name`` from the registry (``KeyError`` naming it when absent)."""
+    key = normalise_name(name)
+    if key not in _REGISTRY:
+        raise KeyError(f"attention {key!r} is not registered; registered: {attention_names()}")
+    del _REGISTRY[key]
 
 
 def attention_names() -> list[str]:
@@ -401,7 +426,7 @@ def create_attention(
     """
     _validate.positive_int("channels", channels)
     if isinstance(name_or_factory, str):
-        key = name_or_factory.lower()
+        key = normalise_name(name_or_factory)
         if key not in _REGISTRY:
             raise ValueError(
                 f"attention must be one of {attention_names()} or a callable, "

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from . import _validate
-from .attention import AttentionFactory, create_attention
+from .attention import create_attention
 from .mixing import LambdaMix
+from .spec import PLACEMENTS, AttentionSpec
 
 __all__ = [
     "PLACEMENTS",
@@ -35,8 +36,6 @@ __all__ = [
     "ResidualBlock",
     "make_skip",
 ]
-
-PLACEMENTS = ("none", "pre", "branch", "post", "skip")
 
 
 class BasicTransform(nn.Module):
@@ -116,22 +115,19 @@ class ResidualBlock(nn.Module):
         in_ch: channels of the input (B, in_ch, H, W).
         out_ch: channels of the output (B, out_ch, H/stride, W/stride).
         stride: stride of ``F``'s spatial conv and of the projection skip.
-        placement: where ``A`` sits (module docstring); ``"pre"`` is Pattern-3.
-        attention: registered name or factory ``channels -> nn.Module`` (``create_attention``).
-        attention_kwargs: extra arguments for the attention factory (e.g. ``reduction``).
-        lam: initial λ in [0, 1] of the mixing, or ``None`` for uncontrolled attention
-            (``mix(z, a) = a``, the notebook's basic Pattern-3).
-        lam_learnable: λ is an ``nn.Parameter`` (else a buffer).
-        lam_param: ``"sigmoid"`` (notebook) or ``"linear"`` (ReZero-style).
-        lam_warmup_steps: ramp λ from 0 over this many training forwards (0: off).
+        spec: the attention, its placement and λ-control (:class:`~preattn.AttentionSpec`);
+            default ``AttentionSpec()``.
         transform: ``"basic"`` or ``"bottleneck"``, or a factory ``(in_ch, out_ch, stride)``.
-        zero_init_last_bn: set the last BN's weight of ``F`` to 0, so the block starts as
+        zero_init_last: set the last BN's weight of ``F`` to 0, so the block starts as
             ``act(S(x))``. Then ``F``'s input (and ``pre`` attention) gets no gradient until
             that weight moves off 0, which it does after the first optimiser step.
+        **attention_options: fields of :class:`~preattn.AttentionSpec` (``placement``,
+            ``attention``, ``lam``, ...), applied on top of ``spec``.
 
     The defaults are the notebook's controlled Pattern-3 block
     (``Pattern3_PreResidualCBAM_Controlled``): ``pre``, CBAM, λ = 0.1 through a learnable
-    sigmoid, basic transform.
+    sigmoid, basic transform. ``A`` sees ``in_ch`` channels for ``pre`` and ``out_ch``
+    for the other placements.
     """
 
     def __init__(
@@ -140,21 +136,17 @@ class ResidualBlock(nn.Module):
         out_ch: int,
         stride: int = 1,
         *,
-        placement: str = "pre",
-        attention: str | AttentionFactory = "cbam",
-        attention_kwargs: dict[str, Any] | None = None,
-        lam: float | None = 0.1,
-        lam_learnable: bool = True,
-        lam_param: str = "sigmoid",
-        lam_warmup_steps: int = 0,
+        spec: AttentionSpec | None = None,
         transform: str | Callable[..., nn.Module] = "basic",
-        zero_init_last_bn: bool = False,
+        zero_init_last: bool = False,
+        **attention_options: Any,
     ) -> None:
         super().__init__()
         self.in_ch = _validate.positive_int("in_ch", in_ch)
         self.out_ch = _validate.positive_int("out_ch", out_ch)
         self.stride = _validate.positive_int("stride", stride)
-        self.placement = _validate.choice("placement", placement, PLACEMENTS)
+        self.spec = spec = AttentionSpec.build(spec, **attention_options)
+        self.placement = spec.placement
         if isinstance(transform, str):
             build = TRANSFORMS[_validate.choice("transform", transform, TRANSFORMS)]
         elif callable(transform):
@@ -167,17 +159,17 @@ class ResidualBlock(nn.Module):
 
         self.attention: nn.Module | None = None
         self.mix: LambdaMix | None = None
-        if placement != "none":
-            attn_channels = in_ch if placement == "pre" else out_ch
-            self.attention = create_attention(attention, attn_channels, **(attention_kwargs or {}))
-            if lam is not None:
-                self.mix = LambdaMix(
-                    lam, learnable=lam_learnable, param=lam_param, warmup_steps=lam_warmup_steps
-                )
-        if zero_init_last_bn:
+        if spec.has_attention:
+            attn_channels = in_ch if spec.placement == "pre" else out_ch
+            self.attention = create_attention(
+                spec.attention, attn_channels, **spec.attention_kwargs
+            )
+            if spec.controlled:
+                self.mix = LambdaMix.from_spec(spec)
+        if zero_init_last:
             last_bn = getattr(self.transform, "last_bn", None)
             if not isinstance(last_bn, nn.BatchNorm2d):
-                raise ValueError("zero_init_last_bn needs a transform with a `last_bn` BatchNorm2d")
+                raise ValueError("zero_init_last needs a transform with a `last_bn` BatchNorm2d")
             nn.init.zeros_(last_bn.weight)
 
     def _attend(self, z: torch.Tensor) -> torch.Tensor:

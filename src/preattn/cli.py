@@ -9,98 +9,92 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Mapping, Sequence
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from .blocks import PLACEMENTS
+from . import __version__
+from ._options import parse_bool, parse_int_list
 from .data.errors import DatasetError
-from .data.registry import DATASETS, find_idx_files
-from .mixing import LAMBDA_PARAMS
+from .data.registry import find_idx_files
 from .models.factory import MODELS
+from .spec import AttentionSpec
 
-__all__ = ["main"]
-
-
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "off") else float(text)
+__all__ = ["build_parser", "main"]
 
 
-def _stages(text: str) -> list[int] | None:
-    if text.lower() in ("none", "default"):
-        return None
-    try:
-        return [int(s) for s in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected stage numbers like 2,3,4, got {text!r}"
-        ) from None
+def _argparse_type(parse: Any) -> Any:
+    """Wrap a field's parser so argparse reports its ValueError as a usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-# flag -> (type, help, choices); defaults come from TrainConfig
-_TRAIN_FLAGS: dict[str, tuple[Any, str, Sequence[str] | None]] = {
-    "dataset": (str, "data set", DATASETS),
-    "data_dir": (str, "folder with the data files (also $PREATTN_DATA)", None),
-    "model": (str, "network", list(MODELS)),
-    "placement": (str, "where attention sits in each residual block", PLACEMENTS),
-    "attention": (str, "attention module (cbam, cbam-official, se, eca, channel, spatial)", None),
-    "lam": (_optional_float, "initial λ in [0, 1]; 'none' for uncontrolled attention", None),
-    "lam_param": (str, "λ parameterisation", LAMBDA_PARAMS),
-    "lam_learnable": (_bool, "learn λ (true) or keep it fixed (false)", None),
-    "lam_warmup_steps": (int, "ramp λ from 0 over this many training steps", None),
-    "stages": (_stages, "ResNet stages with attention, e.g. '2,3,4'", None),
-    "epochs": (int, "training epochs", None),
-    "batch_size": (int, "batch size per process", None),
-    "lr": (float, "peak learning rate", None),
-    "optimizer": (str, "optimiser (SGD with Nesterov momentum, or AdamW)", ("sgd", "adamw")),
-    "momentum": (float, "SGD momentum", None),
-    "weight_decay": (float, "weight decay (never on λ, BatchNorm or biases)", None),
-    "label_smoothing": (float, "label smoothing of the cross-entropy", None),
-    "warmup_epochs": (float, "linear learning-rate warm-up, in epochs", None),
-    "limit_train": (int, "use the first N training images", None),
-    "limit_test": (int, "use the first N test images", None),
-    "image_size": (int, "image size for imagefolder (224) and synthetic (32)", None),
-    "seed": (int, "random seed", None),
-    "out": (str, "run directory (config, metrics, checkpoints, plots)", None),
-    "device": (str, "auto, cpu, cuda or cuda:N", None),
-    "amp": (_bool, "mixed precision (bf16 on CPU, fp16 on CUDA)", None),
-    "channels_last": (_bool, "channels-last memory format", None),
-    "sync_bn": (_bool, "SyncBatchNorm under DDP (CUDA only)", None),
-    "workers": (int, "data-loader worker processes", None),
-}
-
-
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from .train.config import TrainConfig
-
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for name, (kind, text, choices) in _TRAIN_FLAGS.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{text} (default: {defaults[name]})"
-        if kind is _bool:
+def _add_field_flags(
+    parser: argparse.ArgumentParser, fields_: Sequence[Field], defaults: dict[str, Any]
+) -> None:
+    """One ``--flag`` per declared field, from its ``help``, ``parse`` and ``choices``."""
+    for f in fields_:
+        flag = "--" + f.name.replace("_", "-")
+        parse = f.metadata.get("parse", str)
+        default = defaults.get(f.name)
+        shown = default if not isinstance(default, Mapping) else dict(default)
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        choices = f.metadata.get("choices")
+        if parse is parse_bool:
             parser.add_argument(
-                flag, nargs="?", const=True, type=_bool, default=argparse.SUPPRESS, help=help_text
+                flag,
+                nargs="?",
+                const=True,
+                type=_argparse_type(parse),
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
         else:
             parser.add_argument(
-                flag, type=kind, choices=choices, default=argparse.SUPPRESS, help=help_text
+                flag,
+                type=_argparse_type(parse),
+                choices=choices,
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
+
+
+def _add_attention_flags(
+    parser: argparse.ArgumentParser, defaults: dict[str, Any], exclude: Sequence[str] = ()
+) -> None:
+    """``--placement``, ``--attention``, ``--lam`` ...: one flag per AttentionSpec field."""
+    group = parser.add_argument_group("attention (preattn.AttentionSpec)")
+    spec_fields = [f for f in fields(AttentionSpec) if f.name not in exclude]
+    _add_field_flags(group, spec_fields, defaults)  # type: ignore[arg-type]
+
+
+def _add_train_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    """Every TrainConfig option and AttentionSpec field as a flag, but ``exclude``."""
+    from .train.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    options = [f for f in TrainConfig.option_fields() if f.name not in exclude]
+    _add_field_flags(parser.add_argument_group("training"), options, defaults)
+    _add_attention_flags(parser, defaults, exclude)
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def _train_config(args: argparse.Namespace) -> Any:
     from .train.config import TrainConfig
 
-    given = {name: getattr(args, name) for name in _TRAIN_FLAGS if hasattr(args, name)}
-    if args.resume:
+    given = _given(args, TrainConfig.keys())
+    if getattr(args, "resume", None):
         base = TrainConfig.from_yaml(Path(args.resume) / "config.yaml").to_dict()
         base["out"] = str(args.resume)
     elif args.config:
@@ -226,7 +220,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"{record['epoch']} epochs"
     )
     for block, value in record["lambda"].items():
-        print(f"learned λ {block}: {value:.4f} (started at {config.lam})")
+        print(f"learned λ {block}: {value:.4f} (started at {config.spec.lam})")
     print(f"plots: {Path(config.out) / 'curves.png'}, {Path(config.out) / 'lambda.png'}")
     return 0
 
@@ -235,18 +229,17 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from .models.factory import create_model
     from .summary import summary
 
-    kwargs: dict[str, Any] = dict(
+    spec = AttentionSpec(**_given(args, AttentionSpec.names()))
+    model = create_model(
+        args.model,
+        image_size=args.input_size[1],
         num_classes=args.num_classes,
         in_chans=args.input_size[0],
-        placement=args.placement,
-        attention=args.attention,
-        lam=args.lam,
         stages=args.stages,
+        spec=spec,
+        **({"stem": args.stem} if args.stem else {}),
     )
-    if args.model != "simplecnn":
-        kwargs["stem"] = args.stem
-    model = create_model(args.model, **kwargs)
-    title = f"{args.model} placement={args.placement} attention={args.attention}"
+    title = f"{args.model} {spec.describe()}"
     print(summary(model, args.input_size, name=title))
     return 0
 
@@ -274,19 +267,24 @@ def _input_size(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expected C,H,W such as 3,224,224, got {text!r}"
         ) from None
-    if len(size) != 3:
+    if len(size) != 3 or min(size) < 1:
         raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}")
     return size
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="preattn", description="Pre-residual attention (Pattern-3) for CNNs."
+        prog="preattn",
+        description="Pre-residual attention (Pattern-3) for CNNs.",
+        allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"preattn {__version__}")
+    # each subcommand accepts exactly its own flags: no abbreviations (--seed is not --seeds)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
         "train",
+        allow_abbrev=False,
         help="train a network",
         description="Train a network; flags override --config / --resume.",
     )
@@ -297,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compare",
+        allow_abbrev=False,
         help="train one run per placement and seed, report test accuracy side by side",
         description="Paired comparison: every placement is trained with the same seeds; "
         "accepts every flag of 'train' except --placement.",
@@ -309,11 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--config", help="YAML file with train flags (flags win)")
-    p.set_defaults(resume=None)
-    _add_train_flags(p)
+    _add_train_flags(p, exclude=("placement", "seed"))
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
+    p = sub.add_parser(
+        "eval", allow_abbrev=False, help="evaluate a run's checkpoint on its test set"
+    )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
     p.add_argument("--data-dir", help="override the data folder of the run")
     p.add_argument("--limit-test", type=int, help="use the first N test images")
@@ -322,23 +322,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write confusion.png and eval.json (default: DIR)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("demo", help="train the notebook's SimpleCNN for a few minutes")
+    p = sub.add_parser(
+        "demo", allow_abbrev=False, help="train the notebook's SimpleCNN for a few minutes"
+    )
     p.add_argument("--data-dir", help="folder with Fashion-MNIST (default: Debian's)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("summary", help="parameters, MACs, attention overhead and λ of a model")
+    p = sub.add_parser(
+        "summary", allow_abbrev=False, help="parameters, MACs, attention overhead and λ of a model"
+    )
     p.add_argument("--model", default="resnet18", choices=list(MODELS))
-    p.add_argument("--placement", default="pre", choices=PLACEMENTS)
-    p.add_argument("--attention", default="cbam")
-    p.add_argument("--lam", type=_optional_float, default=0.1)
-    p.add_argument("--stages", type=_stages, default=None, help="e.g. 1,2,3,4 (default 2,3,4)")
-    p.add_argument("--stem", default="imagenet", choices=("imagenet", "cifar"))
+    p.add_argument(
+        "--stages",
+        type=_argparse_type(parse_int_list),
+        default=None,
+        help="stages with attention, e.g. 1,2,3,4 (default: the model's)",
+    )
+    p.add_argument(
+        "--stem",
+        choices=("imagenet", "cifar"),
+        help="ResNet stem (default: cifar up to 64 pixels, else imagenet)",
+    )
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--input-size", type=_input_size, default=(3, 224, 224), help="C,H,W")
+    _add_attention_flags(p, AttentionSpec().to_dict())
     p.set_defaults(func=_cmd_summary)
 
-    p = sub.add_parser("export", help="export a run's model to ONNX (BatchNorm folded)")
+    p = sub.add_parser(
+        "export", allow_abbrev=False, help="export a run's model to ONNX (BatchNorm folded)"
+    )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=17)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ._io import atomic_write
 from .attention import SpatialAttention
 from .blocks import BasicTransform, BottleneckTransform
 from .models.resnet import ResNet
@@ -95,8 +96,6 @@ def export_onnx(
     Global pooling is exported as ``ReduceMean`` / ``ReduceMax`` (the library uses
     ``mean``/``amax``, not adaptive pooling). Input ``"input"``, output ``"logits"``.
     """
-    from .train.checkpoint import atomic_write
-
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     shape = tuple(int(v) for v in input_shape)

@@ -16,16 +16,21 @@ Parameterisations of λ:
 
 Warm-up: with ``warmup_steps = N > 0`` the effective value is
 ``λ_eff = λ · min(1, t / N)`` where ``t`` counts the forward passes made in training mode
-(0 at the first one). ``t`` is a buffer, so it is saved in the state dict and a resumed run
-continues the ramp.
+(0 at the first one; one per optimiser step in a plain training loop). ``t`` is a buffer,
+so it is saved in the state dict and a resumed run continues the ramp.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from . import _validate
+
+if TYPE_CHECKING:
+    from .spec import AttentionSpec
 
 __all__ = ["LAMBDA_PARAMS", "LambdaMix", "lambdas"]
 
@@ -40,7 +45,8 @@ class LambdaMix(nn.Module):
         lam: initial λ in [0, 1].
         learnable: store the raw value as an ``nn.Parameter`` (else as a buffer).
         param: ``"sigmoid"`` (raw value is ``logit``) or ``"linear"`` (raw value is λ).
-        warmup_steps: ramp λ_eff linearly from 0 over this many training forwards (0: off).
+        warmup_steps: ramp λ_eff linearly from 0 over this many training forward passes
+            (0: off); ``AttentionSpec.lam_warmup_steps``.
 
     The raw value is named ``logit`` for ``sigmoid`` and ``lam`` for ``linear`` in the state
     dict; the warm-up counter is ``warmup_step``.
@@ -71,6 +77,18 @@ class LambdaMix(nn.Module):
             self.register_buffer(self._raw_name, value)
         if self.warmup_steps:
             self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_spec(cls, spec: AttentionSpec) -> LambdaMix:
+        """The mixing an :class:`~preattn.AttentionSpec` with ``lam`` not ``None`` describes."""
+        if spec.lam is None:
+            raise ValueError("spec.lam is None (uncontrolled attention): there is no λ to mix")
+        return cls(
+            spec.lam,
+            learnable=spec.lam_learnable,
+            param=spec.lam_param,
+            warmup_steps=spec.lam_warmup_steps,
+        )
 
     @property
     def raw(self) -> torch.Tensor:

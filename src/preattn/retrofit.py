@@ -5,7 +5,8 @@ whose branch ``F`` is the block's own modules in their original order and whose 
 block's own ``downsample``: no weight is copied or re-initialised. With the defaults
 (``lam=0.0``, ``lam_param="linear"``) every converted block computes exactly what it did
 before (``mix(z, A(z)) = z`` at λ = 0) while λ still receives gradient, so fine-tuning
-starts from the pretrained function and learns how much attention to use.
+starts from the pretrained function and learns how much attention to use
+(:data:`RETROFIT_SPEC`).
 
 Supported blocks:
 
@@ -25,10 +26,14 @@ from typing import Any
 
 from torch import nn
 
-from .attention import AttentionFactory
+from . import _validate
 from .blocks import ResidualBlock
+from .spec import AttentionSpec
 
-__all__ = ["SUPPORTED_BLOCKS", "retrofit"]
+__all__ = ["RETROFIT_SPEC", "SUPPORTED_BLOCKS", "retrofit"]
+
+# the starting point of retrofit's options: Pattern-3, CBAM, λ = 0 stored linearly
+RETROFIT_SPEC = AttentionSpec(lam=0.0, lam_param="linear")
 
 logger = logging.getLogger("preattn")
 
@@ -117,25 +122,22 @@ def _stage_of(name: str) -> int | None:
 
 def retrofit(
     model: nn.Module,
+    spec: AttentionSpec | None = None,
     *,
-    placement: str = "pre",
-    attention: str | AttentionFactory = "cbam",
-    lam: float | None = 0.0,
-    lam_param: str = "linear",
-    lam_learnable: bool = True,
     stages: Iterable[int] | None = None,
-    attention_kwargs: dict[str, Any] | None = None,
+    **attention_options: Any,
 ) -> nn.Module:
     """Convert the residual blocks of ``model`` in place and return ``model``.
 
     Args:
         model: a torchvision or timm ResNet (or any model holding their blocks).
-        placement: ``pre`` (Pattern-3), ``branch``, ``post`` or ``skip``.
-        attention: attention name or factory, as in :class:`~preattn.ResidualBlock`.
-        lam: initial λ; 0 with ``lam_param="linear"`` keeps the model's function exactly.
-        lam_param, lam_learnable: λ's parameterisation and whether it is learned.
+        spec: attention, placement and λ of the converted blocks; default
+            :data:`RETROFIT_SPEC` (``pre``, CBAM, ``lam=0.0``, ``lam_param="linear"``),
+            which keeps the model's function exactly.
         stages: convert only blocks under ``layer{k}`` for k in ``stages`` (default: all).
-        attention_kwargs: extra arguments of the attention factory.
+        **attention_options: fields of :class:`~preattn.AttentionSpec` applied on top of
+            ``spec`` (``placement="branch"``, ``attention="se"``, ``lam_warmup_steps=100``,
+            ...).
 
     The names of the converted blocks are logged on the ``preattn`` logger (INFO) and kept
     in ``model.preattn_retrofitted``. New parameters are created on the device and in the
@@ -146,13 +148,12 @@ def retrofit(
             holds no supported block in the chosen stages (the message lists the supported
             block types).
     """
-    if placement == "none":
+    spec = AttentionSpec.build(spec, base=RETROFIT_SPEC, **attention_options)
+    if not spec.has_attention:
         raise ValueError(
             "placement must be one of ['pre', 'branch', 'post', 'skip'] for retrofit, got 'none'"
         )
-    wanted = None if stages is None else set(stages)
-    if wanted is not None and not wanted <= {1, 2, 3, 4}:
-        raise ValueError(f"stages must be a subset of [1, 2, 3, 4], got {sorted(wanted)}")
+    wanted = None if stages is None else set(_validate.stages(stages, count=4, default=()))
 
     targets: list[tuple[str, nn.Module, str]] = []
     for name, module in model.named_modules():
@@ -174,18 +175,7 @@ def retrofit(
         in_ch, out_ch, stride = _channels(block)
         weight = block.conv1.weight
         branch = _branch_of(block, kind)
-        new = ResidualBlock(
-            in_ch,
-            out_ch,
-            stride,
-            placement=placement,
-            attention=attention,
-            attention_kwargs=attention_kwargs,
-            lam=lam,
-            lam_param=lam_param,
-            lam_learnable=lam_learnable,
-            transform=lambda i, o, s, b=branch: b,
-        )
+        new = ResidualBlock(in_ch, out_ch, stride, spec=spec, transform=lambda i, o, s, b=branch: b)
         new.skip = block.downsample if block.downsample is not None else nn.Identity()
         new.act = getattr(block, _OUTPUT_ACT[kind])
         for part in (new.attention, new.mix):
@@ -197,9 +187,9 @@ def retrofit(
         setattr(parent, attr, new)
         converted.append(name)
     logger.info(
-        "retrofit: %d blocks converted to placement=%r: %s",
+        "retrofit: %d blocks converted to %s: %s",
         len(converted),
-        placement,
+        spec.describe(),
         ", ".join(converted),
     )
     model.preattn_retrofitted = converted  # type: ignore[assignment]

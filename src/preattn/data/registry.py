@@ -33,50 +33,46 @@ from .. import _validate
 from .cifar import CIFAR_LAYOUT, read_cifar
 from .errors import DatasetError
 from .idx import read_idx
-from .synthetic import SyntheticShapes
+from .synthetic import SYNTHETIC_CLASSES, SyntheticShapes
 
-__all__ = ["DATASETS", "ArrayImageDataset", "DataSplits", "build_datasets", "find_idx_files"]
+__all__ = [
+    "DATASETS",
+    "ArrayImageDataset",
+    "DataSplits",
+    "DatasetSpec",
+    "build_datasets",
+    "find_idx_files",
+]
 
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HINT = (
     "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or put the four "
     "IDX files in --data-dir"
 )
-_STATS = {
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-_CLASS_NAMES = {
-    "fashion-mnist": (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ),
-    "mnist": tuple(str(i) for i in range(10)),
-    "cifar10": (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ),
-}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclass
@@ -89,6 +85,7 @@ class DataSplits:
     in_chans: int
     classes: Sequence[str]
     source: str
+    image_size: int
 
 
 class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -168,9 +165,23 @@ def _tensor_transform(
     return v2.Compose(steps)
 
 
-def _load_idx(name: str, data_dir: str | Path | None) -> tuple[Dataset, Dataset, str]:
-    files = find_idx_files(name, data_dir)
-    mean, std = _STATS[name]
+Loaded = tuple[Dataset, Dataset, str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a reader is asked for: where to look, image size, seed and subset sizes."""
+
+    data_dir: str | Path | None
+    image_size: int
+    seed: int
+    limit_train: int | None
+    limit_test: int | None
+
+
+def _load_idx(spec: DatasetSpec, request: LoadRequest) -> Loaded:
+    name, mean, std = spec.name, spec.mean, spec.std
+    files = find_idx_files(name, request.data_dir)
     out = []
     for split in ("train", "test"):
         images = read_idx(files[f"{split}_images"], expected_ndim=3)
@@ -179,18 +190,19 @@ def _load_idx(name: str, data_dir: str | Path | None) -> tuple[Dataset, Dataset,
             raise DatasetError(
                 f"{files[f'{split}_labels']}: {len(labels)} labels for {len(images)} images"
             )
-        transform = _tensor_transform(mean, std, 28, 2, name == "fashion-mnist", split == "train")
+        transform = _tensor_transform(mean, std, 28, 2, spec.flip, split == "train")
         out.append(ArrayImageDataset(images, labels, transform))
-    return out[0], out[1], str(files["train_images"].parent)
+    return out[0], out[1], str(files["train_images"].parent), spec.classes
 
 
-def _load_cifar(name: str, data_dir: str | Path | None) -> tuple[Dataset, Dataset, str]:
-    roots = _search_roots(data_dir)
+def _load_cifar(spec: DatasetSpec, request: LoadRequest) -> Loaded:
+    name = spec.name
+    roots = _search_roots(request.data_dir)
     folder_name = CIFAR_LAYOUT[name][0]
     for root in roots:
         folder = root if root.name == folder_name else root / folder_name
         if folder.is_dir():
-            mean, std = _STATS[name]
+            mean, std = spec.mean, spec.std
             splits = []
             for train in (True, False):
                 images, labels = read_cifar(folder, name, train=train)
@@ -199,21 +211,22 @@ def _load_cifar(name: str, data_dir: str | Path | None) -> tuple[Dataset, Datase
                         images, labels, _tensor_transform(mean, std, 32, 4, True, train)
                     )
                 )
-            return splits[0], splits[1], str(folder)
+            return splits[0], splits[1], str(folder), spec.classes
     raise DatasetError(
         f"{name}: folder {folder_name!r} not found in {[str(r) for r in roots] or 'nothing'}; "
         "download and extract the 'python version' archive, then pass --data-dir"
     )
 
 
-def _load_imagefolder(data_dir: str | Path | None, image_size: int) -> tuple[Dataset, Dataset, str]:
+def _load_imagefolder(spec: DatasetSpec, request: LoadRequest) -> Loaded:
+    data_dir, image_size = request.data_dir, request.image_size
     if not data_dir:
         raise DatasetError("imagefolder needs --data-dir with train/ and val/ (or test/) folders")
     root = Path(data_dir)
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise DatasetError(f"{root}: expected subfolders train/ and val/ (or test/)")
-    mean, std = _STATS["imagefolder"]
+    mean, std = spec.mean, spec.std
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     train_tf = v2.Compose(
         [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(), *to_tensor]
@@ -224,7 +237,81 @@ def _load_imagefolder(data_dir: str | Path | None, image_size: int) -> tuple[Dat
     test = tv_datasets.ImageFolder(str(test_dir), transform=test_tf)
     if train.classes != test.classes:
         raise DatasetError(f"{root}: train/ and {test_dir.name}/ hold different class folders")
-    return train, test, str(root)
+    return train, test, str(root), tuple(train.classes)
+
+
+def _load_synthetic(spec: DatasetSpec, request: LoadRequest) -> Loaded:
+    size, seed = request.image_size, request.seed
+    train = SyntheticShapes(request.limit_train or 6000, train=True, image_size=size, seed=seed)
+    test = SyntheticShapes(request.limit_test or 1200, train=False, image_size=size, seed=seed)
+    return train, test, "generated", SYNTHETIC_CLASSES
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One data set: how to read it and what a model needs to know about it.
+
+    ``load(spec, request) -> (train, test, source, classes)``; ``mean``/``std``
+    per channel for normalisation (``None``: the reader normalises itself); ``classes``
+    (``None``: the reader finds them, e.g. image folders); ``in_chans``; ``image_size``: the
+    side length of the images, or the default resize for readers that resize; ``flip``:
+    horizontal flips in training augmentation.
+    """
+
+    name: str
+    load: Callable[[DatasetSpec, LoadRequest], Loaded]
+    in_chans: int
+    image_size: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    classes: tuple[str, ...] | None = None
+    flip: bool = True
+    resizable: bool = False
+
+
+_SPECS = (
+    DatasetSpec("fashion-mnist", _load_idx, 1, 28, (0.2860,), (0.3530,), FASHION_MNIST_CLASSES),
+    DatasetSpec(
+        "mnist",
+        _load_idx,
+        1,
+        28,
+        (0.1307,),
+        (0.3081,),
+        tuple(str(i) for i in range(10)),
+        flip=False,
+    ),
+    DatasetSpec(
+        "cifar10",
+        _load_cifar,
+        3,
+        32,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        CIFAR10_CLASSES,
+    ),
+    DatasetSpec(
+        "cifar100",
+        _load_cifar,
+        3,
+        32,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        tuple(str(i) for i in range(100)),
+    ),
+    DatasetSpec(
+        "imagefolder",
+        _load_imagefolder,
+        3,
+        224,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        resizable=True,
+    ),
+    DatasetSpec("synthetic", _load_synthetic, 3, 32, classes=SYNTHETIC_CLASSES, resizable=True),
+)
+DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
+DATASETS = tuple(DATASET_SPECS)
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:
@@ -247,27 +334,24 @@ def build_datasets(
     ``limit_train`` / ``limit_test`` keep the first N samples (a fixed subset).
     ``image_size`` applies to ``imagefolder`` (default 224) and ``synthetic`` (default 32).
     """
-    _validate.choice("dataset", name, DATASETS)
-    if name == "synthetic":
-        size = image_size or 32
-        train = SyntheticShapes(limit_train or 6000, train=True, image_size=size, seed=seed)
-        test = SyntheticShapes(limit_test or 1200, train=False, image_size=size, seed=seed)
-        return DataSplits(train, test, len(train.classes), 3, train.classes, "generated")
-    if name in ("fashion-mnist", "mnist"):
-        train, test, source = _load_idx(name, data_dir)
-        in_chans, classes = 1, _CLASS_NAMES[name]
-    elif name in ("cifar10", "cifar100"):
-        train, test, source = _load_cifar(name, data_dir)
-        n = 10 if name == "cifar10" else 100
-        in_chans, classes = 3, _CLASS_NAMES.get(name, tuple(str(i) for i in range(n)))
-    else:
-        train, test, source = _load_imagefolder(data_dir, image_size or 224)
-        in_chans, classes = 3, tuple(train.classes)  # type: ignore[attr-defined]
+    spec = DATASET_SPECS[_validate.choice("dataset", name, DATASET_SPECS)]
+    if image_size is not None:
+        _validate.positive_int("image_size", image_size)
+        if not spec.resizable and image_size != spec.image_size:
+            resizable = [s.name for s in _SPECS if s.resizable]
+            raise ValueError(
+                f"image_size applies to {resizable}; {name} images are "
+                f"{spec.image_size}x{spec.image_size}, got image_size={image_size}"
+            )
+    size = image_size if spec.resizable and image_size else spec.image_size
+    request = LoadRequest(data_dir, size, seed, limit_train, limit_test)
+    train, test, source, classes = spec.load(spec, request)
     return DataSplits(
         _limit(train, limit_train),
         _limit(test, limit_test),
         len(classes),
-        in_chans,
-        classes,
+        spec.in_chans,
+        tuple(classes),
         source,
+        size,
     )

@@ -1,8 +1,14 @@
-"""``create_model(name, ...)``: every network of :mod:`preattn.models` by name."""
+"""``create_model(name, ...)``: every network of :mod:`preattn.models` by name.
+
+One table, :data:`MODELS`, says for each name how to build it and which input-dependent
+choices it makes (the ResNets pick their stem from the image size); nothing else in the
+package special-cases a model.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -11,27 +17,60 @@ from .. import _validate
 from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from .simple import SimpleCNN
 
-__all__ = ["MODELS", "create_model"]
+__all__ = ["MODELS", "ModelEntry", "create_model", "model_names"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "simplecnn": SimpleCNN,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-    "resnet101": resnet101,
-    "resnet152": resnet152,
+# images up to this side length get the ResNets' CIFAR stem (3x3/1 conv, no max-pool)
+SMALL_IMAGE_SIZE = 64
+
+
+def _resnet_input_options(image_size: int) -> dict[str, Any]:
+    return {"stem": "cifar" if image_size <= SMALL_IMAGE_SIZE else "imagenet"}
+
+
+def _no_input_options(image_size: int) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one named network.
+
+    ``builder(num_classes=, in_chans=, stages=, spec=, **options)`` builds it;
+    ``input_options(image_size)`` returns the options the input size decides (``stem``).
+    """
+
+    builder: Callable[..., nn.Module]
+    input_options: Callable[[int], dict[str, Any]]
+    description: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "simplecnn": ModelEntry(SimpleCNN, _no_input_options, "the notebook's SimpleCNN"),
+    "resnet18": ModelEntry(resnet18, _resnet_input_options, "ResNet-18, basic blocks"),
+    "resnet34": ModelEntry(resnet34, _resnet_input_options, "ResNet-34, basic blocks"),
+    "resnet50": ModelEntry(resnet50, _resnet_input_options, "ResNet-50, bottlenecks"),
+    "resnet101": ModelEntry(resnet101, _resnet_input_options, "ResNet-101, bottlenecks"),
+    "resnet152": ModelEntry(resnet152, _resnet_input_options, "ResNet-152, bottlenecks"),
 }
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build model ``name`` (one of :data:`MODELS`) with the builder's keyword arguments.
+def model_names() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return list(MODELS)
 
-    ``stages`` and ``stem`` apply to the ResNets only; SimpleCNN rejects a ``stages`` other
-    than ``None`` (it has no stages).
+
+def create_model(name: str, *, image_size: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build model ``name`` (one of :data:`MODELS`).
+
+    Args:
+        name: the network's name.
+        image_size: side length of the input images; when given, the network makes its
+            input-dependent choices from it (ResNets: the CIFAR stem up to 64 pixels, the
+            ImageNet stem above), unless ``kwargs`` makes them explicitly.
+        **kwargs: the builder's arguments (``num_classes``, ``in_chans``, ``stages``,
+            ``spec`` and the :class:`~preattn.AttentionSpec` fields, ...).
     """
-    _validate.choice("model", name, MODELS)
-    if name == "simplecnn":
-        if kwargs.pop("stages", None) is not None:
-            raise ValueError("stages applies to the ResNets only, not to simplecnn")
-        kwargs.pop("stem", None)
-    return MODELS[name](**kwargs)
+    entry = MODELS[_validate.choice("model", name, MODELS)]
+    if image_size is not None:
+        kwargs = {**entry.input_options(_validate.positive_int("image_size", image_size)), **kwargs}
+    return entry.builder(**kwargs)

@@ -15,7 +15,7 @@ with ``e = 1`` (basic blocks: resnet18/34) or ``e = 4`` (bottlenecks: resnet50/1
 
 Initialisation follows torchvision: Kaiming-normal (fan_out, ReLU) for every conv
 (attention convs included), BatchNorm weight 1 and bias 0, the linear head at PyTorch's
-default. ``zero_init_last_bn=True`` zeroes the last BN of every residual branch (each block
+default. ``zero_init_last=True`` zeroes the last BN of every residual branch (each block
 then starts as ``act(S(x))``); ``pre`` attention gets its first gradient after the first
 optimiser step has moved that BN's weight off 0.
 """
@@ -29,23 +29,13 @@ import torch
 from torch import nn
 
 from .. import _validate
-from ..attention import AttentionFactory
 from ..blocks import ResidualBlock
+from ..spec import AttentionSpec
 
 __all__ = ["DEFAULT_STAGES", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 DEFAULT_STAGES = (2, 3, 4)
 _STEMS = ("imagenet", "cifar")
-
-
-def _check_stages(stages: Iterable[int] | None) -> tuple[int, ...]:
-    if stages is None:
-        return DEFAULT_STAGES
-    stages = tuple(stages)
-    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 4]
-    if bad:
-        raise ValueError(f"stages must be a subset of [1, 2, 3, 4], got {list(stages)}")
-    return tuple(sorted(set(stages)))
 
 
 class ResNet(nn.Module):
@@ -57,16 +47,16 @@ class ResNet(nn.Module):
         num_classes: size of the output (B, num_classes).
         in_chans: channels of the input image (B, in_chans, H, W).
         stem: ``"imagenet"`` (7x7/2 conv + max-pool) or ``"cifar"`` (3x3/1 conv, no pool).
-        placement: ``none/pre/branch/post/skip`` (see :class:`~preattn.ResidualBlock`).
-        attention: attention name or factory.
-        lam, lam_param, lam_learnable, lam_warmup_steps: λ-control of every attended block.
         stages: which of the stages 1..4 get attention. Default ``(2, 3, 4)``: the notebook
             warns that Pattern-3 very early is aggressive (stage 1 sees the least processed
             features, where attention can starve the branch), and stage 1 is where
             attention costs most (largest feature maps). Pass ``(1, 2, 3, 4)`` for the
             CBAM paper's layout.
-        attention_kwargs: extra arguments of the attention factory.
-        zero_init_last_bn: zero the last BN of every residual branch.
+        spec: attention, placement and λ of the attended blocks
+            (:class:`~preattn.AttentionSpec`); the other blocks get ``placement="none"``.
+        zero_init_last: zero the last BN of every residual branch.
+        **attention_options: fields of :class:`~preattn.AttentionSpec`, applied on top of
+            ``spec`` (``placement="branch"``, ``lam=None``, ...).
     """
 
     def __init__(
@@ -77,21 +67,18 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         stem: str = "imagenet",
-        placement: str = "pre",
-        attention: str | AttentionFactory = "cbam",
-        lam: float | None = 0.1,
-        lam_param: str = "sigmoid",
-        lam_learnable: bool = True,
-        lam_warmup_steps: int = 0,
         stages: Iterable[int] | None = None,
-        attention_kwargs: dict[str, Any] | None = None,
-        zero_init_last_bn: bool = False,
+        spec: AttentionSpec | None = None,
+        zero_init_last: bool = False,
+        **attention_options: Any,
     ) -> None:
         super().__init__()
         _validate.positive_int("num_classes", num_classes)
         _validate.positive_int("in_chans", in_chans)
         _validate.choice("stem", stem, _STEMS)
-        self.stages = _check_stages(stages)
+        self.stages = _validate.stages(stages, count=4, default=DEFAULT_STAGES)
+        self.spec = spec = AttentionSpec.build(spec, **attention_options)
+        plain = spec.replace(placement="none")
         self.in_chans = in_chans
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
@@ -107,39 +94,27 @@ class ResNet(nn.Module):
         for index, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
             stage = index + 1
             out_ch = width * expansion
-            stage_placement = placement if stage in self.stages else "none"
+            stage_spec = spec if stage in self.stages else plain
             stage_blocks = []
             for b in range(blocks):
                 stride = 2 if stage > 1 and b == 0 else 1
                 stage_blocks.append(
-                    ResidualBlock(
-                        in_ch,
-                        out_ch,
-                        stride,
-                        placement=stage_placement,
-                        attention=attention,
-                        attention_kwargs=attention_kwargs,
-                        lam=lam,
-                        lam_param=lam_param,
-                        lam_learnable=lam_learnable,
-                        lam_warmup_steps=lam_warmup_steps,
-                        transform=transform,
-                    )
+                    ResidualBlock(in_ch, out_ch, stride, spec=stage_spec, transform=transform)
                 )
                 in_ch = out_ch
             self.add_module(f"layer{stage}", nn.Sequential(*stage_blocks))
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
-        self._init_weights(zero_init_last_bn)
+        self._init_weights(zero_init_last)
 
-    def _init_weights(self, zero_init_last_bn: bool) -> None:
+    def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_last_bn:
+        if zero_init_last:
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.transform.last_bn.weight)

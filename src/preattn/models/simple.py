@@ -4,8 +4,8 @@ Layout (input (B, in_chans, H, W), output logits (B, num_classes))::
 
     stem    conv3x3(in_chans -> 32)-BN-ReLU                      (B, 32, H, W)
     conv1   conv3x3(32 -> 64)-BN-ReLU                            (B, 64, H, W)
-    block1  ResidualBlock(64 -> 64, stride 1)                    (B, 64, H, W)
-    block2  ResidualBlock(64 -> 128, stride 2)                   (B, 128, H/2, W/2)
+    block1  ResidualBlock(64 -> 64, stride 1)       stage 1      (B, 64, H, W)
+    block2  ResidualBlock(64 -> 128, stride 2)      stage 2      (B, 128, H/2, W/2)
     conv2   conv3x3(128 -> 128)-BN-ReLU                          (B, 128, H/2, W/2)
     pool    global average                                       (B, 128)
     fc      linear(128 -> num_classes)                           (B, num_classes)
@@ -13,13 +13,15 @@ Layout (input (B, in_chans, H, W), output logits (B, num_classes))::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..attention import AttentionFactory
+from .. import _validate
 from ..blocks import ResidualBlock
+from ..spec import AttentionSpec
 
 __all__ = ["SimpleCNN"]
 
@@ -38,11 +40,12 @@ class SimpleCNN(nn.Module):
     Args:
         num_classes: size of the output.
         in_chans: channels of the input image (3 for RGB, 1 for (Fashion-)MNIST).
-        placement: placement of attention in both residual blocks (``"pre"``: Pattern-3).
-        attention: attention name or factory (``"cbam"``).
-        lam: initial λ of both blocks, ``None`` for uncontrolled attention.
-        **block_kwargs: passed to both :class:`~preattn.ResidualBlock` s
-            (``lam_param``, ``lam_learnable``, ``lam_warmup_steps``, ``attention_kwargs``).
+        stages: which of the two residual blocks get attention (``block1`` is stage 1,
+            ``block2`` stage 2); default both, as in the notebook.
+        spec: attention, placement and λ of the attended blocks
+            (:class:`~preattn.AttentionSpec`; default: Pattern-3, CBAM, λ = 0.1).
+        **attention_options: fields of :class:`~preattn.AttentionSpec`, applied on top of
+            ``spec``.
     """
 
     def __init__(
@@ -50,17 +53,20 @@ class SimpleCNN(nn.Module):
         num_classes: int = 10,
         *,
         in_chans: int = 3,
-        placement: str = "pre",
-        attention: str | AttentionFactory = "cbam",
-        lam: float | None = 0.1,
-        **block_kwargs: Any,
+        stages: Iterable[int] | None = None,
+        spec: AttentionSpec | None = None,
+        **attention_options: Any,
     ) -> None:
         super().__init__()
-        block_options = dict(placement=placement, attention=attention, lam=lam, **block_kwargs)
+        _validate.positive_int("num_classes", num_classes)
+        _validate.positive_int("in_chans", in_chans)
+        self.stages = _validate.stages(stages, count=2, default=(1, 2))
+        self.spec = spec = AttentionSpec.build(spec, **attention_options)
+        plain = spec.replace(placement="none")
         self.stem = _conv_bn_relu(in_chans, 32)
         self.conv1 = _conv_bn_relu(32, 64)
-        self.block1 = ResidualBlock(64, 64, stride=1, **block_options)
-        self.block2 = ResidualBlock(64, 128, stride=2, **block_options)
+        self.block1 = ResidualBlock(64, 64, 1, spec=spec if 1 in self.stages else plain)
+        self.block2 = ResidualBlock(64, 128, 2, spec=spec if 2 in self.stages else plain)
         self.conv2 = _conv_bn_relu(128, 128)
         self.fc = nn.Linear(128, num_classes)
         self.in_chans = in_chans

@@ -8,33 +8,18 @@ leaves a half-written file. ``state.pt`` is read with ``torch.load(weights_only=
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .._io import atomic_write
+
 __all__ = ["STATE_FILE", "WEIGHTS_FILE", "atomic_write", "load_state", "load_weights", "save"]
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save(run_dir: Path, model: torch.nn.Module, state: dict[str, Any], epoch: int) -> None:

@@ -10,7 +10,6 @@ paired difference to the first placement (the reference, ``none`` by default).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 from collections.abc import Sequence
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import _validate
-from ..blocks import PLACEMENTS
-from .checkpoint import atomic_write
+from .._io import atomic_write
+from ..spec import PLACEMENTS
 from .config import TrainConfig
 from .loop import train
 
@@ -71,19 +70,17 @@ def compare(
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         for placement in placements:
-            config = dataclasses.replace(
-                base,
-                placement=placement,
-                seed=int(seed),
-                out=str(root / f"{placement}-seed{seed}"),
+            config = base.replace(
+                placement=placement, seed=int(seed), out=str(root / f"{placement}-seed{seed}")
             )
             record = train(config.validate())
             rows.append({"placement": placement, "seed": int(seed), **record})
     root.mkdir(parents=True, exist_ok=True)
     table = format_comparison(rows, placements)
     header = (
-        f"{base.model} on {base.dataset}, {base.epochs} epochs, attention "
-        f"{base.attention}, λ {base.lam} ({base.lam_param}), seeds {list(seeds)}\n\n"
+        f"{base.model} on {base.dataset}, {base.epochs} epochs, "
+        f"attention {base.spec.attention}, λ {base.spec.lam} ({base.spec.lam_param}), "
+        f"seeds {list(seeds)}\n\n"
     )
     atomic_write(root / "comparison.md", lambda p: p.write_text(header + table + "\n"))
     atomic_write(root / "comparison.json", lambda p: p.write_text(json.dumps(rows, indent=1)))

@@ -1,97 +1,180 @@
-"""The configuration of a training run, read from flags and/or a YAML file."""
+"""The configuration of a training run, read from flags and/or a YAML file.
+
+:class:`TrainConfig` declares each option once, with its help text and command-line
+parser (:func:`preattn._options.option`); the attention options are the fields of
+:class:`~preattn.AttentionSpec`, held as ``config.spec``. In ``config.yaml`` and on the
+command line both appear as one flat set of keys (``placement: pre``, ``lr: 0.1``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .. import _validate
-from ..blocks import PLACEMENTS
-from ..data.registry import DATASETS
-from ..mixing import LAMBDA_PARAMS
+from .._options import (
+    check_type,
+    option,
+    parse_bool,
+    parse_int_list,
+    parse_optional_int,
+)
+from ..data.registry import DATASET_SPECS
+from ..models.factory import MODELS
+from ..spec import AttentionSpec
 
-__all__ = ["TrainConfig"]
+__all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
-@dataclass
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the field or line."""
+
+
+@dataclass(init=False)
 class TrainConfig:
-    """Everything that determines a run; saved as ``config.yaml`` in the run directory."""
+    """Everything that determines a run; saved as ``config.yaml`` in the run directory.
 
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    model: str = "simplecnn"
-    placement: str = "pre"
-    attention: str = "cbam"
-    lam: float | None = 0.1
-    lam_param: str = "sigmoid"
-    lam_learnable: bool = True
-    lam_warmup_steps: int = 0
-    stages: list[int] | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
-    limit_train: int | None = None
-    limit_test: int | None = None
-    image_size: int | None = None
-    seed: int = 0
-    out: str = "runs/latest"
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    sync_bn: bool = False
-    workers: int = 0
+    ``TrainConfig(dataset="fashion-mnist", placement="branch", lam=None)``: the keyword
+    arguments are the options below and the :class:`~preattn.AttentionSpec` fields, which
+    build ``config.spec`` (on top of ``spec`` when one is given).
+    """
+
+    dataset: str = option("synthetic", "data set", choices=DATASET_SPECS)
+    data_dir: str | None = option(None, "folder with the data files (also $PREATTN_DATA)")
+    model: str = option("simplecnn", "network", choices=MODELS)
+    spec: AttentionSpec = field(default_factory=AttentionSpec)
+    stages: list[int] | None = option(
+        None,
+        "stages with attention: ResNets 1-4 (default 2,3,4), simplecnn 1-2 (default 1,2)",
+        parse_int_list,
+    )
+    epochs: int = option(10, "training epochs", int)
+    batch_size: int = option(128, "batch size per process", int)
+    lr: float = option(0.1, "peak learning rate", float)
+    optimizer: str = option(
+        "sgd", "optimiser (SGD with Nesterov momentum, or AdamW)", choices=OPTIMIZERS
+    )
+    momentum: float = option(0.9, "SGD momentum, in [0, 1)", float)
+    weight_decay: float = option(5e-4, "weight decay (never on λ, BatchNorm or biases)", float)
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy, in [0, 1)", float)
+    warmup_epochs: float = option(0.0, "linear learning-rate warm-up, in epochs", float)
+    limit_train: int | None = option(None, "use the first N training images", parse_optional_int)
+    limit_test: int | None = option(None, "use the first N test images", parse_optional_int)
+    image_size: int | None = option(
+        None, "image size for imagefolder (224) and synthetic (32)", parse_optional_int
+    )
+    seed: int = option(0, "random seed (>= 0)", int)
+    out: str = option("runs/latest", "run directory (config, metrics, checkpoints, plots)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = option(False, "mixed precision (bf16 on CPU, fp16 on CUDA)", parse_bool)
+    channels_last: bool = option(False, "channels-last memory format", parse_bool)
+    sync_bn: bool = option(False, "SyncBatchNorm under DDP (CUDA only)", parse_bool)
+    workers: int = option(0, "data-loader worker processes", int)
+
+    def __init__(self, spec: AttentionSpec | None = None, **options: Any) -> None:
+        spec_names = set(AttentionSpec.names())
+        attention = {k: options.pop(k) for k in list(options) if k in spec_names}
+        known = {f.name: f for f in self.option_fields()}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"unknown TrainConfig option(s) {unknown}; known: {self.keys()}")
+        for name, f in known.items():
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            setattr(self, name, options.get(name, default))
+        self.spec = AttentionSpec.build(spec, **attention)
+
+    @classmethod
+    def option_fields(cls) -> list[dataclasses.Field]:
+        """The fields that are options (all but ``spec``), in declaration order."""
+        return [f for f in fields(cls) if f.name != "spec"]
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """Every key of the flat form: the options and the AttentionSpec fields."""
+        return [f.name for f in cls.option_fields()] + list(AttentionSpec.names())
 
     def validate(self) -> TrainConfig:
-        """Check every field; raise ``ValueError`` naming the first bad one."""
-        _validate.choice("dataset", self.dataset, DATASETS)
-        _validate.choice("placement", self.placement, PLACEMENTS)
-        _validate.choice("lam_param", self.lam_param, LAMBDA_PARAMS)
-        _validate.choice("optimizer", self.optimizer, ("sgd", "adamw"))
-        if self.lam is not None:
-            _validate.unit_interval("lam", self.lam)
-        _validate.positive_int("epochs", self.epochs)
-        _validate.positive_int("batch_size", self.batch_size)
-        _validate.non_negative_int("lam_warmup_steps", self.lam_warmup_steps)
-        _validate.non_negative_int("workers", self.workers)
-        for name in ("lr", "weight_decay", "momentum", "warmup_epochs"):
+        """Check every field's type and range; raise naming the first bad one."""
+        if not isinstance(self.spec, AttentionSpec):
+            raise TypeError(f"spec must be an AttentionSpec, got {type(self.spec).__name__}")
+        if not isinstance(self.spec.attention, str):
+            raise TypeError(
+                "a training configuration needs a registered attention name (it is saved "
+                f"to YAML), got {self.spec.attention!r}"
+            )
+        for f in self.option_fields():
+            check_type(f.name, getattr(self, f.name), str(f.type))
+            if f.metadata.get("choices") is not None:
+                _validate.choice(f.name, getattr(self, f.name), f.metadata["choices"])
+        for name in ("epochs", "batch_size"):
+            _validate.positive_int(name, getattr(self, name))
+        for name in ("seed", "workers"):
+            _validate.non_negative_int(name, getattr(self, name))
+        if not self.lr > 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("momentum", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("limit_train", "limit_test", "image_size"):
             if getattr(self, name) is not None:
                 _validate.positive_int(name, getattr(self, name))
+        if self.stages is not None:
+            count = 2 if self.model == "simplecnn" else 4
+            _validate.stages(self.stages, count=count, default=())
+        if not self.out:
+            raise ValueError("out must name a run directory, got ''")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The flat form: every option and every AttentionSpec field, plain values."""
+        out = {f.name: getattr(self, f.name) for f in self.option_fields()}
+        out.update(self.spec.to_dict())
+        return {k: out[k] for k in self.keys()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """Build from the flat form (unknown keys are an error naming them)."""
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
+        known = cls.keys()
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
+            raise ConfigError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
         return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` in the flat form (``placement=`` reaches the spec)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML mapping of flat keys; syntax errors name the file and the line."""
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"config file {path} not found")
-        values = yaml.safe_load(path.read_text()) or {}
+            raise ConfigError(f"config file {path} not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
         if not isinstance(values, dict):
-            raise ValueError(f"config file {path} must hold a mapping, got {type(values).__name__}")
-        return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()})
+            raise ConfigError(
+                f"config file {path} must hold a mapping, got {type(values).__name__}"
+            )
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

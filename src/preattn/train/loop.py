@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
+from .._io import atomic_write
 from ..data.registry import DataSplits, build_datasets
 from ..mixing import lambdas
 from ..models.factory import create_model
@@ -43,23 +44,17 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
-def build_model_for(config: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    """The network a config describes, for a data set of ``num_classes`` and ``in_chans``."""
-    kwargs: dict[str, Any] = dict(
-        num_classes=num_classes,
-        in_chans=in_chans,
-        placement=config.placement,
-        attention=config.attention,
-        lam=config.lam,
-        lam_param=config.lam_param,
-        lam_learnable=config.lam_learnable,
-        lam_warmup_steps=config.lam_warmup_steps,
+def build_model_for(config: TrainConfig, splits: DataSplits) -> nn.Module:
+    """The network ``config`` describes, for the data set ``splits`` (classes, channels and
+    image size, which decides the ResNets' stem)."""
+    return create_model(
+        config.model,
+        image_size=splits.image_size,
+        num_classes=splits.num_classes,
+        in_chans=splits.in_chans,
         stages=config.stages,
+        spec=config.spec,
     )
-    if config.model != "simplecnn":
-        small = config.dataset != "imagefolder"
-        kwargs["stem"] = "cifar" if small else "imagenet"
-    return create_model(config.model, **kwargs)
 
 
 def load_run(
@@ -73,7 +68,7 @@ def load_run(
     run_dir = Path(run_dir)
     config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
     if data_dir:
-        config.data_dir = data_dir
+        config = config.replace(data_dir=data_dir)
     splits = build_datasets(
         config.dataset,
         config.data_dir,
@@ -82,7 +77,7 @@ def load_run(
         image_size=config.image_size,
         seed=config.seed,
     )
-    model = build_model_for(config, splits.num_classes, splits.in_chans)
+    model = build_model_for(config, splits)
     weights, epoch = checkpoint.load_weights(run_dir)
     model.load_state_dict(weights)
     return config, splits, model, epoch
@@ -177,7 +172,7 @@ def _train(
             f"batch_size={config.batch_size} x {ctx.world_size} process(es) exceeds the "
             f"{len(splits.train)} training samples"
         )
-    model = build_model_for(config, splits.num_classes, splits.in_chans)
+    model = build_model_for(config, splits)
     if config.sync_bn:
         if device.type == "cuda" and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -223,11 +218,11 @@ def _train(
         _log(ctx, f"resuming {run_dir} after epoch {start_epoch}")
     elif ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write(run_dir / CONFIG_FILE, lambda p: p.write_text(config.to_yaml()))
+        atomic_write(run_dir / CONFIG_FILE, lambda p: p.write_text(config.to_yaml()))
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
     if ctx.is_main and resume:
         # drop metrics of epochs after the checkpoint (written before an interruption)
-        checkpoint.atomic_write(
+        atomic_write(
             run_dir / METRICS_FILE,
             lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)),
         )
@@ -243,8 +238,8 @@ def _train(
     )
     _log(
         ctx,
-        f"training {config.model} (placement={config.placement}, attention="
-        f"{config.attention}, lam={config.lam}) on {config.dataset} [{splits.source}]: "
+        f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
+        f"[{splits.source}]: "
         f"{len(splits.train)} train / {len(splits.test)} test images, "
         f"{ctx.world_size} process(es) on {device}",
     )

@@ -1,4 +1,5 @@
-"""Memory-lean autograd for λ-mixed CBAM: save ``x`` and the small gates, recompute the rest.
+"""Custom autograd Functions of the attention gates: global max, and memory-lean λ-mixed
+CBAM (save ``x`` and the small gates, recompute the rest in backward).
 
 For ``x`` (B, C, H, W), channel gate ``c`` (B, C, 1, 1), spatial gate ``s`` (B, 1, H, W)
 and λ (0-dim), λ-mixed CBAM is::

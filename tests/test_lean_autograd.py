@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from preattn import CBAM
-from preattn.lean_cbam import GlobalMax
+from preattn.lean_autograd import GlobalMax
 
 
 def test_global_max_gradient_equals_amax_with_ties():
@@ -25,13 +25,18 @@ def test_global_max_gradient_equals_amax_with_ties():
     )
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("pool_order", [("mean", "max"), ("max", "mean")])
-def test_lean_cbam_gradients_equal_plain_autograd_with_ties(pool_order):
-    """Post-ReLU inputs tie in the channel max; the lean backward splits like ``amax``."""
+def test_lean_autograd_gradients_equal_plain_autograd_with_ties(pool_order, memory_format):
+    """Post-ReLU inputs tie in the channel max; the lean backward splits like ``amax``.
+
+    Channels-last inputs take the other branch of the (B, C, H·W) row views."""
     torch.manual_seed(2)
     cbam = CBAM(8, reduction=2, pool_order=pool_order).double()
-    x = torch.relu(torch.randn(2, 8, 5, 5, dtype=torch.float64)).requires_grad_(True)
-    x.data[0, :, 0, 0] = 0.0  # a whole pixel of ties
+    x = torch.relu(torch.randn(2, 8, 5, 5, dtype=torch.float64))
+    x[0, :, 0, 0] = 0.0  # a whole pixel of ties
+    x = x.contiguous(memory_format=memory_format).requires_grad_(True)
+    assert x.is_contiguous(memory_format=memory_format)
     lam = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
     lean = cbam.mixed(x, lam)
     plain = (1 - lam) * x + lam * cbam(x)
@@ -46,7 +51,18 @@ def test_lean_cbam_gradients_equal_plain_autograd_with_ties(pool_order):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
-def test_lean_cbam_saves_only_the_input_and_small_gates():
+def test_rows_view_is_the_same_for_both_layouts():
+    from preattn.lean_autograd import _rows
+
+    t = torch.randn(2, 3, 4, 5)
+    expected = t.reshape(2, 3, 20)
+    torch.testing.assert_close(_rows(t), expected, atol=0, rtol=0)
+    torch.testing.assert_close(
+        _rows(t.contiguous(memory_format=torch.channels_last)), expected, atol=0, rtol=0
+    )
+
+
+def test_lean_autograd_saves_only_the_input_and_small_gates():
     cbam = CBAM(16)
     x = torch.randn(2, 16, 12, 12, requires_grad=True)
     saved: list[torch.Tensor] = []

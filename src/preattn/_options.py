@@ -1,0 +1,135 @@
+"""Declared options: a dataclass field carries its help text, command-line parser and
+choices, so the command line, YAML files and type checks are generated from one place.
+
+``option(default, help, parse=..., choices=...)`` declares a field;
+:func:`check_type` checks a value against the field's annotation (``int``, ``float``,
+``bool``, ``str``, ``list[int]``, ``X | None``), so a YAML ``"0.1"`` for a float or a
+``"false"`` for a bool is refused with the field's name instead of being misread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import Field, field
+from typing import Any
+
+__all__ = [
+    "check_type",
+    "option",
+    "parse_bool",
+    "parse_int_list",
+    "parse_kwargs",
+    "parse_optional_float",
+    "parse_optional_int",
+]
+
+
+def option(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    *,
+    choices: Any = None,
+) -> Any:
+    """A dataclass field with ``help``, ``parse`` (command line) and ``choices`` metadata."""
+    metadata = {"help": help, "parse": parse, "choices": choices}
+    if isinstance(default, dict | list):
+        factory = dict if isinstance(default, dict) else list
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (any case) -> bool."""
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _is_none(text: str) -> bool:
+    return str(text).strip().lower() in ("none", "off", "null")
+
+
+def parse_optional_float(text: str) -> float | None:
+    """``none``/``off`` -> None, else a float."""
+    return None if _is_none(text) else float(text)
+
+
+def parse_optional_int(text: str) -> int | None:
+    """``none``/``off`` -> None, else an int."""
+    return None if _is_none(text) else int(text)
+
+
+def parse_int_list(text: str) -> list[int] | None:
+    """``"2,3,4"`` (or ``"2 3 4"``) -> ``[2, 3, 4]``; ``none``/``default`` -> None."""
+    if _is_none(text) or text.strip().lower() == "default":
+        return None
+    try:
+        return [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"expected numbers like 2,3,4, got {text!r}") from None
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """``"reduction=8,spatial_kernel=3"`` -> ``{"reduction": 8, "spatial_kernel": 3}``.
+
+    Values are read as YAML scalars (ints, floats, booleans, strings); a JSON object is
+    accepted too.
+    """
+    import yaml
+
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected key=value pairs or a JSON object, got {text!r}")
+        return value
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value pairs such as reduction=8, got {text!r}")
+        out[key.strip()] = yaml.safe_load(value.strip())
+    return out
+
+
+def _matches(value: Any, kind: str) -> bool:
+    if kind == "None":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "list[int]":
+        return isinstance(value, list | tuple) and all(_matches(v, "int") for v in value)
+    if kind.startswith(("dict", "Mapping")):
+        return isinstance(value, Mapping)
+    return True  # a type this checker does not know (a callable, say): left to the owner
+
+
+def check_type(name: str, value: Any, annotation: str) -> Any:
+    """Return ``value`` if it matches the field annotation ``annotation``, else raise
+    ``TypeError`` naming ``name``, the expected type and the value given. Floats must be
+    finite."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if not any(_matches(value, k) for k in kinds):
+        expected = " or ".join(kinds)
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def field_help(f: Field) -> str:
+    return str(f.metadata.get("help", ""))
