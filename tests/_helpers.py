@@ -19,7 +19,21 @@ TINY_TRAIN_FLAGS = [
     "16",
     "--epochs",
     "1",
+    "--plots",
+    "false",
 ]
+
+
+# the same tiny run as TrainConfig keywords (2 optimiser steps per epoch), without plots
+TINY_CONFIG = dict(
+    dataset="synthetic",
+    image_size=8,
+    limit_train=32,
+    limit_test=12,
+    batch_size=16,
+    lr=0.05,
+    plots=False,
+)
 
 
 def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -259,3 +259,28 @@ def test_any_configuration_gives_the_expected_shape(in_ch, out_ch, stride, size,
     expected = (size - 1) // stride + 1
     assert y.shape == (2, out_ch, expected, expected)
     assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("attention", ["cbam", "cbam-official", "channel", "spatial", "se", "eca"])
+def test_half_precision_modules_run_in_their_dtype(dtype, attention):
+    """A block converted with .half()/.bfloat16() runs (train and eval) and returns its
+    dtype, close to the float32 block on the same weights."""
+    torch.manual_seed(0)
+    for placement in ATTENDED:
+        block = ResidualBlock(8, 16, 2, placement=placement, attention=attention)
+        reference = block.eval()
+        x = torch.randn(2, 8, 6, 6)
+        with torch.no_grad():
+            expected = reference(x)
+        half = ResidualBlock(8, 16, 2, placement=placement, attention=attention)
+        half.load_state_dict(block.state_dict())
+        half = half.to(dtype).eval()
+        with torch.no_grad():
+            y = half(x.to(dtype))
+        assert y.dtype == dtype
+        torch.testing.assert_close(y.float(), expected, atol=0.1, rtol=0.05)
+        half.train()
+        xh = x.to(dtype).requires_grad_(True)
+        half(xh).float().sum().backward()
+        assert xh.grad.dtype == dtype and torch.isfinite(xh.grad).all()

@@ -16,7 +16,7 @@ TRAIN_OPTIONS = [
     "dataset", "data-dir", "model", "stages", "epochs", "batch-size", "lr", "optimizer",
     "momentum", "weight-decay", "label-smoothing", "warmup-epochs", "limit-train",
     "limit-test", "image-size", "seed", "out", "device", "amp", "channels-last", "sync-bn",
-    "workers", "placement", "attention", "attention-kwargs", "lam", "lam-param",
+    "workers", "plots", "placement", "attention", "attention-kwargs", "lam", "lam-param",
     "lam-learnable", "lam-warmup-steps",
 ]  # fmt: skip
 

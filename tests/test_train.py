@@ -20,7 +20,7 @@ from preattn._io import atomic_write
 from preattn.data import build_datasets
 from preattn.mixing import LambdaMix
 from preattn.models import SimpleCNN
-from preattn.train import TrainConfig, build_model_for, train
+from preattn.train import RunError, TrainConfig, build_model_for, train
 from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
 
 TINY = dict(
@@ -78,21 +78,30 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
     config = TrainConfig(**TINY, epochs=2, lam_warmup_steps=3, out=str(tmp_path / "run"))
     record = train(config)
     run = Path(config.out)
-    assert {
+    assert {p.name for p in run.iterdir()} == {
+        ".lock",
         "config.yaml",
         "metrics.jsonl",
+        "checkpoint",
+        "checkpoints",
         "model.safetensors",
-        "state.pt",
         "curves.png",
         "lambda.png",
-    } <= {p.name for p in run.iterdir()}
+    }
+    assert (run / "checkpoint").read_text() == "epoch-0002\n"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0002"]
+    # the published weights are the committed ones
+    committed = run / "checkpoints" / "epoch-0002"
+    assert (run / "model.safetensors").read_bytes() == (
+        committed / "model.safetensors"
+    ).read_bytes()
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert set(rows[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "lambda"}
     assert set(rows[0]["lambda"]) == {"block1", "block2"}
     assert record["epoch"] == 2
-    state = torch.load(run / "state.pt", weights_only=True)
-    assert state["epoch"] == 2 and "optimizer" in state and "rng" in state
+    state = torch.load(committed / "state.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["step"] == 2 * 3 and "optimizer" in state
     weights = load_file(str(run / "model.safetensors"))
     assert int(weights["block1.mix.warmup_step"]) == 2 * 3  # 3 steps per epoch, ramp continues
     assert TrainConfig.from_yaml(run / "config.yaml") == config
@@ -125,11 +134,12 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
 def test_resume_rejects_mismatched_files(tmp_path):
     config = TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run"))
     train(config)
-    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    path = tmp_path / "run" / "checkpoints" / "epoch-0001" / "state.pt"
+    state = torch.load(path, weights_only=True)
     state["epoch"] = 7
-    torch.save(state, tmp_path / "run" / "state.pt")
+    torch.save(state, path)
     with pytest.raises(
-        ValueError, match="weights are from epoch 1 but the training state from epoch 7"
+        RunError, match="weights are from epoch 1 and its training state from epoch 7"
     ):
         train(config, resume=True)
 

@@ -54,14 +54,18 @@ __all__ = [
 _POOLS = ("mean", "max")
 
 
-def _gate_dtype(x: torch.Tensor) -> torch.dtype:
-    """float32 for half-precision inputs, else the input's own dtype (float32 or float64)."""
-    return torch.promote_types(x.dtype, torch.float32)
+def _gate_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype gates are computed in: the wider of the input's and the module's weights'.
+
+    A float32 module under bf16/fp16 autocast computes its gates in float32; a module
+    converted with ``.half()``/``.bfloat16()`` computes them in its own dtype (its weights
+    could not take float32 inputs); float64 stays float64.
+    """
+    return torch.promote_types(x.dtype, weight.dtype)
 
 
-def _pool_channels(x: torch.Tensor, order: Sequence[str]) -> torch.Tensor:
-    """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W), >= float32."""
-    dtype = _gate_dtype(x)
+def _pool_channels(x: torch.Tensor, order: Sequence[str], dtype: torch.dtype) -> torch.Tensor:
+    """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``dtype``."""
     maps = {
         "mean": x.mean(dim=1, dtype=dtype),
         "max": x.amax(dim=1).to(dtype),
@@ -69,9 +73,9 @@ def _pool_channels(x: torch.Tensor, order: Sequence[str]) -> torch.Tensor:
     return stack_pooled([maps[name] for name in order])
 
 
-def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
-    """Spatial mean of ``x`` (B, C, H, W) as (B, C), at least float32."""
-    return x.mean(dim=(2, 3), dtype=_gate_dtype(x))
+def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Spatial mean of ``x`` (B, C, H, W) as (B, C) in ``dtype``."""
+    return x.mean(dim=(2, 3), dtype=dtype)
 
 
 def _recording_autograd() -> bool:
@@ -94,7 +98,8 @@ def _full_precision(x: torch.Tensor) -> torch.autocast:
 class GateAttention(nn.Module):
     """Base of attention modules of the form ``A(x) = x * gate(x)``.
 
-    ``gate(x)`` is at least float32 (float64 for float64 input) and broadcastable to ``x``.
+    ``gate(x)`` is in the wider of the input's and the weights' dtype (float32 under AMP, the
+    module's own dtype after ``.half()``) and broadcastable to ``x``.
     ``mixed(x, lam)`` returns the λ-mixed output ``(1 − λ)·x + λ·A(x) =
     x · ((1 − λ) + λ·gate(x))`` in one full-size multiplication; subclasses whose gate is
     not separable (CBAM) override it.
@@ -170,9 +175,10 @@ class ChannelAttention(_ChannelMLP):
         super().__init__(channels, reduction, min_hidden, bias, act_layer)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
-        maxed = _global_max(x).to(_gate_dtype(x))
-        pooled = torch.cat([_pool_spatial(x), maxed], dim=0)  # (2B, C)
+        """Channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
+        dtype = _gate_dtype(x, self.fc1.weight)
+        maxed = _global_max(x).to(dtype)
+        pooled = torch.cat([_pool_spatial(x, dtype), maxed], dim=0)  # (2B, C)
         with _full_precision(x):
             logits = self.mlp(pooled)
             avg_logits, max_logits = logits.chunk(2, dim=0)
@@ -211,8 +217,9 @@ class SpatialAttention(GateAttention):
         self.bn: nn.Module = nn.BatchNorm2d(1, momentum=0.01) if batch_norm else nn.Identity()
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
-        return self.gate_from_pooled(_pool_channels(x, self.pool_order))
+        """Spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
+        dtype = _gate_dtype(x, self.conv.weight)
+        return self.gate_from_pooled(_pool_channels(x, self.pool_order, dtype))
 
     def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Mask (B, 1, H, W) from the stacked pooled maps (B, 2, H, W) in ``pool_order``."""
@@ -306,8 +313,8 @@ class SE(_ChannelMLP):
         super().__init__(channels, reduction, min_hidden, bias, act_layer)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 channel mask of shape (B, C, 1, 1)."""
-        pooled = _pool_spatial(x)
+        """Channel mask of shape (B, C, 1, 1)."""
+        pooled = _pool_spatial(x, _gate_dtype(x, self.fc1.weight))
         with _full_precision(x):
             return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
 
@@ -343,8 +350,8 @@ class ECA(GateAttention):
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 channel mask of shape (B, C, 1, 1)."""
-        y = _pool_spatial(x).unsqueeze(1)  # (B, 1, C)
+        """Channel mask of shape (B, C, 1, 1)."""
+        y = _pool_spatial(x, _gate_dtype(x, self.conv.weight)).unsqueeze(1)  # (B, 1, C)
         with _full_precision(x):
             return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
 

@@ -95,7 +95,11 @@ def _train_config(args: argparse.Namespace) -> Any:
 
     given = _given(args, TrainConfig.keys())
     if getattr(args, "resume", None):
-        base = TrainConfig.from_yaml(Path(args.resume) / "config.yaml").to_dict()
+        if args.config:
+            raise ValueError("--resume continues a run with its own config; drop --config")
+        from .train.rundir import RunDir
+
+        base = RunDir(args.resume).read_config()[0].to_dict()
         base["out"] = str(args.resume)
     elif args.config:
         base = TrainConfig.from_yaml(args.config).to_dict()
@@ -107,9 +111,14 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
+    from .train.rundir import default_run_dir
 
     config = _train_config(args)
-    record = train(config, resume=bool(args.resume))
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; choose one")
+    if config.out is None:
+        config = config.replace(out=str(default_run_dir(config.model)))
+    record = train(config, resume=bool(args.resume), overwrite=args.overwrite)
     if record and int(os.environ.get("RANK", "0")) == 0:
         print(f"done: test accuracy {record['test_acc']:.4f}; run directory {config.out}")
     return 0
@@ -117,8 +126,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .train.compare import compare, format_comparison
+    from .train.rundir import default_run_dir
 
     config = _train_config(args)
+    if config.out is None:
+        config = config.replace(out=str(default_run_dir("compare")))
     placements = [p.strip() for p in args.placements.split(",") if p.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     rows = compare(config, placements, seeds)
@@ -135,8 +147,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from .train.distributed import init_distributed
     from .train.evaluate import evaluate
-    from .train.loop import load_run
     from .train.plots import plot_confusion
+    from .train.rundir import load_run
 
     run_dir = Path(args.checkpoint)
     config, splits, model, epoch = load_run(
@@ -213,7 +225,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             seed=0,
         )
         chance = 1 / 6
-    record = train(config.validate())
+    record = train(config.validate(), overwrite=True)  # the demo's own directory
     print()
     print(
         f"held-out accuracy {record['test_acc']:.4f} (chance {chance:.4f}) after "
@@ -246,7 +258,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .deploy import export_onnx, fuse
-    from .train.loop import load_run
+    from .train.rundir import load_run
 
     _, splits, model, _ = load_run(args.checkpoint, limit_test=1)
     if not args.no_fuse:
@@ -272,6 +284,15 @@ def _input_size(text: str) -> tuple[int, ...]:
     return size
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line (an OSError with its file name)."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="preattn",
@@ -279,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"preattn {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error (also PREATTN_DEBUG=1)",
+    )
     # each subcommand accepts exactly its own flags: no abbreviations (--seed is not --seeds)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -289,7 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a network; flags override --config / --resume.",
     )
     p.add_argument("--config", help="YAML file with any of the flags below (flags win)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last committed epoch; with --epochs M, extend "
+        "it to M epochs (the LR schedule is re-planned for M epochs from the saved step)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (without it, a directory holding a run is refused)",
+    )
     _add_train_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -363,10 +399,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("PREATTN_DEBUG", "") not in ("", "0")
+    from .train.loop import TrainingDiverged
+    from .train.rundir import RunError
+
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError, DatasetError) as exc:
+    except TrainingDiverged as exc:
+        if debug:
+            raise
         print(f"preattn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError, DatasetError, RunError) as exc:
+        if debug:
+            raise
+        print(f"preattn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"preattn {args.command}: interrupted", file=sys.stderr)

@@ -101,7 +101,11 @@ def export_onnx(
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"input_shape must be (N, C, H, W) with positive sizes, got {shape}")
-    model = model.eval()
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"onnx path {path} is a directory; give a file name such as model.onnx")
+    was_training = model.training
+    model.eval()
     parameter = next(model.parameters(), None)
     example = torch.randn(*shape, device=parameter.device if parameter is not None else "cpu")
     path = Path(path)
@@ -121,5 +125,8 @@ def export_onnx(
                 dynamo=False,
             )
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    finally:
+        model.train(was_training)
     return path

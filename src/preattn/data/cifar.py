@@ -27,14 +27,41 @@ CIFAR_LAYOUT = {
 }
 
 
+# what a CIFAR batch is made of besides dict/list/str/bytes/int: numpy arrays and dtypes
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 pickles of arrays
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 2 pickles of byte strings arrive under Python 3
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the globals a CIFAR batch contains; anything else (a ``__reduce__``
+    payload calling ``os.system``, say) is refused before it runs."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to load {module}.{name}: a CIFAR batch holds only dicts, lists, "
+            "strings, ints and numpy arrays"
+        )
+
+
 def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
         with path.open("rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a readable CIFAR pickle batch ({exc})") from exc
+            batch = _CifarUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DatasetError(f"{path}: not a readable CIFAR pickle batch ({exc})") from None
     if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise DatasetError(f"{path}: expected a dict with 'data' and {label_key!r}, got {keys}")

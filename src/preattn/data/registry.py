@@ -19,7 +19,7 @@ augmented. Nothing is downloaded: files are looked up in ``data_dir``, then in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,10 +107,12 @@ class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
 
 def _search_roots(data_dir: str | Path | None) -> list[Path]:
-    roots = [Path(data_dir)] if data_dir else []
+    """An explicit ``data_dir`` is the only place searched; else ``$PREATTN_DATA``."""
+    if data_dir:
+        return [Path(data_dir)]
     if os.environ.get("PREATTN_DATA"):
-        roots.append(Path(os.environ["PREATTN_DATA"]))
-    return roots
+        return [Path(os.environ["PREATTN_DATA"])]
+    return []
 
 
 def find_idx_files(name: str, data_dir: str | Path | None) -> dict[str, Path]:
@@ -120,7 +122,7 @@ def find_idx_files(name: str, data_dir: str | Path | None) -> dict[str, Path]:
     subfolder; a ``.gz`` or plain file is accepted.
     """
     roots = _search_roots(data_dir)
-    if name == "fashion-mnist":
+    if name == "fashion-mnist" and not data_dir:
         roots.append(DEBIAN_FASHION_MNIST)
     sub = {"fashion-mnist": ["fashion-mnist", "FashionMNIST/raw"], "mnist": ["mnist", "MNIST/raw"]}
     stems = {
@@ -168,6 +170,19 @@ def _tensor_transform(
 Loaded = tuple[Dataset, Dataset, str, Sequence[str]]
 
 
+def _check_labels(source: Path, labels: np.ndarray, num_classes: int) -> None:
+    """Every label in ``[0, num_classes)``, else a DatasetError naming the file and label."""
+    if len(labels) == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise DatasetError(
+            f"{source}: label {bad} out of range for {num_classes} classes (expected 0.."
+            f"{num_classes - 1})"
+        )
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     """What a reader is asked for: where to look, image size, seed and subset sizes."""
@@ -190,6 +205,7 @@ def _load_idx(spec: DatasetSpec, request: LoadRequest) -> Loaded:
             raise DatasetError(
                 f"{files[f'{split}_labels']}: {len(labels)} labels for {len(images)} images"
             )
+        _check_labels(files[f"{split}_labels"], labels, len(spec.classes or ()))
         transform = _tensor_transform(mean, std, 28, 2, spec.flip, split == "train")
         out.append(ArrayImageDataset(images, labels, transform))
     return out[0], out[1], str(files["train_images"].parent), spec.classes
@@ -206,6 +222,7 @@ def _load_cifar(spec: DatasetSpec, request: LoadRequest) -> Loaded:
             splits = []
             for train in (True, False):
                 images, labels = read_cifar(folder, name, train=train)
+                _check_labels(folder, labels, len(spec.classes or ()))
                 splits.append(
                     ArrayImageDataset(
                         images, labels, _tensor_transform(mean, std, 32, 4, True, train)
@@ -237,6 +254,8 @@ def _load_imagefolder(spec: DatasetSpec, request: LoadRequest) -> Loaded:
     test = tv_datasets.ImageFolder(str(test_dir), transform=test_tf)
     if train.classes != test.classes:
         raise DatasetError(f"{root}: train/ and {test_dir.name}/ hold different class folders")
+    for folder in (train, test):
+        _verify_images(path for path, _ in folder.samples)
     return train, test, str(root), tuple(train.classes)
 
 
@@ -312,6 +331,32 @@ _SPECS = (
 )
 DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 DATASETS = tuple(DATASET_SPECS)
+
+
+def _check_image(path: str) -> str | None:
+    """``None`` if ``path`` decodes as an image, else the reason it does not."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()  # verify() leaves truncated pixel data unread
+    except (OSError, SyntaxError, UnidentifiedImageError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _verify_images(paths: Iterable[str]) -> None:
+    """Decode every image once before any training (threads: PIL releases the GIL), so a
+    corrupt or truncated file is a DatasetError naming it, not a crash mid-epoch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        for path, problem in zip(paths, pool.map(_check_image, paths), strict=True):
+            if problem is not None:
+                raise DatasetError(f"{path}: not a readable image ({problem})")
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:

@@ -21,6 +21,7 @@ from .._io import atomic_write
 from ..spec import PLACEMENTS
 from .config import TrainConfig
 from .loop import train
+from .rundir import default_run_dir
 
 __all__ = ["compare", "format_comparison"]
 
@@ -66,7 +67,11 @@ def compare(
         _validate.choice("placements", placement, PLACEMENTS)
     if not seeds:
         raise ValueError("seeds must name at least one seed, got []")
-    root = Path(base.out)
+    for name, values in (("placements", placements), ("seeds", seeds)):
+        repeated = sorted({v for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ValueError(f"{name} must not repeat, got {list(values)} ({repeated} twice)")
+    root = Path(base.out) if base.out else default_run_dir("compare")
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         for placement in placements:

@@ -9,10 +9,12 @@ command line both appear as one flat set of keys (``placement: pre``, ``lr: 0.1`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .. import _validate
@@ -70,12 +72,13 @@ class TrainConfig:
         None, "image size for imagefolder (224) and synthetic (32)", parse_optional_int
     )
     seed: int = option(0, "random seed (>= 0)", int)
-    out: str = option("runs/latest", "run directory (config, metrics, checkpoints, plots)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    out: str | None = option(None, "run directory (default: a new runs/<date>-<time>-<model>)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N, or any torch device name")
     amp: bool = option(False, "mixed precision (bf16 on CPU, fp16 on CUDA)", parse_bool)
     channels_last: bool = option(False, "channels-last memory format", parse_bool)
     sync_bn: bool = option(False, "SyncBatchNorm under DDP (CUDA only)", parse_bool)
     workers: int = option(0, "data-loader worker processes", int)
+    plots: bool = option(True, "write curves.png and lambda.png when the run ends", parse_bool)
 
     def __init__(self, spec: AttentionSpec | None = None, **options: Any) -> None:
         spec_names = set(AttentionSpec.names())
@@ -130,8 +133,16 @@ class TrainConfig:
         if self.stages is not None:
             count = 2 if self.model == "simplecnn" else 4
             _validate.stages(self.stages, count=count, default=())
-        if not self.out:
+        if self.out is not None and not self.out.strip():
             raise ValueError("out must name a run directory, got ''")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(
+                    f"device must be auto, cpu, cuda, cuda:N or another torch device, "
+                    f"got {self.device!r}"
+                ) from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,15 +166,24 @@ class TrainConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Read a YAML mapping of flat keys; syntax errors name the file and the line."""
+    def from_yaml(
+        cls,
+        path: str | Path,
+        *,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> TrainConfig:
+        """Read a YAML mapping of flat keys; syntax errors name the file and the line.
+
+        A run directory's ``config.yaml`` also holds the run's ``history`` of resumes: it is
+        left out (``prepare`` may take it, or other keys, out of the mapping first)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
+            # where the broken construct starts, else where the parser noticed it
+            mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
@@ -172,6 +192,8 @@ class TrainConfig:
                 f"config file {path} must hold a mapping, got {type(values).__name__}"
             )
         try:
+            values = prepare(values) if prepare else values
+            values.pop("history", None)
             return cls.from_dict(values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: {exc}") from None

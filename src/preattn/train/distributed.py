@@ -34,7 +34,12 @@ class DistContext:
 def _pick_device(requested: str, local_rank: int) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(
+            f"device must be auto, cpu, cuda, cuda:N or another torch device, got {requested!r}"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available")

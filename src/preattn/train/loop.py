@@ -1,9 +1,14 @@
-"""The training loop: data, model, optimiser, schedule, metrics, checkpoints, plots.
+"""The training loop: one epoch of optimisation, evaluation, and the epoch commit.
 
-One call of :func:`train` runs (or resumes) a run described by a :class:`TrainConfig`.
-Under ``torchrun`` it runs DDP: a ``DistributedSampler`` shards the training set, the test
-set is split into disjoint strided shards, metrics are summed across ranks, and only rank 0
-writes files.
+One call of :func:`train` runs (or resumes) a run described by a :class:`TrainConfig` in
+its run directory (:mod:`preattn.train.rundir`). Under ``torchrun`` it runs DDP: a
+``DistributedSampler`` shards the training set, the test set is split into disjoint
+strided shards, metrics are summed across ranks, and only rank 0 writes files.
+
+Learning rate: ``lr(t) = lr · f(t; T, W)`` at optimiser step ``t`` of ``T = epochs ·
+steps_per_epoch`` with ``W = warmup_epochs · steps_per_epoch`` (linear warm-up, then
+cosine to 0; :class:`~preattn.train.optim.WarmupCosine`). Resuming with more epochs
+re-plans ``T`` and continues from the saved ``t``.
 
 Reproducibility: the model is initialised from ``seed``; each epoch's shuffling and
 augmentation are seeded from ``(seed, epoch, rank)``, so an interrupted run resumed from its
@@ -12,11 +17,13 @@ last checkpoint ends with the same metrics as an uninterrupted one (on CPU).
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,61 +33,32 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from .._io import atomic_write
-from ..data.registry import DataSplits, build_datasets
+from ..data.registry import DataSplits
 from ..mixing import lambdas
-from ..models.factory import create_model
-from . import checkpoint
+from .build import build_data, build_model_for
 from .config import TrainConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
 from .evaluate import evaluate
 from .optim import WarmupCosine, build_optimizer
 from .plots import plot_history
+from .rundir import RunDir, RunError, default_run_dir
 
-__all__ = ["EpochCallback", "build_model_for", "load_run", "train"]
+__all__ = [
+    "RESUMABLE_OPTIONS",
+    "EpochCallback",
+    "TrainingDiverged",
+    "train",
+    "train_one_epoch",
+]
 
 EpochCallback = Callable[[dict[str, Any]], None]
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
+
+# options a resumed run may change; every other option is fixed by the run
+RESUMABLE_OPTIONS = ("epochs", "device", "workers", "data_dir", "plots")
 
 
-def build_model_for(config: TrainConfig, splits: DataSplits) -> nn.Module:
-    """The network ``config`` describes, for the data set ``splits`` (classes, channels and
-    image size, which decides the ResNets' stem)."""
-    return create_model(
-        config.model,
-        image_size=splits.image_size,
-        num_classes=splits.num_classes,
-        in_chans=splits.in_chans,
-        stages=config.stages,
-        spec=config.spec,
-    )
-
-
-def load_run(
-    run_dir: str | Path, *, data_dir: str | None = None, limit_test: int | None = None
-) -> tuple[TrainConfig, DataSplits, nn.Module, int]:
-    """Rebuild a run's model with its saved weights: (config, data splits, model, epoch).
-
-    ``data_dir`` overrides the run's data folder; ``limit_test`` its test subset (default:
-    the run's own). The training split is limited to one sample (it is not needed).
-    """
-    run_dir = Path(run_dir)
-    config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
-    if data_dir:
-        config = config.replace(data_dir=data_dir)
-    splits = build_datasets(
-        config.dataset,
-        config.data_dir,
-        limit_train=1,
-        limit_test=limit_test if limit_test is not None else config.limit_test,
-        image_size=config.image_size,
-        seed=config.seed,
-    )
-    model = build_model_for(config, splits)
-    weights, epoch = checkpoint.load_weights(run_dir)
-    model.load_state_dict(weights)
-    return config, splits, model, epoch
+class TrainingDiverged(RunError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -134,39 +112,162 @@ def _log(ctx: DistContext, message: str) -> None:
         print(message, flush=True)
 
 
+def make_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast (CUDA); a disabled scaler otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+
+@dataclass
+class StepContext:
+    """What one optimisation step needs besides the batch."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    scaler: torch.amp.GradScaler
+    lr_at: Callable[[int], float]
+    device: torch.device
+    memory_format: torch.memory_format
+    amp_dtype: torch.dtype | None
+
+
+def train_one_epoch(
+    ctx: StepContext, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], step: int, epoch: int
+) -> tuple[dict[str, float], int]:
+    """One pass over ``batches`` from optimiser step ``step``.
+
+    Returns the sums ``{"loss", "correct", "seen", "lr", "seconds"}`` of this process and the
+    next step. Raises :class:`TrainingDiverged` when the loss is not finite (before the
+    optimiser applies it), naming the epoch (1-based) and the step.
+    """
+    device = ctx.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    seen = torch.zeros((), dtype=torch.float64, device=device)
+    lr = ctx.lr_at(step)
+    started = time.perf_counter()
+    ctx.net.train()
+    for index, (images, labels) in enumerate(batches):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=ctx.memory_format)
+        labels = labels.to(device, non_blocking=True)
+        lr = ctx.lr_at(step)
+        for group in ctx.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(
+            device.type, dtype=ctx.amp_dtype or torch.float32, enabled=ctx.amp_dtype is not None
+        ):
+            logits = ctx.net(images)
+            loss = ctx.loss_fn(logits.float(), labels)
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDiverged(
+                f"training loss became {loss.item()} at epoch {epoch}, batch {index + 1} "
+                f"(optimiser step {step + 1}); stopped, the last good checkpoint is kept"
+            )
+        ctx.optimizer.zero_grad(set_to_none=True)
+        ctx.scaler.scale(loss).backward()
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+        step += 1
+        loss_sum += loss.detach() * labels.numel()
+        correct += (logits.argmax(1) == labels).sum()
+        seen += labels.numel()
+    stats = {"loss": loss_sum, "correct": correct, "seen": seen}
+    for total in stats.values():
+        all_reduce_sum(total)
+    out = {k: v.item() for k, v in stats.items()}
+    out["lr"] = lr
+    out["seconds"] = time.perf_counter() - started
+    return out, step
+
+
+def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
+    """The options that differ from the saved run: allowed ones returned, others refused."""
+    now, before = config.to_dict(), saved.to_dict()
+    changed = {k: [before[k], now[k]] for k in now if k != "out" and now[k] != before[k]}
+    fixed = {k: v for k, v in changed.items() if k not in RESUMABLE_OPTIONS}
+    if fixed:
+        listing = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
+        raise RunError(
+            f"cannot change on resume: {listing}; only {list(RESUMABLE_OPTIONS)} may change "
+            "(start a new run for the others)"
+        )
+    return changed
+
+
+def _prepare_run_dir(
+    run: RunDir, config: TrainConfig, resume: bool, overwrite: bool
+) -> tuple[int, list[dict[str, Any]]]:
+    """Check and set up ``run`` for a new or resumed run (rank 0, lock held).
+
+    Returns the committed epoch to start after and the metrics history up to it.
+    """
+    run.clean_stale()
+    if not resume:
+        if run.holds_run():
+            if not overwrite:
+                raise RunError(
+                    f"{run.path} already holds a run; use --resume {run.path} to continue it "
+                    "or --overwrite to replace it"
+                )
+            run.clear()
+        run.write_config(config, [])
+        return 0, []
+    saved, history = run.read_config()
+    changed = _check_resume(config, saved)
+    start = run.committed_epoch()
+    if config.epochs < start:
+        raise RunError(
+            f"epochs={config.epochs} is fewer than the {start} epochs {run.path} has completed"
+        )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    entry: dict[str, Any] = {"resumed_after_epoch": start, "time": stamp}
+    if changed:
+        entry["changed"] = changed
+    run.write_config(config, [*history, entry])
+    rows = run.read_metrics(upto_epoch=start)
+    run.write_metrics(rows)  # drop records of epochs after the checkpoint
+    return start, rows
+
+
 def train(
     config: TrainConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: list[EpochCallback] | None = None,
 ) -> dict[str, Any]:
     """Run (or, with ``resume=True``, continue) the run in ``config.out``.
 
-    Returns the last epoch's metrics record (the last line of ``metrics.jsonl``).
-    Each callback receives every epoch's record (rank 0 and the others alike).
+    A new run refuses a directory that already holds one unless ``overwrite``; a resumed
+    run may change only :data:`RESUMABLE_OPTIONS` (``epochs`` re-plans the LR schedule).
+    ``config.out=None`` picks a new ``runs/<date>-<time>-<model>``. Returns the last epoch's
+    metrics record. Each callback receives every epoch's record on every rank.
     """
+    if config.out is None:
+        config = config.replace(out=str(default_run_dir(config.model)))
+    if config.data_dir:
+        config = config.replace(data_dir=str(Path(config.data_dir).resolve()))
     config.validate()
     ctx = init_distributed(config.device)
+    run = RunDir(config.out)
     try:
-        return _train(config, ctx, resume, callbacks or [])
+        with run.lock() if ctx.is_main else contextlib.nullcontext():
+            return _train(config, ctx, run, resume, overwrite, callbacks or [])
     finally:
         shutdown()
 
 
 def _train(
-    config: TrainConfig, ctx: DistContext, resume: bool, callbacks: list[EpochCallback]
+    config: TrainConfig,
+    ctx: DistContext,
+    run: RunDir,
+    resume: bool,
+    overwrite: bool,
+    callbacks: list[EpochCallback],
 ) -> dict[str, Any]:
-    run_dir = Path(config.out)
     device = ctx.device
     torch.manual_seed(config.seed)
-    splits = build_datasets(
-        config.dataset,
-        config.data_dir,
-        limit_train=config.limit_train,
-        limit_test=config.limit_test,
-        image_size=config.image_size,
-        seed=config.seed,
-    )
+    splits = build_data(config)
     if len(splits.train) < config.batch_size * ctx.world_size:
         raise ValueError(
             f"batch_size={config.batch_size} x {ctx.world_size} process(es) exceeds the "
@@ -191,89 +292,63 @@ def _train(
     schedule = WarmupCosine(
         config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     amp_dtype = _amp_dtype(config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = make_scaler(amp_dtype, device)
 
-    start_epoch = 0
-    history: list[dict[str, Any]] = []
-    if resume:
-        weights, saved_epoch = checkpoint.load_weights(run_dir)
-        state = checkpoint.load_state(run_dir)
-        if state["epoch"] != saved_epoch:
-            raise ValueError(
-                f"{run_dir}: weights are from epoch {saved_epoch} but the training state from "
-                f"epoch {state['epoch']}"
+    start_epoch, step, history = 0, 0, []
+    if ctx.is_main:
+        start_epoch, history = _prepare_run_dir(run, config, resume, overwrite)
+    if ctx.distributed:
+        start_epoch = _broadcast_int(start_epoch, device)
+    if start_epoch:
+        weights, weights_epoch = run.load_weights()
+        state = run.load_state()
+        if not weights_epoch == state.get("epoch") == start_epoch:
+            raise RunError(
+                f"{run.path}: the committed checkpoint is epoch {start_epoch}, but its weights "
+                f"are from epoch {weights_epoch} and its training state from epoch "
+                f"{state.get('epoch')}"
             )
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-        start_epoch = saved_epoch
-        metrics_path = run_dir / METRICS_FILE
-        if metrics_path.is_file():
-            lines = metrics_path.read_text().splitlines()
-            history = [json.loads(line) for line in lines if line.strip()][:start_epoch]
-        _log(ctx, f"resuming {run_dir} after epoch {start_epoch}")
-    elif ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / CONFIG_FILE, lambda p: p.write_text(config.to_yaml()))
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    if ctx.is_main and resume:
-        # drop metrics of epochs after the checkpoint (written before an interruption)
-        atomic_write(
-            run_dir / METRICS_FILE,
-            lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)),
-        )
+        step = int(state.get("step", state.get("scheduler", {}).get("last_epoch", 0)))
+        _log(ctx, f"resuming {run.path} after epoch {start_epoch} (optimiser step {step})")
+    elif resume:
+        _log(ctx, f"resuming {run.path}: no committed epoch yet, starting at epoch 1")
 
     net: nn.Module = model
     if ctx.distributed:
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    step_ctx = StepContext(
+        net=net,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        scaler=scaler,
+        lr_at=lambda t: config.lr * schedule(t),
+        device=device,
+        memory_format=memory_format,
+        amp_dtype=amp_dtype,
+    )
     test_loader = DataLoader(
         _test_shard(splits, ctx), batch_size=config.batch_size, num_workers=config.workers
     )
     _log(
         ctx,
         f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
-        f"[{splits.source}]: "
-        f"{len(splits.train)} train / {len(splits.test)} test images, "
-        f"{ctx.world_size} process(es) on {device}",
+        f"[{splits.source}]: {len(splits.train)} train / {len(splits.test)} test images, "
+        f"{ctx.world_size} process(es) on {device}; run directory {run.path}",
     )
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
-        net.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.float64, device=device)
-        seen = torch.zeros((), dtype=torch.float64, device=device)
-        lr = optimizer.param_groups[0]["lr"]  # logged: the LR of the epoch's last step
-        started = time.perf_counter()
         loader = _train_loader(splits, config, ctx, epoch)
-        for images, labels in _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}"):
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
-                logits = net(images)
-                loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            loss_sum += loss.detach() * labels.numel()
-            correct += (logits.argmax(1) == labels).sum()
-            seen += labels.numel()
-        elapsed = time.perf_counter() - started
-        for total in (loss_sum, correct, seen):
-            all_reduce_sum(total)
+        batches = _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
+        stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
         result = evaluate(
             model,
             test_loader,
@@ -284,38 +359,63 @@ def _train(
         )
         record = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / seen.item(),
-            "train_acc": correct.item() / seen.item(),
+            "train_loss": stats["loss"] / stats["seen"],
+            "train_acc": stats["correct"] / stats["seen"],
             "test_loss": result.loss,
             "test_acc": result.accuracy,
-            "lr": lr,
+            "lr": stats["lr"],
             "lambda": lambdas(model),
-            "images_per_s": seen.item() / elapsed,
-            "epoch_time_s": elapsed,
+            "images_per_s": stats["seen"] / stats["seconds"],
+            "epoch_time_s": stats["seconds"],
         }
+        if not math.isfinite(record["test_loss"]):
+            raise TrainingDiverged(
+                f"test loss became {record['test_loss']} after epoch {epoch + 1}; stopped, "
+                "the last good checkpoint is kept"
+            )
         history.append(record)
         if ctx.is_main:
-            with (run_dir / METRICS_FILE).open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "config": config.to_dict(),
-            }
-            checkpoint.save(run_dir, model, state, epoch + 1)
-            lam_text = ", ".join(f"{k}={v:.3f}" for k, v in record["lambda"].items()) or "-"
-            _log(
-                ctx,
-                f"epoch {epoch + 1}/{config.epochs}  train loss {record['train_loss']:.4f}"
-                f" acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "
-                f"acc {record['test_acc']:.4f}  lr {lr:.4g}  λ [{lam_text}]  "
-                f"{record['images_per_s']:.0f} img/s",
-            )
+            _commit_epoch(run, model, optimizer, scaler, record, step, config)
         barrier()
         for callback in callbacks:
             callback(record)
-    if ctx.is_main and history:
-        plot_history(history, run_dir)
+    if ctx.is_main and history and config.plots:
+        plot_history(history, run.path)
     return record
+
+
+def _commit_epoch(
+    run: RunDir,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    record: dict[str, Any],
+    step: int,
+    config: TrainConfig,
+) -> None:
+    """Append the epoch's metrics, then commit its checkpoint as one unit."""
+    run.append_metrics(record)
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "step": step,
+        "config": config.to_dict(),
+    }
+    run.commit(model, state, record["epoch"])
+    lam_text = ", ".join(f"{k}={v:.3f}" for k, v in record["lambda"].items()) or "-"
+    print(
+        f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f}"
+        f" acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "
+        f"acc {record['test_acc']:.4f}  lr {record['lr']:.4g}  λ [{lam_text}]  "
+        f"{record['images_per_s']:.0f} img/s",
+        flush=True,
+    )
+
+
+def _broadcast_int(value: int, device: torch.device) -> int:
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], device=device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
