@@ -82,6 +82,7 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
         ".lock",
         "config.yaml",
         "metrics.jsonl",
+        "steps.jsonl",
         "checkpoint",
         "checkpoints",
         "model.safetensors",

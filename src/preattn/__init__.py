@@ -17,7 +17,9 @@ from .attention import (
     unregister_attention,
 )
 from .blocks import BasicTransform, BottleneckTransform, ResidualBlock, make_skip
+from .check import Finding, check
 from .deploy import export_onnx, fuse
+from .maps import AttentionMaps, attention_maps
 from .mixing import LambdaMix, lambdas
 from .retrofit import retrofit
 from .spec import LAMBDA_PARAMS, PLACEMENTS, AttentionSpec
@@ -31,16 +33,20 @@ __all__ = [
     "LAMBDA_PARAMS",
     "PLACEMENTS",
     "SE",
+    "AttentionMaps",
     "AttentionSpec",
     "BasicTransform",
     "BottleneckTransform",
     "ChannelAttention",
+    "Finding",
     "LambdaMix",
     "ModelSummary",
     "ResidualBlock",
     "SpatialAttention",
     "__version__",
+    "attention_maps",
     "attention_names",
+    "check",
     "create_attention",
     "export_onnx",
     "fuse",

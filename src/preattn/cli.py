@@ -1,6 +1,7 @@
 """Command line: ``preattn <command>`` (also ``python -m preattn <command>``).
 
-Commands: ``train``, ``compare``, ``eval``, ``demo``, ``summary``, ``export``.
+Commands: ``train``, ``compare``, ``eval``, ``demo``, ``summary``, ``viz``, ``predict``,
+``check``, ``export``.
 Errors in the arguments or the data end in one line on stderr and exit status 2.
 """
 
@@ -234,6 +235,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for block, value in record["lambda"].items():
         print(f"learned λ {block}: {value:.4f} (started at {config.spec.lam})")
     print(f"plots: {Path(config.out) / 'curves.png'}, {Path(config.out) / 'lambda.png'}")
+    from .viz import GRADCAM_HINT, draw_attention
+
+    loaded, batch = _sample_batch(str(config.out), "test", 6)
+    path, with_cam = draw_attention(loaded.model, batch, Path(config.out) / "attention.png")
+    print(f"attention maps: {path}" + ("" if with_cam else f" ({GRADCAM_HINT})"))
     return 0
 
 
@@ -270,6 +276,111 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"opset {args.opset}, BatchNorm {'kept' if args.no_fuse else 'folded'})"
     )
     return 0
+
+
+def _sample_batch(run_dir: str, split: str, count: int) -> tuple[Any, Any]:
+    """A run's model and its first ``count`` images of ``split`` (test preprocessing)."""
+    import torch
+
+    from .train.build import build_data
+    from .train.rundir import load_model
+    from .viz import Batch
+
+    loaded = load_model(run_dir)
+    splits = build_data(loaded.config, limit_train=count, limit_test=count)
+    data = splits.test if split == "test" else splits.train
+    torch.manual_seed(0)  # the training split's augmentation, drawn the same way each time
+    items = [data[i] for i in range(min(count, len(data)))]
+    images = torch.stack([image for image, _ in items])
+    labels = [int(y) for _, y in items]
+    return loaded, Batch(images, labels, loaded.classes, loaded.config.dataset)
+
+
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from .maps import attention_maps
+    from .train.plots import plot_lambda
+    from .train.rundir import RunDir
+    from .viz import GRADCAM_HINT, draw_attention, draw_channel_gates, draw_comparison
+
+    if args.images < 1:
+        raise ValueError(f"images must be an int >= 1, got {args.images}")
+    loaded, batch = _sample_batch(args.checkpoint, args.split, args.images)
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "viz"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    path, with_cam = draw_attention(loaded.model, batch, out / "attention.png")
+    written.append(path)
+    maps = attention_maps(loaded.model, batch.images)
+    gates = draw_channel_gates(maps, batch, out / "channel_gates.png")
+    if gates:
+        written.append(gates)
+    history = RunDir(args.checkpoint).read_metrics()
+    if history:
+        written.append(plot_lambda(history, out / "lambda.png"))
+    if args.compare:
+        from .train.rundir import load_model
+
+        other = load_model(args.compare)
+        models = {Path(args.checkpoint).name: loaded.model, Path(args.compare).name: other.model}
+        path, cam = draw_comparison(models, batch, out / "compare.png")
+        written.append(path)
+        with_cam = with_cam and cam
+    for path in written:
+        print(f"wrote {path}")
+    if not with_cam:
+        print(GRADCAM_HINT)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .predict import predict
+    from .train.rundir import load_model
+
+    loaded = load_model(args.checkpoint)
+    results = predict(
+        loaded.model,
+        args.images,
+        loaded.config,
+        loaded.classes,
+        loaded.image_size,
+        top_k=args.top_k,
+    )
+    for result in results:
+        print(json.dumps(result.to_dict()) if args.json else str(result))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import check
+
+    if args.checkpoint:
+        from .train.rundir import load_model
+
+        loaded = load_model(args.checkpoint)
+        model, trained = loaded.model, True
+        size = (loaded.in_chans, loaded.image_size, loaded.image_size)
+    else:
+        from .models.factory import create_model
+
+        size = args.input_size
+        spec = AttentionSpec(**_given(args, AttentionSpec.names()))
+        model = create_model(
+            args.model,
+            image_size=size[1],
+            num_classes=10,
+            in_chans=size[0],
+            stages=args.stages,
+            spec=spec,
+        )
+        trained = False
+    findings = check(model, size, trained=trained)
+    for finding in findings:
+        print(finding)
+    bad = [f for f in findings if f.severity != "info"]
+    print(f"{len(bad)} warning(s)/error(s) in {len(findings)} findings")
+    return 1 if bad else 0
 
 
 def _input_size(text: str) -> tuple[int, ...]:
@@ -384,6 +495,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_input_size, default=(3, 224, 224), help="C,H,W")
     _add_attention_flags(p, AttentionSpec().to_dict())
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser(
+        "viz",
+        allow_abbrev=False,
+        help="figures of a run's attention: spatial maps, Grad-CAM, channel gates, λ",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--images", type=int, default=8, help="how many images (default 8)")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--out", help="folder for the PNGs (default: DIR/viz)")
+    p.add_argument("--compare", metavar="DIR2", help="a second run, side by side")
+    p.set_defaults(func=_cmd_viz)
+
+    p = sub.add_parser(
+        "predict", allow_abbrev=False, help="top-k classes of image files with a run's model"
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "check",
+        allow_abbrev=False,
+        help="the notebook's checklist for every attended block (exit 1 on a warning)",
+    )
+    p.add_argument("--checkpoint", metavar="DIR", help="check a trained run")
+    p.add_argument("--model", default="simplecnn", choices=list(MODELS))
+    p.add_argument(
+        "--stages",
+        type=_argparse_type(parse_int_list),
+        default=None,
+        help="stages with attention (default: the model's)",
+    )
+    p.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W")
+    _add_attention_flags(p, AttentionSpec().to_dict())
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(
         "export", allow_abbrev=False, help="export a run's model to ONNX (BatchNorm folded)"

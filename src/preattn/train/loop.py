@@ -133,12 +133,13 @@ class StepContext:
 
 def train_one_epoch(
     ctx: StepContext, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], step: int, epoch: int
-) -> tuple[dict[str, float], int]:
+) -> tuple[dict[str, Any], int]:
     """One pass over ``batches`` from optimiser step ``step``.
 
-    Returns the sums ``{"loss", "correct", "seen", "lr", "seconds"}`` of this process and the
-    next step. Raises :class:`TrainingDiverged` when the loss is not finite (before the
-    optimiser applies it), naming the epoch (1-based) and the step.
+    Returns the sums ``{"loss", "correct", "seen"}`` over all processes, the last ``lr``,
+    ``seconds``, and ``steps``: this process's per-step records ``{"step", "epoch", "loss",
+    "lr"}``; and the next step. Raises :class:`TrainingDiverged` when the loss is not finite
+    (before the optimiser applies it), naming the epoch (1-based) and the step.
     """
     device = ctx.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -146,6 +147,7 @@ def train_one_epoch(
     seen = torch.zeros((), dtype=torch.float64, device=device)
     lr = ctx.lr_at(step)
     started = time.perf_counter()
+    per_step: list[dict[str, Any]] = []
     ctx.net.train()
     for index, (images, labels) in enumerate(batches):
         images = images.to(device, non_blocking=True).contiguous(memory_format=ctx.memory_format)
@@ -158,9 +160,10 @@ def train_one_epoch(
         ):
             logits = ctx.net(images)
             loss = ctx.loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss.detach()):
+        value = loss.item()  # one synchronisation per step: the loss is checked and logged
+        if not math.isfinite(value):
             raise TrainingDiverged(
-                f"training loss became {loss.item()} at epoch {epoch}, batch {index + 1} "
+                f"training loss became {value} at epoch {epoch}, batch {index + 1} "
                 f"(optimiser step {step + 1}); stopped, the last good checkpoint is kept"
             )
         ctx.optimizer.zero_grad(set_to_none=True)
@@ -168,15 +171,17 @@ def train_one_epoch(
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
         step += 1
+        per_step.append({"step": step, "epoch": epoch, "loss": value, "lr": lr})
         loss_sum += loss.detach() * labels.numel()
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.numel()
     stats = {"loss": loss_sum, "correct": correct, "seen": seen}
     for total in stats.values():
         all_reduce_sum(total)
-    out = {k: v.item() for k, v in stats.items()}
+    out: dict[str, Any] = {k: v.item() for k, v in stats.items()}
     out["lr"] = lr
     out["seconds"] = time.perf_counter() - started
+    out["steps"] = per_step
     return out, step
 
 
@@ -226,6 +231,7 @@ def _prepare_run_dir(
     run.write_config(config, [*history, entry])
     rows = run.read_metrics(upto_epoch=start)
     run.write_metrics(rows)  # drop records of epochs after the checkpoint
+    run.write_steps(run.read_steps(upto_epoch=start))
     return start, rows
 
 
@@ -348,6 +354,7 @@ def _train(
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
         loader = _train_loader(splits, config, ctx, epoch)
         batches = _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
+        lambda_start = lambdas(model)
         stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
         result = evaluate(
             model,
@@ -365,6 +372,7 @@ def _train(
             "test_acc": result.accuracy,
             "lr": stats["lr"],
             "lambda": lambdas(model),
+            "lambda_start": lambda_start,
             "images_per_s": stats["seen"] / stats["seconds"],
             "epoch_time_s": stats["seconds"],
         }
@@ -375,12 +383,13 @@ def _train(
             )
         history.append(record)
         if ctx.is_main:
+            run.append_steps(stats["steps"])
             _commit_epoch(run, model, optimizer, scaler, record, step, config)
         barrier()
         for callback in callbacks:
             callback(record)
     if ctx.is_main and history and config.plots:
-        plot_history(history, run.path)
+        plot_history(history, run.path, run.read_steps())
     return record
 
 

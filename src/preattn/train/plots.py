@@ -1,4 +1,4 @@
-"""PNG plots of a run: loss and accuracy per epoch, λ per block, a confusion matrix."""
+"""PNG plots of a run: loss per step and epoch, accuracy, LR, λ per block, confusion."""
 
 from __future__ import annotations
 
@@ -11,43 +11,107 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_confusion", "plot_history"]
+__all__ = ["plot_confusion", "plot_history", "plot_lambda"]
 
 
-def plot_history(history: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write ``curves.png`` (loss, accuracy) and ``lambda.png`` (λ per block) from metrics."""
+def _epoch_axis(ax, last_epoch: float) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0, max(last_epoch, 1))
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+
+
+def _smooth(values: Sequence[float], span: int) -> np.ndarray:
+    """Exponential moving average with weight ``2 / (span + 1)``, debiased at the start."""
+    alpha = 2.0 / (span + 1)
+    out, avg, weight = [], 0.0, 0.0
+    for v in values:
+        avg = (1 - alpha) * avg + alpha * v
+        weight = (1 - alpha) * weight + alpha
+        out.append(avg / weight)
+    return np.asarray(out)
+
+
+def plot_history(
+    history: Sequence[dict[str, Any]],
+    out_dir: Path,
+    steps: Sequence[dict[str, Any]] = (),
+) -> list[Path]:
+    """Write ``curves.png`` (loss per step and epoch, accuracy, LR) and ``lambda.png``.
+
+    ``steps`` are the per-step records (``step``, ``epoch``, ``loss``, ``lr``); steps of
+    epoch ``e`` are drawn between ``e − 1`` and ``e`` on the epoch axis.
+    """
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    last = max(epochs)
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 4))
+    if steps:
+        per_epoch = max(sum(1 for s in steps if s["epoch"] == steps[0]["epoch"]), 1)
+        x = [s["step"] / per_epoch for s in steps]
+        losses = [s["loss"] for s in steps]
+        ax_loss.plot(x, losses, color="tab:blue", alpha=0.25, lw=0.8, label="train (step)")
+        span = max(2, min(50, per_epoch // 5))
+        ax_loss.plot(x, _smooth(losses, span), color="tab:blue", label=f"train (EMA {span})")
+        ax_lr.plot(x, [s["lr"] for s in steps], color="tab:green")
+    else:
+        ax_lr.plot(epochs, [r["lr"] for r in history], "o-", color="tab:green")
+    ax_loss.plot(
+        epochs, [r["train_loss"] for r in history], "o", color="tab:blue", label="train (epoch)"
+    )
+    ax_loss.plot(
+        epochs, [r["test_loss"] for r in history], "o-", color="tab:orange", label="test (epoch)"
+    )
+    ax_loss.set(ylabel="loss", title="loss")
     ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
     ax_acc.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
+    ax_acc.set(ylabel="accuracy", title="accuracy (end of each epoch)")
+    ax_lr.set(ylabel="learning rate", title="learning rate per optimiser step")
+    for ax in (ax_loss, ax_acc, ax_lr):
+        _epoch_axis(ax, last)
+    ax_loss.legend(fontsize=7)
+    ax_acc.legend(fontsize=7)
     fig.tight_layout()
     paths = [out_dir / "curves.png"]
     fig.savefig(paths[0], dpi=100)
     plt.close(fig)
+    paths.append(plot_lambda(history, out_dir / "lambda.png"))
+    return paths
 
+
+def plot_lambda(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """λ per block from its value at the start (epoch 0) to the end of each epoch.
+
+    The y axis spans at least 0.1, and each label gives the total change Δλ, so a change of
+    a few ten-thousandths is drawn as the flat line it is.
+    """
+    first = history[0] if history else {}
+    start = first.get("lambda_start") or {}
     blocks = sorted({k for r in history for k in r.get("lambda", {})})
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    values_all: list[float] = []
     for block in blocks:
-        ax.plot(epochs, [r["lambda"].get(block, np.nan) for r in history], "o-", label=block)
-    ax.set(xlabel="epoch", ylabel="λ (effective)", title="λ per block")
-    ax.grid(alpha=0.3)
-    if blocks:
+        xs = ([0] if block in start else []) + [r["epoch"] for r in history]
+        ys = ([start[block]] if block in start else []) + [
+            r["lambda"].get(block, np.nan) for r in history
+        ]
+        delta = ys[-1] - ys[0]
+        ax.plot(xs, ys, "o-", label=f"{block}  (Δλ = {delta:+.3g})")
+        values_all += [v for v in ys if np.isfinite(v)]
+    if values_all:
+        low, high = min(values_all), max(values_all)
+        middle, half = (low + high) / 2, max((high - low) / 2 * 1.2, 0.05)
+        ax.set_ylim(middle - half, middle + half)
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no λ-controlled block", ha="center", transform=ax.transAxes)
+    ax.set(ylabel="λ (effective)", title="λ per block (epoch 0: at the start)")
+    _epoch_axis(ax, max((r["epoch"] for r in history), default=1))
     fig.tight_layout()
-    paths.append(out_dir / "lambda.png")
-    fig.savefig(paths[1], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return paths
+    return path
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:

@@ -4,6 +4,7 @@ Layout of ``RUN/``::
 
     config.yaml                 the TrainConfig (flat keys) and a ``history`` of resumes
     metrics.jsonl               one JSON record per completed epoch
+    steps.jsonl                 one record per optimiser step (loss, LR) of those epochs
     checkpoint                  pointer: the name of the last committed epoch directory
     checkpoints/epoch-NNNN/     model.safetensors + state.pt of that epoch
     model.safetensors           the last committed weights (a hard link, or a copy)
@@ -28,6 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +46,23 @@ __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "WEIGHTS_FILE",
+    "LoadedModel",
     "RunDir",
     "RunError",
+    "load_model",
     "load_run",
 ]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+STEPS_FILE = "steps.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 POINTER_FILE = "checkpoint"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 PLOTS = ("curves.png", "lambda.png", "confusion.png", "eval.json")
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, POINTER_FILE, WEIGHTS_FILE, STATE_FILE, *PLOTS)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, STEPS_FILE, POINTER_FILE, WEIGHTS_FILE, STATE_FILE, *PLOTS)
 
 # called after each step of a commit with the step's name; tests inject failures here
 _after_commit_step: Callable[[str], None] = lambda step: None  # noqa: E731
@@ -168,8 +173,8 @@ class RunDir:
 
         return TrainConfig.from_yaml(path, prepare=pop_history), history
 
-    def read_metrics(self, upto_epoch: int | None = None) -> list[dict[str, Any]]:
-        path = self.path / METRICS_FILE
+    def _read_jsonl(self, name: str, upto_epoch: int | None) -> list[dict[str, Any]]:
+        path = self.path / name
         if not path.is_file():
             return []
         rows = []
@@ -184,13 +189,32 @@ class RunDir:
             rows = [r for r in rows if r.get("epoch", 0) <= upto_epoch]
         return rows
 
+    def _write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def _append_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        with (self.path / name).open("a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+
+    def read_metrics(self, upto_epoch: int | None = None) -> list[dict[str, Any]]:
+        """The per-epoch records (those of epochs up to ``upto_epoch``)."""
+        return self._read_jsonl(METRICS_FILE, upto_epoch)
+
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-        atomic_write_text(self.path / METRICS_FILE, text)
+        self._write_jsonl(METRICS_FILE, rows)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with (self.path / METRICS_FILE).open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._append_jsonl(METRICS_FILE, [record])
+
+    def read_steps(self, upto_epoch: int | None = None) -> list[dict[str, Any]]:
+        """The per-step records (those of epochs up to ``upto_epoch``)."""
+        return self._read_jsonl(STEPS_FILE, upto_epoch)
+
+    def write_steps(self, rows: list[dict[str, Any]]) -> None:
+        self._write_jsonl(STEPS_FILE, rows)
+
+    def append_steps(self, rows: list[dict[str, Any]]) -> None:
+        self._append_jsonl(STEPS_FILE, rows)
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -295,6 +319,11 @@ def load_run(
     splits = build_data(config, limit_train=1, limit_test=limit_test)
     model = build_model_for(config, splits)
     weights, epoch = run.load_weights()
+    _load_into(model, weights, run)
+    return config, splits, model, epoch
+
+
+def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], run: RunDir) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
@@ -302,4 +331,49 @@ def load_run(
         raise RunError(
             f"{run.path}: the weights do not fit the configured model ({first})"
         ) from None
-    return config, splits, model, epoch
+
+
+@dataclass
+class LoadedModel:
+    """A run's network with its committed weights, built without reading the data set."""
+
+    config: TrainConfig
+    model: nn.Module
+    epoch: int
+    classes: tuple[str, ...]
+    image_size: int
+    in_chans: int
+
+
+def load_model(run_dir: str | Path) -> LoadedModel:
+    """Rebuild a run's model from its config and weights alone (for prediction).
+
+    Channels, image size and class names come from the data set's table entry; class names
+    of an image folder are its ``train/`` subfolders when the folder is still there, else
+    the class indices.
+    """
+    from ..data.registry import DATASET_SPECS
+    from ..models.factory import create_model
+
+    run = RunDir(run_dir)
+    config, _ = run.read_config()
+    weights, epoch = run.load_weights()
+    spec = DATASET_SPECS[config.dataset]
+    size = config.image_size if spec.resizable and config.image_size else spec.image_size
+    head = weights.get("fc.weight")
+    num_classes = int(head.shape[0]) if head is not None else len(spec.classes or ())
+    classes: tuple[str, ...] = tuple(spec.classes or ())
+    if not classes:
+        folder = Path(config.data_dir or "") / "train"
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        classes = tuple(names) if len(names) == num_classes else tuple(map(str, range(num_classes)))
+    model = create_model(
+        config.model,
+        image_size=size,
+        num_classes=num_classes,
+        in_chans=spec.in_chans,
+        stages=config.stages,
+        spec=config.spec,
+    )
+    _load_into(model, weights, run)
+    return LoadedModel(config, model, epoch, classes, size, spec.in_chans)

@@ -1,0 +1,239 @@
+"""``check(model)``: the notebook's checklist for every block with attention, automated.
+
+The notebook's questions (section 8), answered by probing the model, not by reading its
+``placement`` strings:
+
+1. Is attention applied to the block's input ``x`` (Pattern-3), and does ``F`` receive the
+   attended input? A hook on ``F`` sees its input; it is compared with ``x`` and with
+   ``mix(x, A(x))`` recomputed from the block's own attention and λ.
+2. Is the skip matched when the stride or the channel count changes? ``S(x)`` must have the
+   shape of ``F(x)``, and be a projection rather than the identity.
+3. Is λ-control used? Its value, learnable or fixed; a warning when λ is saturated
+   (< 0.01 or > 0.99) after training, or fixed at 0 (attention that can never act).
+4. Aggressive early use: uncontrolled attention in the first stage or the first block is a
+   warning.
+5. Info: the attention's parameters and MACs as a share of the block's.
+
+Severities: ``info``, ``warning``, ``error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .blocks import ResidualBlock
+from .maps import attention_blocks
+
+__all__ = ["SEVERITIES", "Finding", "check"]
+
+SEVERITIES = ("info", "warning", "error")
+SATURATED = 0.01
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One answer of the checklist for one block."""
+
+    severity: str
+    block: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity:<7}  {self.block or '(model)'}: {self.message}"
+
+
+def _is_early(name: str, index: int) -> bool:
+    """The network's first block, or a block of its first stage (``layer1``)."""
+    return index == 0 or name.split(".", 1)[0] == "layer1"
+
+
+def _block_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input of every ResidualBlock when ``model`` runs on ``x``."""
+    inputs: dict[str, torch.Tensor] = {}
+    handles = []
+    # a broken block stops the forward pass: the blocks before it (and it) are still checked
+    for name, module in model.named_modules():
+        if isinstance(module, ResidualBlock):
+
+            def keep(module, args, name=name):
+                inputs[name] = args[0].detach().clone()
+
+            handles.append(module.register_forward_pre_hook(keep))
+    try:
+        model(x)
+    except RuntimeError:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return inputs
+
+
+def _probe_branch_input(block: ResidualBlock, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """What ``F`` receives when the block runs on ``x``, and the block's error if it fails
+    (``F`` runs before the sum that a mismatched skip breaks)."""
+    seen: list[torch.Tensor] = []
+    handle = block.transform.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].detach().clone())
+    )
+    failure = ""
+    try:
+        block(x.clone())
+    except RuntimeError as exc:
+        failure = str(exc).splitlines()[0]
+    finally:
+        handle.remove()
+    return seen[0], failure
+
+
+def _macs(module: nn.Module, x: torch.Tensor) -> int:
+    mode = FlopCounterMode(display=False)
+    with mode:
+        module(x.clone())
+    return mode.get_total_flops() // 2
+
+
+def _cost(name: str, block: ResidualBlock, x: torch.Tensor, attended: torch.Tensor) -> Finding:
+    """Attention parameters and MACs (block minus F and S) as a share of the block."""
+    parts = [m for m in (block.attention, block.mix) if m is not None]
+    attention_params = sum(p.numel() for m in parts for p in m.parameters())
+    block_params = sum(p.numel() for p in block.parameters())
+    block_macs = _macs(block, x)
+    attention_macs = block_macs - _macs(block.transform, attended) - _macs(block.skip, x)
+    return Finding(
+        "info",
+        name,
+        f"attention cost: {attention_params:,} of {block_params:,} parameters "
+        f"({100 * attention_params / max(block_params, 1):.2f}%), "
+        f"{attention_macs:,} of {block_macs:,} MACs "
+        f"({100 * attention_macs / max(block_macs, 1):.2f}%)",
+    )
+
+
+def _check_block(
+    name: str, index: int, block: ResidualBlock, x: torch.Tensor, trained: bool
+) -> list[Finding]:
+    out: list[Finding] = []
+
+    def say(severity: str, message: str) -> None:
+        out.append(Finding(severity, name, message))
+
+    assert block.attention is not None
+    # 1. where attention acts, and what F receives
+    f_input, failure = _probe_branch_input(block, x)
+    if failure:
+        say("error", f"the block's forward fails: {failure}")
+    moved = float((f_input - x).abs().max())
+    attended = x
+    if block.placement == "pre":
+        a = block.attention(x)
+        attended = a if block.mix is None else block.mix.forward(x, a)
+        if not torch.allclose(f_input, attended, rtol=1e-4, atol=1e-5):
+            say("error", "placement 'pre', but F does not receive mix(x, A(x))")
+        elif moved > 0:
+            say(
+                "info",
+                "Pattern-3: attention acts on the block input x and F receives the attended "
+                f"input (max |F_in − x| = {moved:.3g})",
+            )
+        else:
+            say(
+                "warning" if trained else "info",
+                "Pattern-3 wiring, but F's input equals x: attention has no effect at the "
+                "current λ",
+            )
+    elif moved == 0:
+        say(
+            "info",
+            f"attention sits at '{block.placement}' (not Pattern-3): F receives the raw input x",
+        )
+    else:
+        say("error", f"placement '{block.placement}', yet F's input differs from x")
+    # 2. the skip
+    with torch.no_grad():
+        s, f = block.skip(x), block.transform(attended)
+    changes = block.stride != 1 or block.in_ch != block.out_ch
+    if s.shape != f.shape:
+        say("error", f"skip S(x) has shape {tuple(s.shape)} but F(x) has {tuple(f.shape)}")
+    elif changes and isinstance(block.skip, nn.Identity):
+        say("error", "stride or channels change but the skip is the identity")
+    elif changes:
+        say(
+            "info",
+            f"skip matched by a projection (stride {block.stride}, "
+            f"{block.in_ch} -> {block.out_ch} channels)",
+        )
+    # 3. λ-control
+    if block.mix is None:
+        say("info", "uncontrolled attention (λ = None): A(x) replaces x entirely")
+    else:
+        lam = float(block.mix.value())
+        kind = "learnable" if block.mix.learnable else "fixed"
+        say("info", f"λ-controlled: λ = {lam:.4g} ({block.mix.param}, {kind})")
+        if not block.mix.learnable and lam == 0.0:
+            say("warning", "λ is fixed at 0: this attention can never act")
+        elif trained and (lam < SATURATED or lam > 1 - SATURATED):
+            side = "off (λ < 0.01)" if lam < SATURATED else "fully on (λ > 0.99)"
+            say("warning", f"λ is saturated after training: attention is {side}")
+    # 4. aggressive early use
+    if block.mix is None and _is_early(name, index):
+        say(
+            "warning",
+            "uncontrolled attention in the first stage/block is aggressive "
+            "(the notebook: avoid it or use λ-control)",
+        )
+    # 5. cost (of a block that runs)
+    if not failure:
+        out.append(_cost(name, block, x, attended))
+    return out
+
+
+@torch.no_grad()
+def check(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    *,
+    trained: bool = True,
+) -> list[Finding]:
+    """Answer the checklist for every block with attention in ``model``.
+
+    Args:
+        model: any module holding :class:`~preattn.ResidualBlock` s (preattn networks,
+            retrofitted torchvision/timm models, a single block).
+        input_size: ``(C, H, W)`` of one input; default ``(in_chans, 32, 32)`` from the
+            model's ``in_chans`` (3 when it has none), or the block's ``in_ch``.
+        trained: the weights are trained, so a saturated λ is a warning.
+
+    Returns:
+        The findings, blocks in model order; a model without attention gives one warning.
+    """
+    if input_size is None:
+        channels = getattr(model, "in_chans", None)
+        if isinstance(model, ResidualBlock):
+            channels = model.in_ch
+        input_size = (channels or 3, 32, 32)
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+        parameter = next(model.parameters(), None)
+        if parameter is not None:
+            x = x.to(parameter.device, parameter.dtype)
+        blocks = attention_blocks(model)
+        if not blocks:
+            return [Finding("warning", "", "no residual block with attention in this model")]
+        inputs = {"": x} if isinstance(model, ResidualBlock) else _block_inputs(model, x)
+        findings: list[Finding] = []
+        for index, (name, block) in enumerate(blocks.items()):
+            if name not in inputs:
+                findings.append(Finding("error", name, "not reached: an earlier block fails"))
+                continue
+            findings += _check_block(name, index, block, inputs[name], trained)
+        return findings
+    finally:
+        model.train(was_training)

@@ -1,0 +1,114 @@
+"""Run a trained model on image files: the training's test preprocessing, top-k classes.
+
+``preprocess_image(path, config)`` reads a PNG/JPEG and applies what the run's data set
+does to its test split: grayscale or RGB to the data set's channels, the image size
+(resize to the side length; image folders: resize to ``size / 0.875`` then centre crop),
+scaling to [0, 1] and the data set's mean/std (the synthetic set: [-1, 1]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from .data.errors import DatasetError
+from .data.registry import DATASET_SPECS
+from .train.config import TrainConfig
+
+__all__ = ["Prediction", "predict", "preprocess_image"]
+
+
+@dataclass
+class Prediction:
+    """Top-k classes of one image, most probable first."""
+
+    path: str
+    classes: list[str]
+    indices: list[int]
+    probabilities: list[float]
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.path,
+            "top": [
+                {"class": c, "index": i, "probability": p}
+                for c, i, p in zip(self.classes, self.indices, self.probabilities, strict=True)
+            ],
+        }
+
+    def __str__(self) -> str:
+        shown = ", ".join(
+            f"{c} {100 * p:.1f}%" for c, p in zip(self.classes, self.probabilities, strict=True)
+        )
+        return f"{self.path}: {shown}"
+
+
+def _open_image(path: Path, channels: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            return v2.functional.pil_to_tensor(image)  # uint8 (C, H, W)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable image ({exc})") from None
+
+
+def preprocess_image(path: str | Path, config: TrainConfig, image_size: int) -> torch.Tensor:
+    """The image at ``path`` as the model's test input (C, H, W), float32."""
+    spec = DATASET_SPECS[config.dataset]
+    image = _open_image(Path(path), spec.in_chans)
+    if spec.name == "imagefolder":
+        image = v2.functional.resize(image, round(image_size / 0.875), antialias=True)
+        image = v2.functional.center_crop(image, image_size)
+    else:
+        image = v2.functional.resize(image, [image_size, image_size], antialias=True)
+    x = image.float() / 255.0
+    if spec.mean is not None and spec.std is not None:
+        x = v2.functional.normalize(x, list(spec.mean), list(spec.std))
+    else:  # the synthetic set's images lie in [-1, 1]
+        x = x * 2.0 - 1.0
+    return x
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    config: TrainConfig,
+    classes: Sequence[str],
+    image_size: int,
+    *,
+    top_k: int = 5,
+) -> list[Prediction]:
+    """Top-``top_k`` predictions of ``model`` (eval mode) for each file in ``paths``."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1, got {top_k}")
+    batch = torch.stack([preprocess_image(p, config, image_size) for p in paths])
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        batch = batch.to(parameter.device)
+    was_training = model.training
+    model.eval()
+    try:
+        probabilities = model(batch).float().softmax(dim=1).cpu()
+    finally:
+        model.train(was_training)
+    k = min(top_k, probabilities.shape[1])
+    values, indices = probabilities.topk(k, dim=1)
+    return [
+        Prediction(
+            str(path),
+            [classes[i] for i in idx.tolist()],
+            idx.tolist(),
+            [float(v) for v in vals],
+        )
+        for path, vals, idx in zip(paths, values, indices, strict=True)
+    ]

@@ -1,0 +1,220 @@
+"""Figures of what attention does in a trained run (``preattn viz``).
+
+- ``attention.png``: one row per image: the input, each block's spatial gate upsampled and
+  laid over it, and a Grad-CAM map of the last stage for the predicted class (optional
+  ``grad-cam`` package), titled with the true and predicted class and its probability;
+- ``channel_gates.png``: per block, the distribution of channel-gate values over the
+  images, and the mean gate per channel for each class (SENet's excitation plots);
+- ``lambda.png``: λ per block over training, from the run's metrics;
+- ``compare.png`` (with a second run): the same images side by side, one column per run.
+
+Grad-CAM (Selvaraju et al. 2017) comes from ``pytorch-grad-cam``; without it the figures
+are drawn without that column and :func:`gradcam` says how to install it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from .data.registry import DATASET_SPECS
+from .maps import AttentionMaps, attention_maps
+
+__all__ = ["GRADCAM_HINT", "Batch", "draw_attention", "draw_channel_gates", "gradcam"]
+
+GRADCAM_HINT = "Grad-CAM skipped: install it with pip install 'preattn[viz]' (grad-cam)"
+
+
+@dataclass
+class Batch:
+    """Images to look at: model inputs (N, C, H, W), labels and class names."""
+
+    images: torch.Tensor
+    labels: list[int]
+    classes: Sequence[str]
+    dataset: str
+
+    def display(self) -> np.ndarray:
+        """The images back in [0, 1] for drawing, (N, H, W, C)."""
+        spec = DATASET_SPECS.get(self.dataset)
+        x = self.images.float().cpu()
+        if spec is not None and spec.mean is not None and spec.std is not None:
+            mean = torch.tensor(spec.mean)[None, :, None, None]
+            std = torch.tensor(spec.std)[None, :, None, None]
+            x = x * std + mean
+        else:
+            x = (x + 1) / 2
+        return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def last_stage(model: nn.Module) -> nn.Module:
+    """The module whose activations Grad-CAM explains: ResNets' ``layer4``, SimpleCNN's
+    ``conv2``, else the last module holding a convolution."""
+    for name in ("layer4", "conv2"):
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    last = None
+    for module in model.children():
+        if any(isinstance(m, nn.Conv2d) for m in module.modules()):
+            last = module
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no convolution for Grad-CAM to explain")
+    return last
+
+
+def gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int]) -> np.ndarray | None:
+    """Grad-CAM maps (N, H, W) in [0, 1] of the last stage for ``targets``, or ``None`` when
+    ``pytorch-grad-cam`` is not installed."""
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        with GradCAM(model=model, target_layers=[last_stage(model)]) as cam:
+            maps = cam(
+                input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets]
+            )
+    finally:
+        model.train(was_training)
+    return np.asarray(maps, dtype=np.float32)
+
+
+@torch.no_grad()
+def _probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return model(images).float().softmax(dim=1).cpu()
+    finally:
+        model.train(was_training)
+
+
+def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None, title: str = "") -> None:
+    gray = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1)
+    if overlay is not None:
+        size = image.shape[:2]
+        up = torch.nn.functional.interpolate(
+            torch.as_tensor(overlay)[None, None].float(), size=size, mode="bilinear"
+        )[0, 0].numpy()
+        ax.imshow(up, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_attention(
+    model: nn.Module, batch: Batch, path: Path, *, with_gradcam: bool = True
+) -> tuple[Path, bool]:
+    """``attention.png``; returns the path and whether a Grad-CAM column was drawn."""
+    maps = attention_maps(model, batch.images)
+    spatial = {k: v for k, v in maps.items() if v.spatial is not None}
+    probs = _probabilities(model, batch.images)
+    predicted = probs.argmax(1).tolist()
+    cams = gradcam(model, batch.images, predicted) if with_gradcam else None
+    shown = batch.display()
+    columns = 1 + len(spatial) + (cams is not None)
+    rows = len(shown)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.7 * columns + 0.5, 1.8 * rows), squeeze=False
+    )
+    for i in range(rows):
+        truth = batch.classes[batch.labels[i]]
+        guess = batch.classes[predicted[i]]
+        p = float(probs[i, predicted[i]])
+        _show(axes[i, 0], shown[i], title=f"true {truth}\npred {guess} ({100 * p:.0f}%)")
+        for j, (name, m) in enumerate(spatial.items(), start=1):
+            assert m.spatial is not None
+            label = f"{name} M_s\n{m.placement}, λ={m.lam:.2f}" if i == 0 else ""
+            _show(axes[i, j], shown[i], m.spatial[i, 0].numpy(), label)
+        if cams is not None:
+            _show(axes[i, -1], shown[i], cams[i], "Grad-CAM (pred)" if i == 0 else "")
+    if not spatial:
+        axes[0, 0].text(
+            0.0, -0.25, "no block has a spatial gate", transform=axes[0, 0].transAxes, fontsize=7
+        )
+    fig.suptitle("spatial attention (jet: gate value 0 → 1) and Grad-CAM", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, cams is not None
+
+
+def draw_channel_gates(maps: dict[str, AttentionMaps], batch: Batch, path: Path) -> Path | None:
+    """``channel_gates.png`` (None when no block has a channel gate)."""
+    channel = {k: v for k, v in maps.items() if v.channel is not None}
+    if not channel:
+        return None
+    labels = np.asarray(batch.labels)
+    fig, axes = plt.subplots(2, len(channel), figsize=(3.2 * len(channel), 5.6), squeeze=False)
+    for j, (name, m) in enumerate(channel.items()):
+        assert m.channel is not None
+        gates = m.channel.numpy()  # (N, C)
+        axes[0, j].hist(gates.ravel(), bins=40, range=(0, 1), color="tab:blue")
+        axes[0, j].set(title=f"{name}: M_c over {len(gates)} images", xlabel="gate value")
+        for c in np.unique(labels):
+            axes[1, j].plot(gates[labels == c].mean(0), lw=0.8, label=batch.classes[int(c)])
+        axes[1, j].set(
+            title="mean gate per channel, by class", xlabel="channel", ylim=(0, 1), ylabel="M_c"
+        )
+    axes[1, -1].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_comparison(models: dict[str, nn.Module], batch: Batch, path: Path) -> tuple[Path, bool]:
+    """``compare.png``: the input, then each run's Grad-CAM (or, without grad-cam, its last
+    block's spatial gate) for its own prediction."""
+    shown = batch.display()
+    columns: list[tuple[str, list[np.ndarray | None], list[str]]] = []
+    used_cam = True
+    for name, model in models.items():
+        probs = _probabilities(model, batch.images)
+        predicted = probs.argmax(1).tolist()
+        cams = gradcam(model, batch.images, predicted)
+        titles = [
+            f"{name}\n{batch.classes[p]} ({100 * float(probs[i, p]):.0f}%)"
+            for i, p in enumerate(predicted)
+        ]
+        if cams is None:
+            used_cam = False
+            spatial = [
+                m for m in attention_maps(model, batch.images).values() if m.spatial is not None
+            ]
+            overlay = [
+                spatial[-1].spatial[i, 0].numpy() if spatial else None for i in range(len(shown))
+            ]  # type: ignore[union-attr]
+        else:
+            overlay = list(cams)
+        columns.append((name, overlay, titles))
+    fig, axes = plt.subplots(
+        len(shown),
+        1 + len(columns),
+        figsize=(2.0 * (1 + len(columns)), 1.9 * len(shown)),
+        squeeze=False,
+    )
+    for i in range(len(shown)):
+        _show(axes[i, 0], shown[i], title=f"true {batch.classes[batch.labels[i]]}")
+        for j, (_, overlay, titles) in enumerate(columns, start=1):
+            _show(axes[i, j], shown[i], overlay[i], titles[i])
+    kind = "Grad-CAM for each run's prediction" if used_cam else "last spatial gate per run"
+    fig.suptitle(kind, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, used_cam

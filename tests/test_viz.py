@@ -1,0 +1,216 @@
+"""Seeing attention: attention_maps, viz, predict, check, and the training plots."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from _helpers import TINY_TRAIN_FLAGS as TINY
+from _reference import channel_by_hand, spatial_by_hand
+from preattn import ResidualBlock, attention_maps, attention_names, check, retrofit
+from preattn.cli import main
+from preattn.data import build_datasets
+from preattn.mixing import LambdaMix
+from preattn.models import SimpleCNN, resnet18
+
+ATTENDED = ["pre", "branch", "post", "skip"]
+HAS_SPATIAL = {"cbam", "cbam-official", "spatial"}
+HAS_CHANNEL = {"cbam", "cbam-official", "channel", "se", "eca"}
+
+
+# --- attention_maps -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attention", attention_names())
+@pytest.mark.parametrize("placement", ATTENDED)
+def test_maps_have_the_gates_the_attention_has(attention, placement):
+    model = SimpleCNN(in_chans=1, attention=attention, placement=placement).train()
+    x = torch.randn(3, 1, 12, 12)
+    maps = attention_maps(model, x)
+    assert list(maps) == ["block1", "block2"] and model.training
+    for name, m in maps.items():
+        block = model.get_submodule(name)
+        channels = block.in_ch if placement == "pre" else block.out_ch
+        h = 12 if (name == "block1" or placement == "pre") else 6
+        assert m.placement == placement and m.lam == pytest.approx(0.1)
+        if attention in HAS_SPATIAL:
+            assert m.spatial.shape == (3, 1, h, h)
+            assert m.spatial.min() >= 0 and m.spatial.max() <= 1
+        else:
+            assert m.spatial is None
+        if attention in HAS_CHANNEL:
+            assert m.channel.shape == (3, channels)
+            assert m.channel.min() >= 0 and m.channel.max() <= 1
+        else:
+            assert m.channel is None
+        assert not (m.spatial if m.spatial is not None else m.channel).requires_grad
+
+
+def test_pre_maps_equal_cbam_by_hand_on_the_block_input():
+    torch.manual_seed(0)
+    block = ResidualBlock(8, 8, lam=None).eval()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), block).eval()
+    x = torch.randn(2, 3, 7, 7)
+    z = model[0](x)
+    channel = channel_by_hand(block.attention.channel, z)
+    spatial = spatial_by_hand(block.attention.spatial, z * channel, ("mean", "max"))
+    maps = attention_maps(model, x)["1"]
+    torch.testing.assert_close(maps.channel, channel.flatten(1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(maps.spatial, spatial, atol=1e-6, rtol=1e-5)
+    assert maps.lam == 1.0 and maps.controlled is False
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: torchvision.models.resnet18(), lambda: timm.create_model("resnet18")],
+    ids=["torchvision", "timm"],
+)
+def test_maps_of_retrofitted_models(build):
+    model = retrofit(build(), placement="branch", lam=0.3, stages=(3, 4))
+    maps = attention_maps(model, torch.randn(1, 3, 64, 64))
+    assert list(maps) == ["layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+    assert maps["layer4.0"].spatial.shape == (1, 1, 2, 2)
+    assert maps["layer4.0"].channel.shape == (1, 512)
+    assert maps["layer3.0"].lam == pytest.approx(0.3)
+
+
+# --- check --------------------------------------------------------------------------------
+
+
+def _warnings(findings):
+    return [f for f in findings if f.severity != "info"]
+
+
+@pytest.mark.parametrize(
+    "model,size",
+    [
+        (SimpleCNN(in_chans=1), (1, 16, 16)),
+        (resnet18(num_classes=3, stem="cifar"), (3, 16, 16)),
+        (retrofit(torchvision.models.resnet18(), stages=(4,)), (3, 64, 64)),
+    ],
+    ids=["simplecnn", "resnet18", "retrofit"],
+)
+def test_check_is_quiet_on_the_library_defaults(model, size):
+    findings = check(model, size, trained=False)
+    assert _warnings(findings) == []
+    assert any("Pattern-3" in f.message for f in findings)
+    assert any("skip matched by a projection" in f.message for f in findings)
+
+
+def test_check_flags_uncontrolled_attention_in_the_first_stage():
+    model = resnet18(num_classes=3, stem="cifar", lam=None, stages=(1, 4))
+    warned = {f.block for f in _warnings(check(model, (3, 16, 16), trained=False))}
+    assert warned == {"layer1.0", "layer1.1"}
+
+
+def test_check_flags_lambda_fixed_at_zero_and_saturated_after_training():
+    model = SimpleCNN(in_chans=1)
+    model.block1.mix = LambdaMix(0.0, learnable=False, param="linear")  # hand-built
+    model.block2.mix = LambdaMix(0.999)
+    messages = [f.message for f in _warnings(check(model, (1, 8, 8)))]
+    assert any("fixed at 0" in m for m in messages)
+    assert any("saturated after training: attention is fully on" in m for m in messages)
+
+
+def test_check_probes_the_wiring_rather_than_the_placement_string():
+    model = SimpleCNN(in_chans=1)
+    model.block1._attend = lambda z: z  # says Pattern-3, but F gets the raw input
+    model.block2.skip = nn.Identity()  # stride 2 and 64 -> 128 channels need a projection
+    errors = [f for f in check(model, (1, 8, 8), trained=False) if f.severity == "error"]
+    assert {f.block for f in errors} == {"block1", "block2"}
+    assert "does not receive mix(x, A(x))" in errors[0].message
+
+
+def test_check_cli_exit_status(capsys):
+    assert main(["check", "--model", "simplecnn", "--input-size", "1,16,16"]) == 0
+    argv = ["check", "--model", "resnet18", "--stages", "1", "--lam", "none"]
+    assert main(argv) == 1
+    assert "aggressive" in capsys.readouterr().out
+
+
+# --- viz, predict and the plots of a real run ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("viz") / "run"
+    flags = [f for f in TINY if f not in ("--plots", "false")]
+    assert main(["train", *flags, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def _not_uniform(path) -> bool:
+    image = matplotlib.image.imread(path)
+    return path.stat().st_size > 1000 and float(np.std(image)) > 0.01
+
+
+def test_viz_writes_readable_figures(run, tmp_path, capsys):
+    out = tmp_path / "viz"
+    assert main(["viz", "--checkpoint", str(run), "--images", "3", "--out", str(out)]) == 0
+    for name in ("attention.png", "channel_gates.png", "lambda.png"):
+        assert _not_uniform(out / name), name
+    assert "Grad-CAM skipped" not in capsys.readouterr().out
+
+
+def test_viz_compare_and_without_grad_cam(run, tmp_path, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_gradcam(name, *args, **kwargs):
+        if name.startswith("pytorch_grad_cam"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gradcam)
+    out = tmp_path / "viz"
+    argv = ["viz", "--checkpoint", str(run), "--images", "2", "--out", str(out)]
+    assert main([*argv, "--compare", str(run)]) == 0
+    assert _not_uniform(out / "attention.png") and _not_uniform(out / "compare.png")
+    text = capsys.readouterr().out
+    assert "Grad-CAM skipped: install it with pip install 'preattn[viz]'" in text
+
+
+def test_training_plots_show_steps_and_honest_lambda(run):
+    steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4] and {s["epoch"] for s in steps} == {1, 2}
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["lambda_start"] == pytest.approx({"block1": 0.1, "block2": 0.1})
+    assert _not_uniform(run / "curves.png") and _not_uniform(run / "lambda.png")
+
+
+def test_predict_matches_the_model_on_the_test_tensor(run, tmp_path, capsys):
+    splits = build_datasets("synthetic", image_size=8, limit_test=2, seed=0)
+    files = []
+    for i in range(2):
+        image, _ = splits.test[i]
+        pixels = ((image.permute(1, 2, 0).numpy() + 1) / 2 * 255).round().clip(0, 255)
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        files.append(path)
+    assert main(["predict", "--checkpoint", str(run), "--json", *map(str, files)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == [str(f) for f in files]
+    from preattn.train import load_run
+
+    _, _, model, _ = load_run(run)
+    with torch.no_grad():
+        expected = model.eval()(torch.stack([splits.test[i][0] for i in range(2)])).argmax(1)
+    assert [line["top"][0]["index"] for line in lines] == expected.tolist()
+    assert main(["predict", "--checkpoint", str(run), str(files[0])]) == 0
+    assert capsys.readouterr().out.startswith(f"{files[0]}: ")
+
+
+def test_predict_names_a_bad_file(run, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["predict", "--checkpoint", str(run), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}: not a readable image" in err
