@@ -7,7 +7,7 @@ saved for backward relative to it. Candidates:
 
 - ``preattn pre``: ``ResidualBlock(C, C)`` (Pattern-3, CBAM, λ-controlled, fused mixing)
 - ``notebook pre``: the notebook's ``Pattern3_PreResidualCBAM_Controlled`` as rebuilt in
-  ``tests/test_compat.py``
+  ``tests/_reference.py``
 - ``timm cbam``: ``timm.models.resnet.BasicBlock`` with ``attn_layer="cbam"`` (branch CBAM)
 """
 

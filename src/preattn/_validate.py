@@ -66,3 +66,32 @@ def stages(value: Any, *, count: int, default: Sequence[int]) -> tuple[int, ...]
     if bad or len(set(value)) != len(value):
         raise ValueError(f"stages must be a subset of {allowed} (no repeats), got {list(value)}")
     return tuple(sorted(value))
+
+
+def fx_tracing() -> bool:
+    """``torch.fx.symbolic_trace`` runs the forward with symbolic proxies."""
+    try:
+        from torch.fx._symbolic_trace import is_fx_symbolic_tracing as current
+    except ImportError:  # torch < 2.6
+        from torch.fx._symbolic_trace import is_fx_tracing as current
+    return current()
+
+
+def tracing() -> bool:
+    """A tracer or exporter records the forward (torch.fx, torch.jit.trace, ONNX)."""
+    import torch
+
+    return fx_tracing() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def image_batch(x: Any, channels: int, owner: Any) -> None:
+    """Raise ``ValueError`` unless ``x`` is (N, channels, H, W); skipped while tracing, where
+    shapes are symbolic (the traced graph keeps the eager module's contract). ``owner``
+    names the module in the message: a str, or a callable returning one."""
+    if tracing():
+        return
+    if x.dim() != 4 or x.shape[1] != channels:
+        name = owner() if callable(owner) else owner
+        raise ValueError(
+            f"{name} expects input of shape (N, {channels}, H, W), got {tuple(x.shape)}"
+        )

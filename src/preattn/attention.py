@@ -28,6 +28,7 @@ they produce no indices, are faster on CPU and export to ONNX as plain reduction
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -55,13 +56,14 @@ _POOLS = ("mean", "max")
 
 
 def _gate_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    """The dtype gates are computed in: the wider of the input's and the module's weights'.
+    """The dtype gates are computed in: the module's weights' (the input's, autocast aside).
 
     A float32 module under bf16/fp16 autocast computes its gates in float32; a module
     converted with ``.half()``/``.bfloat16()`` computes them in its own dtype (its weights
-    could not take float32 inputs); float64 stays float64.
+    could not take float32 inputs); float64 stays float64. (A plain attribute, not a type
+    promotion, so symbolic tracing can record it.)
     """
-    return torch.promote_types(x.dtype, weight.dtype)
+    return weight.dtype
 
 
 def _pool_channels(x: torch.Tensor, order: Sequence[str], dtype: torch.dtype) -> torch.Tensor:
@@ -80,9 +82,7 @@ def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _recording_autograd() -> bool:
     """Autograd is recording and no tracer/exporter is running: the lean Functions apply."""
-    return torch.is_grad_enabled() and not (
-        torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
+    return torch.is_grad_enabled() and not _validate.tracing()
 
 
 def _global_max(x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +90,14 @@ def _global_max(x: torch.Tensor) -> torch.Tensor:
     return GlobalMax.apply(x) if _recording_autograd() else x.amax(dim=(2, 3))
 
 
-def _full_precision(x: torch.Tensor) -> torch.autocast:
-    """Autocast switched off: gates are computed in float32 under AMP (no bf16 sigmoids)."""
+def _full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off: gates are computed in float32 under AMP (no bf16 sigmoids).
+
+    While torch.fx traces, the device is symbolic and a graph records no context manager:
+    the gates' inputs are cast to the weights' dtype explicitly instead.
+    """
+    if _validate.fx_tracing():
+        return contextlib.nullcontext()
     return torch.autocast(x.device.type, enabled=False)
 
 
@@ -159,7 +165,7 @@ class ChannelAttention(_ChannelMLP):
         bias: whether the two 1x1 convs of the shared MLP have a bias.
         act_layer: activation between the two 1x1 convs.
 
-    The MLP runs once on the stacked ``[avg; max]`` descriptors (batch ``2B``): the same
+    The MLP runs once on the stacked ``[avg; max]`` descriptors (2, B, C): the same
     numbers as two passes, half the kernel launches.
     """
 
@@ -178,11 +184,11 @@ class ChannelAttention(_ChannelMLP):
         """Channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
         dtype = _gate_dtype(x, self.fc1.weight)
         maxed = _global_max(x).to(dtype)
-        pooled = torch.cat([_pool_spatial(x, dtype), maxed], dim=0)  # (2B, C)
+        # a new leading axis, not a concatenation along the batch: no batch-size guard
+        pooled = torch.stack([_pool_spatial(x, dtype), maxed])  # (2, B, C)
         with _full_precision(x):
             logits = self.mlp(pooled)
-            avg_logits, max_logits = logits.chunk(2, dim=0)
-            return torch.sigmoid(avg_logits + max_logits)[:, :, None, None]
+            return torch.sigmoid(logits[0] + logits[1])[:, :, None, None]
 
 
 class SpatialAttention(GateAttention):

@@ -179,13 +179,6 @@ class ResidualBlock(nn.Module):
             return self.attention(z)
         return self.mix.attend(z, self.attention)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_ch:
-            raise ValueError(
-                f"{self._describe()} expects input of shape (N, {self.in_ch}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
-
     def _describe(self) -> str:
         return (
             f"ResidualBlock(in_ch={self.in_ch}, out_ch={self.out_ch}, stride={self.stride}, "
@@ -193,7 +186,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        _validate.image_batch(x, self.in_ch, self._describe)
         placement = self.placement
         identity = self.skip(x)
         f = self.transform(self._attend(x) if placement == "pre" else x)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,11 +89,14 @@ def export_onnx(
     Args:
         model: the network; exported as-is (call :func:`fuse` first to fold BatchNorm).
         path: output ``.onnx`` file (written atomically).
-        input_shape: ``(N, C, H, W)`` of the example input; ``N`` becomes dynamic.
+        input_shape: ``(N, C, H, W)`` of the example input; ``N`` becomes dynamic (the
+            example is traced with a batch of ``max(N, 2)``).
         opset: ONNX opset, at least 17.
 
-    Global pooling is exported as ``ReduceMean`` / ``ReduceMax`` (the library uses
-    ``mean``/``amax``, not adaptive pooling). Input ``"input"``, output ``"logits"``.
+    Uses PyTorch's current exporter (``torch.onnx.export(..., dynamo=True)``: the model is
+    captured with ``torch.export``, batch dimension dynamic). Global pooling is exported as
+    ``ReduceMean`` / ``ReduceMax`` (the library uses ``mean``/``amax``, not adaptive
+    pooling). Input ``"input"``, output ``"logits"``.
     """
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
@@ -107,23 +109,26 @@ def export_onnx(
     was_training = model.training
     model.eval()
     parameter = next(model.parameters(), None)
-    example = torch.randn(*shape, device=parameter.device if parameter is not None else "cpu")
+    # torch.export specialises a dimension of size 1: trace with a batch of at least 2
+    example = torch.randn(
+        max(shape[0], 2), *shape[1:], device=parameter.device if parameter is not None else "cpu"
+    )
     path = Path(path)
 
     def write(tmp: Path) -> None:
-        with warnings.catch_warnings():
-            # the input checks are Python conditions; they hold for the traced shape
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                model,
-                (example,),
-                str(tmp),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+        # the current exporter: torch.export with a dynamic batch dimension, then ONNX
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        program.save(str(tmp))
 
     try:
         atomic_write(path, write)

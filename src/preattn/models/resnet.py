@@ -121,10 +121,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, 512·e, H/32, W/32) (imagenet stem) or H/8 (cifar)."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"ResNet expects input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
+        _validate.image_batch(x, self.in_chans, "ResNet")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

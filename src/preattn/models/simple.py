@@ -74,10 +74,7 @@ class SimpleCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, 128, H/2, W/2)."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"SimpleCNN expects input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
+        _validate.image_batch(x, self.in_chans, "SimpleCNN")
         return self.conv2(self.block2(self.block1(self.conv1(self.stem(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

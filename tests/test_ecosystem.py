@@ -1,0 +1,86 @@
+"""torch's and torchvision's tooling on preattn models and retrofitted ResNets."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch.export import Dim, export
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+from preattn import attention_names, retrofit
+from preattn.models import SimpleCNN, resnet18
+
+PLACEMENTS = ["none", "pre", "branch", "post", "skip"]
+
+
+CASES = [
+    *[("simplecnn", a, p) for a in attention_names() for p in PLACEMENTS],
+    *[("resnet18", "cbam", p) for p in PLACEMENTS],
+]
+
+
+@pytest.mark.parametrize("name,attention,placement", CASES)
+def test_fx_symbolic_trace_equals_eager(name, attention, placement):
+    """Every attention type and placement traces, in train and eval mode, to a graph that
+    computes what the eager model computes (BatchNorm batch statistics included)."""
+    torch.manual_seed(0)
+    lam = None if placement == "pre" else 0.2  # controlled and uncontrolled both traced
+    if name == "simplecnn":
+        model = SimpleCNN(in_chans=3, attention=attention, placement=placement, lam=lam)
+    else:
+        model = resnet18(num_classes=5, stem="cifar", placement=placement, lam=lam)
+    # float64: train-mode BatchNorm over a 2-image batch magnifies rounding differences
+    model, x = model.double(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for training in (True, False):
+        model.train(training)
+        graph = torch.fx.symbolic_trace(model)
+        eager_state = {k: v.clone() for k, v in model.state_dict().items()}
+        expected = model(x)
+        model.load_state_dict(eager_state)  # BatchNorm statistics moved: start again
+        torch.testing.assert_close(graph(x), expected, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: retrofit(torchvision.models.resnet18()),
+        lambda: retrofit(timm.create_model("resnet18"), placement="branch", lam=0.3),
+        lambda: resnet18(stem="cifar"),
+    ],
+    ids=["torchvision", "timm", "preattn"],
+)
+def test_feature_extraction_through_fx(build):
+    model = build().eval()
+    train_nodes, eval_nodes = get_graph_node_names(model)
+    assert "layer4" in {n.split(".")[0] for n in train_nodes + eval_nodes}
+    extractor = create_feature_extractor(model, {"layer3": "c4", "layer4": "c5"})
+    x = torch.randn(1, 3, 64, 64)
+    out = extractor(x)
+    assert out["c5"].shape[1] == 512 and out["c4"].shape[1] == 256
+    # the extractor's layer4 is what the model's head pools
+    pooled = model.fc(out["c5"].mean(dim=(2, 3)))
+    torch.testing.assert_close(pooled, model(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", attention_names())
+def test_torch_export_with_a_dynamic_batch(attention):
+    model = SimpleCNN(in_chans=3, attention=attention).eval()
+    program = export(model, (torch.randn(2, 3, 12, 12),), dynamic_shapes={"x": {0: Dim("b")}})
+    x = torch.randn(5, 3, 12, 12)
+    torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_torch_export_of_a_retrofitted_resnet():
+    model = retrofit(torchvision.models.resnet18(), lam=0.2).eval()
+    program = export(model, (torch.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: Dim("b")}})
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_eager_input_errors_stay_clear():
+    with pytest.raises(ValueError, match=r"SimpleCNN expects input of shape \(N, 3, H, W\)"):
+        SimpleCNN(in_chans=3)(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"ResNet expects input of shape \(N, 3, H, W\)"):
+        resnet18()(torch.randn(3, 8, 8))
