@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow timm-suite lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(VENV)/.installed-dev
 # the heavy cases (deep networks, multi-process DDP); CI runs them after `make test`
 test-slow: $(VENV)/.installed-dev
 	$(PY) -m pytest -m slow
+
+# timm's own model tests (tests/test_models.py of a pytorch-image-models checkout) against
+# the registered preattn_* models: make timm-suite TIMM_TESTS=/path/to/pytorch-image-models/tests
+timm-suite: $(VENV)/.installed-dev
+	cd $(TIMM_TESTS) && $(abspath $(PY)) -m pytest -p preattn.timm test_models.py \
+		-k "preattn and not torchscript" -p no:cacheprovider -q
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks

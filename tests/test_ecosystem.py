@@ -64,7 +64,13 @@ def test_feature_extraction_through_fx(build):
     torch.testing.assert_close(pooled, model(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("attention", attention_names())
+@pytest.mark.parametrize(
+    "attention",
+    [
+        a if a in ("cbam", "se") else pytest.param(a, marks=pytest.mark.slow)
+        for a in attention_names()
+    ],
+)
 def test_torch_export_with_a_dynamic_batch(attention):
     model = SimpleCNN(in_chans=3, attention=attention).eval()
     program = export(model, (torch.randn(2, 3, 12, 12),), dynamic_shapes={"x": {0: Dim("b")}})
@@ -72,6 +78,7 @@ def test_torch_export_with_a_dynamic_batch(attention):
     torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_torch_export_of_a_retrofitted_resnet():
     model = retrofit(torchvision.models.resnet18(), lam=0.2).eval()
     program = export(model, (torch.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: Dim("b")}})

@@ -26,7 +26,6 @@ from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn import export_onnx
 from preattn.cli import main
 from preattn.data import DatasetError, build_datasets
-from preattn.models import SimpleCNN
 from preattn.train import RunDir, TrainConfig, TrainingDiverged, train
 
 CONFIG = TINY_CONFIG
@@ -141,7 +140,16 @@ def _uninterrupted_rows(tmp_path_factory) -> list[dict]:
     return _REFERENCE
 
 
-@pytest.mark.parametrize("point", ["weights", "state", "rename", "pointer", "publish"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param("weights", marks=pytest.mark.slow),
+        "state",
+        pytest.param("rename", marks=pytest.mark.slow),
+        "pointer",
+        pytest.param("publish", marks=pytest.mark.slow),
+    ],
+)
 def test_a_kill_at_any_point_of_the_commit_leaves_a_resumable_run(
     tmp_path, tmp_path_factory, monkeypatch, point
 ):
@@ -452,7 +460,7 @@ def test_an_explicit_data_dir_never_falls_back(tmp_path, monkeypatch):
 
 
 def test_export_onnx_restores_the_training_mode(tmp_path):
-    model = SimpleCNN(in_chans=1).train()
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).train()
     export_onnx(model, tmp_path / "m.onnx", (1, 1, 8, 8))
     assert model.training and all(m.training for m in model.modules())
 

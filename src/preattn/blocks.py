@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from . import _validate
 from .attention import create_attention
@@ -121,6 +122,9 @@ class ResidualBlock(nn.Module):
         zero_init_last: set the last BN's weight of ``F`` to 0, so the block starts as
             ``act(S(x))``. Then ``F``'s input (and ``pre`` attention) gets no gradient until
             that weight moves off 0, which it does after the first optimiser step.
+        drop_path: stochastic depth: in training, drop the residual branch (after its
+            attention) of each sample with this probability, scaling kept ones by
+            1 / (1 − p) (``torchvision.ops.StochasticDepth``, row mode).
         **attention_options: fields of :class:`~preattn.AttentionSpec` (``placement``,
             ``attention``, ``lam``, ...), applied on top of ``spec``.
 
@@ -139,6 +143,7 @@ class ResidualBlock(nn.Module):
         spec: AttentionSpec | None = None,
         transform: str | Callable[..., nn.Module] = "basic",
         zero_init_last: bool = False,
+        drop_path: float = 0.0,
         **attention_options: Any,
     ) -> None:
         super().__init__()
@@ -156,6 +161,9 @@ class ResidualBlock(nn.Module):
         self.transform = build(in_ch, out_ch, stride)
         self.skip = make_skip(in_ch, out_ch, stride)
         self.act = nn.ReLU(inplace=True)
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path else nn.Identity()
 
         self.attention: nn.Module | None = None
         self.mix: LambdaMix | None = None
@@ -194,7 +202,7 @@ class ResidualBlock(nn.Module):
             f = self._attend(f)
         elif placement == "skip":
             identity = self._attend(identity)
-        y = self.act(identity + f)
+        y = self.act(identity + self.drop_path(f))
         if placement == "post":
             y = self._attend(y)
         return y

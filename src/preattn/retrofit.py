@@ -8,6 +8,11 @@ before (``mix(z, A(z)) = z`` at λ = 0) while λ still receives gradient, so fin
 starts from the pretrained function and learns how much attention to use
 (:data:`RETROFIT_SPEC`).
 
+The converted model's ``state_dict`` uses the original names (``layer1.0.conv1.weight``,
+``layer2.0.downsample.0.weight``) plus the new ``attention.*`` and ``mix.*`` entries, so
+the original pretrained checkpoints load into it with ``strict=False`` (only the new keys
+are missing), and its own checkpoints load back strictly.
+
 Supported blocks:
 
 - ``torchvision.models.resnet.BasicBlock``: ``F = conv1, bn1, relu, conv2, bn2``
@@ -19,6 +24,7 @@ Supported blocks:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -104,6 +110,39 @@ def _branch_of(block: nn.Module, kind: str) -> nn.Module:
     return _Branch(modules)
 
 
+def _to_original_names(
+    branch: tuple[str, ...], module: nn.Module, state_dict: dict, prefix: str, metadata: Any
+) -> dict:
+    """State-dict hook: ``transform.conv1.weight`` -> ``conv1.weight``, ``skip.`` ->
+    ``downsample.``, so the converted model saves under the original model's names."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        head, _, tail = rest.partition(".")
+        if head == "transform" and tail.split(".", 1)[0] in branch:
+            state_dict[prefix + tail] = state_dict.pop(key)
+        elif head == "skip":
+            state_dict[prefix + "downsample." + tail] = state_dict.pop(key)
+    return state_dict
+
+
+def _from_original_names(branch: tuple[str, ...], state_dict: dict, prefix: str, *_: Any) -> None:
+    """Load pre-hook: accept the original names (and the internal ones)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        head = rest.split(".", 1)[0]
+        if head in branch:
+            state_dict[prefix + "transform." + rest] = state_dict.pop(key)
+        elif head == "downsample":
+            state_dict[prefix + "skip." + rest.split(".", 1)[1]] = state_dict.pop(key)
+
+
+def _keep_original_names(block: ResidualBlock, branch: tuple[str, ...]) -> None:
+    """Save and load the converted block under the torchvision/timm block's own names: an
+    original checkpoint loads with ``strict=False`` missing only the attention and λ."""
+    block._register_state_dict_hook(functools.partial(_to_original_names, branch))
+    block._register_load_state_dict_pre_hook(functools.partial(_from_original_names, branch))
+
+
 def _channels(block: nn.Module) -> tuple[int, int, int]:
     convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
     in_ch = convs[0].in_channels
@@ -182,6 +221,7 @@ def retrofit(
             if part is not None:
                 part.to(device=weight.device, dtype=weight.dtype)
         new.train(block.training)
+        _keep_original_names(new, tuple(branch._modules))
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, new)

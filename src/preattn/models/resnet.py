@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from .. import _validate
 from ..blocks import ResidualBlock
 from ..spec import AttentionSpec
+from .api import ClassifierNet
 
 __all__ = ["DEFAULT_STAGES", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -38,7 +38,7 @@ DEFAULT_STAGES = (2, 3, 4)
 _STEMS = ("imagenet", "cifar")
 
 
-class ResNet(nn.Module):
+class ResNet(ClassifierNet):
     """ResNet with attention at ``placement`` in the blocks of ``stages``.
 
     Args:
@@ -55,8 +55,15 @@ class ResNet(nn.Module):
         spec: attention, placement and λ of the attended blocks
             (:class:`~preattn.AttentionSpec`); the other blocks get ``placement="none"``.
         zero_init_last: zero the last BN of every residual branch.
+        global_pool: ``avg``, ``max``, ``avgmax`` or ``""`` (none; with ``num_classes=0``).
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the residual branches, rising linearly from 0
+            at the first block to this rate at the last (as timm).
         **attention_options: fields of :class:`~preattn.AttentionSpec`, applied on top of
             ``spec`` (``placement="branch"``, ``lam=None``, ...).
+
+    ``num_classes=0`` gives pooled features (B, 512·e). Feature levels (``feature_info``):
+    the stem's ``relu`` and ``layer1``-``layer4``.
     """
 
     def __init__(
@@ -70,24 +77,33 @@ class ResNet(nn.Module):
         stages: Iterable[int] | None = None,
         spec: AttentionSpec | None = None,
         zero_init_last: bool = False,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         **attention_options: Any,
     ) -> None:
         super().__init__()
-        _validate.positive_int("num_classes", num_classes)
         _validate.positive_int("in_chans", in_chans)
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         _validate.choice("stem", stem, _STEMS)
         self.stages = _validate.stages(stages, count=4, default=DEFAULT_STAGES)
         self.spec = spec = AttentionSpec.build(spec, **attention_options)
         plain = spec.replace(placement="none")
         self.in_chans = in_chans
-        if stem == "imagenet":
+        imagenet = stem == "imagenet"
+        # registered in forward order, so timm's FeatureListNet can run the children
+        if imagenet:
             self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
             self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool: nn.Module = (
+            nn.MaxPool2d(3, stride=2, padding=1) if imagenet else nn.Identity()
+        )
+        self.feature_info = [{"num_chs": 64, "reduction": 2 if imagenet else 1, "module": "relu"}]
+        total_blocks, block_index = sum(layers), 0
 
         expansion = 4 if transform == "bottleneck" else 1
         in_ch = 64
@@ -98,13 +114,24 @@ class ResNet(nn.Module):
             stage_blocks = []
             for b in range(blocks):
                 stride = 2 if stage > 1 and b == 0 else 1
+                drop_path = drop_path_rate * block_index / max(total_blocks - 1, 1)
                 stage_blocks.append(
-                    ResidualBlock(in_ch, out_ch, stride, spec=stage_spec, transform=transform)
+                    ResidualBlock(
+                        in_ch,
+                        out_ch,
+                        stride,
+                        spec=stage_spec,
+                        transform=transform,
+                        drop_path=drop_path,
+                    )
                 )
-                in_ch = out_ch
+                in_ch, block_index = out_ch, block_index + 1
             self.add_module(f"layer{stage}", nn.Sequential(*stage_blocks))
-        self.fc = nn.Linear(in_ch, num_classes)
-        self.num_features = in_ch
+            reduction = (4 if imagenet else 1) * 2 ** (stage - 1)
+            self.feature_info.append(
+                {"num_chs": out_ch, "reduction": reduction, "module": f"layer{stage}"}
+            )
+        self._init_head(in_ch, num_classes, global_pool, drop_rate)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
@@ -119,14 +146,22 @@ class ResNet(nn.Module):
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.transform.last_bn.weight)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, 512·e, H/32, W/32) (imagenet stem) or H/8 (cifar)."""
-        _validate.image_batch(x, self.in_chans, "ResNet")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def feature_stages(self) -> list[tuple[str, nn.Module]]:
+        """The forward pass: stem (feature level ``relu``), max-pool, ``layer1``-``layer4``.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+        Shapes: (B, in_chans, H, W) -> ... -> (B, 512·e, H/32, W/32) (imagenet stem) or
+        H/8 (cifar stem).
+        """
+        return [
+            ("_conv1", self.conv1),
+            ("_bn1", self.bn1),
+            ("relu", self.relu),
+            ("_maxpool", self.maxpool),
+            ("layer1", self.layer1),
+            ("layer2", self.layer2),
+            ("layer3", self.layer3),
+            ("layer4", self.layer4),
+        ]
 
 
 def resnet18(**kwargs: Any) -> ResNet:

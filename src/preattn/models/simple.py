@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import nn
 
 from .. import _validate
 from ..blocks import ResidualBlock
 from ..spec import AttentionSpec
+from .api import ClassifierNet
 
 __all__ = ["SimpleCNN"]
 
@@ -34,7 +34,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
-class SimpleCNN(nn.Module):
+class SimpleCNN(ClassifierNet):
     """The notebook's ``SimpleCNN_With_Pattern3``; defaults reproduce it exactly.
 
     Args:
@@ -44,8 +44,13 @@ class SimpleCNN(nn.Module):
             ``block2`` stage 2); default both, as in the notebook.
         spec: attention, placement and λ of the attended blocks
             (:class:`~preattn.AttentionSpec`; default: Pattern-3, CBAM, λ = 0.1).
+        global_pool, drop_rate, drop_path_rate: the head and stochastic depth, as in
+            :class:`~preattn.models.ResNet` (``drop_path_rate`` is block2's, block1 gets 0).
         **attention_options: fields of :class:`~preattn.AttentionSpec`, applied on top of
             ``spec``.
+
+    ``num_classes=0`` gives pooled features (B, 128). Feature levels (``feature_info``):
+    ``stem``, ``conv1``, ``block1``, ``block2``, ``conv2``.
     """
 
     def __init__(
@@ -55,10 +60,12 @@ class SimpleCNN(nn.Module):
         in_chans: int = 3,
         stages: Iterable[int] | None = None,
         spec: AttentionSpec | None = None,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
         **attention_options: Any,
     ) -> None:
         super().__init__()
-        _validate.positive_int("num_classes", num_classes)
         _validate.positive_int("in_chans", in_chans)
         self.stages = _validate.stages(stages, count=2, default=(1, 2))
         self.spec = spec = AttentionSpec.build(spec, **attention_options)
@@ -66,16 +73,21 @@ class SimpleCNN(nn.Module):
         self.stem = _conv_bn_relu(in_chans, 32)
         self.conv1 = _conv_bn_relu(32, 64)
         self.block1 = ResidualBlock(64, 64, 1, spec=spec if 1 in self.stages else plain)
-        self.block2 = ResidualBlock(64, 128, 2, spec=spec if 2 in self.stages else plain)
+        self.block2 = ResidualBlock(
+            64, 128, 2, spec=spec if 2 in self.stages else plain, drop_path=drop_path_rate
+        )
         self.conv2 = _conv_bn_relu(128, 128)
-        self.fc = nn.Linear(128, num_classes)
         self.in_chans = in_chans
-        self.num_classes = num_classes
+        self.feature_info = [
+            {"num_chs": 32, "reduction": 1, "module": "stem"},
+            {"num_chs": 64, "reduction": 1, "module": "conv1"},
+            {"num_chs": 64, "reduction": 1, "module": "block1"},
+            {"num_chs": 128, "reduction": 2, "module": "block2"},
+            {"num_chs": 128, "reduction": 2, "module": "conv2"},
+        ]
+        self._init_head(128, num_classes, global_pool, drop_rate)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, 128, H/2, W/2)."""
-        _validate.image_batch(x, self.in_chans, "SimpleCNN")
-        return self.conv2(self.block2(self.block1(self.conv1(self.stem(x)))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+    def feature_stages(self) -> list[tuple[str, nn.Module]]:
+        """(B, in_chans, H, W) -> stem, conv1, block1 (B, 64, H, W) -> block2, conv2
+        (B, 128, H/2, W/2)."""
+        return [(info["module"], getattr(self, info["module"])) for info in self.feature_info]
