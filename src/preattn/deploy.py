@@ -122,7 +122,7 @@ def export_onnx(
             (example,),
             input_names=["input"],
             output_names=["logits"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            dynamic_shapes=({0: torch.export.Dim("batch")},),  # by position: any arg name
             opset_version=opset,
             dynamo=True,
             external_data=False,
