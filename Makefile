@@ -32,7 +32,7 @@ test-slow: $(VENV)/.installed-dev
 # the registered preattn_* models: make timm-suite TIMM_TESTS=/path/to/pytorch-image-models/tests
 timm-suite: $(VENV)/.installed-dev
 	cd $(TIMM_TESTS) && $(abspath $(PY)) -m pytest -p preattn.timm test_models.py \
-		-k "preattn and not torchscript" -p no:cacheprovider -q
+		-k preattn -p no:cacheprovider -q
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check src tests benchmarks

@@ -91,3 +91,29 @@ def test_eager_input_errors_stay_clear():
         SimpleCNN(in_chans=3)(torch.randn(2, 1, 8, 8))
     with pytest.raises(ValueError, match=r"ResNet expects input of shape \(N, 3, H, W\)"):
         resnet18()(torch.randn(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda a: retrofit(torchvision.models.resnet18(), attention=a, lam=0.3),
+        lambda a: retrofit(timm.create_model("resnet18"), attention=a, placement="branch"),
+        lambda a: resnet18(stem="cifar", attention=a, lam=None, num_classes=4),
+        lambda a: SimpleCNN(in_chans=3, attention=a, lam_param="linear", lam_warmup_steps=3),
+    ],
+    ids=["torchvision-retrofit", "timm-retrofit", "resnet18", "simplecnn"],
+)
+@pytest.mark.parametrize("attention", ["cbam", "se", "eca", "spatial"])
+def test_torch_jit_script_equals_eager(build, attention):
+    """TorchScript (deprecated upstream, still deployed): a retrofitted model scripts as
+    the original did, and so do preattn's own networks."""
+    import warnings
+
+    model = build(attention).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(scripted(x), model(x), atol=1e-5, rtol=1e-4)
+    # scripting leaves the eager model as it was
+    assert model(x).shape == scripted(x).shape

@@ -66,7 +66,7 @@ def _gate_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
-def _pool_channels(x: torch.Tensor, order: Sequence[str], dtype: torch.dtype) -> torch.Tensor:
+def _pool_channels(x: torch.Tensor, order: tuple[str, str], dtype: torch.dtype) -> torch.Tensor:
     """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``dtype``."""
     maps = {
         "mean": x.mean(dim=1, dtype=dtype),
@@ -87,7 +87,10 @@ def _recording_autograd() -> bool:
 
 def _global_max(x: torch.Tensor) -> torch.Tensor:
     """``max_HW(x)``: (B, C, H, W) -> (B, C) in ``x``'s dtype."""
-    return GlobalMax.apply(x) if _recording_autograd() else x.amax(dim=(2, 3))
+    if torch.jit.is_scripting():
+        return x.amax(dim=(2, 3))
+    else:
+        return GlobalMax.apply(x) if _recording_autograd() else x.amax(dim=(2, 3))
 
 
 def _full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -186,9 +189,16 @@ class ChannelAttention(_ChannelMLP):
         maxed = _global_max(x).to(dtype)
         # a new leading axis, not a concatenation along the batch: no batch-size guard
         pooled = torch.stack([_pool_spatial(x, dtype), maxed])  # (2, B, C)
-        with _full_precision(x):
-            logits = self.mlp(pooled)
-            return torch.sigmoid(logits[0] + logits[1])[:, :, None, None]
+        if torch.jit.is_scripting():  # TorchScript: no autocast context
+            return self._excite(pooled)
+        else:
+            with _full_precision(x):
+                return self._excite(pooled)
+
+    def _excite(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(2, B, C) avg and max descriptors -> (B, C, 1, 1) mask."""
+        logits = self.mlp(pooled)
+        return torch.sigmoid(logits[0] + logits[1])[:, :, None, None]
 
 
 class SpatialAttention(GateAttention):
@@ -229,8 +239,11 @@ class SpatialAttention(GateAttention):
 
     def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Mask (B, 1, H, W) from the stacked pooled maps (B, 2, H, W) in ``pool_order``."""
-        with _full_precision(pooled):
+        if torch.jit.is_scripting():  # TorchScript: no autocast context
             return torch.sigmoid(self.bn(self.conv(pooled)))
+        else:
+            with _full_precision(pooled):
+                return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
 class CBAM(GateAttention):
@@ -321,8 +334,11 @@ class SE(_ChannelMLP):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel mask of shape (B, C, 1, 1)."""
         pooled = _pool_spatial(x, _gate_dtype(x, self.fc1.weight))
-        with _full_precision(x):
+        if torch.jit.is_scripting():  # TorchScript: no autocast context
             return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
+        else:
+            with _full_precision(x):
+                return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
@@ -358,8 +374,11 @@ class ECA(GateAttention):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel mask of shape (B, C, 1, 1)."""
         y = _pool_spatial(x, _gate_dtype(x, self.conv.weight)).unsqueeze(1)  # (B, 1, C)
-        with _full_precision(x):
+        if torch.jit.is_scripting():  # TorchScript: no autocast context
             return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
+        else:
+            with _full_precision(x):
+                return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
 
 
 AttentionFactory = Callable[..., nn.Module]

@@ -15,8 +15,6 @@ conv3x3(s)-BN-ReLU-conv1x1-BN, width ``C_out // 4``), all convs without bias. ``
 the identity, or conv1x1(s)-BN when the stride or the channel count changes.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +48,8 @@ class BasicTransform(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
 
+    __jit_unused_properties__ = ["last_bn"]  # noqa: RUF012  (TorchScript reads this name)
+
     @property
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -82,6 +82,8 @@ class BottleneckTransform(nn.Module):
         self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch)
         self.act = nn.ReLU(inplace=True)
+
+    __jit_unused_properties__ = ["last_bn"]  # noqa: RUF012  (TorchScript reads this name)
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -182,10 +184,18 @@ class ResidualBlock(nn.Module):
 
     def _attend(self, z: torch.Tensor) -> torch.Tensor:
         """``mix(z, A(z))``; ``A(z)`` when uncontrolled."""
-        assert self.attention is not None
-        if self.mix is None:
-            return self.attention(z)
-        return self.mix.attend(z, self.attention)
+        if torch.jit.is_scripting():  # TorchScript: plain products, no fused autograd
+            if self.attention is not None:
+                attended = self.attention(z)
+                if self.mix is not None:
+                    return self.mix(z, attended)
+                return attended
+            return z
+        else:
+            assert self.attention is not None
+            if self.mix is None:
+                return self.attention(z)
+            return self.mix.attend(z, self.attention)
 
     def _describe(self) -> str:
         return (
@@ -194,7 +204,8 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _validate.image_batch(x, self.in_ch, self._describe)
+        if not torch.jit.is_scripting():
+            _validate.image_batch(x, self.in_ch, self._describe)
         placement = self.placement
         identity = self.skip(x)
         f = self.transform(self._attend(x) if placement == "pre" else x)

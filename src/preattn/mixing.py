@@ -52,6 +52,8 @@ class LambdaMix(nn.Module):
     dict; the warm-up counter is ``warmup_step``.
     """
 
+    __jit_unused_properties__ = ["raw"]  # noqa: RUF012  (TorchScript reads this name)
+
     def __init__(
         self,
         lam: float = 0.1,
@@ -97,12 +99,15 @@ class LambdaMix(nn.Module):
 
     def base_value(self) -> torch.Tensor:
         """λ before warm-up, a 0-dim float tensor."""
-        return torch.sigmoid(self.raw) if self.param == "sigmoid" else self.raw
+        # attribute tests TorchScript resolves when it compiles (one branch is kept)
+        if hasattr(self, "logit"):
+            return torch.sigmoid(self.logit)
+        return self.lam
 
     def value(self) -> torch.Tensor:
         """Effective λ_eff = λ · min(1, t / N) (λ when warm-up is off), a 0-dim tensor."""
         lam = self.base_value()
-        if self.warmup_steps:
+        if hasattr(self, "warmup_step"):
             ramp = self.warmup_step.clamp(max=self.warmup_steps) / self.warmup_steps
             lam = lam * ramp.to(lam.dtype)
         return lam
@@ -110,8 +115,9 @@ class LambdaMix(nn.Module):
     def _step(self) -> torch.Tensor:
         """λ_eff for this forward pass; advances the warm-up counter in training mode."""
         lam = self.value()
-        if self.warmup_steps and self.training:
-            self.warmup_step.add_(1)
+        if hasattr(self, "warmup_step"):  # noqa: SIM102  (resolved by TorchScript alone)
+            if self.training:
+                self.warmup_step.add_(1)
         return lam
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,7 @@ H, W), ``max``, ``avgmax`` (their average) or ``""`` (no pooling, only with
 pooled features (B, num_features).
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -46,7 +43,8 @@ class ClassifierNet(nn.Module):
     order, plus modules between them named with a leading ``_``).
     """
 
-    feature_info: list[dict[str, Any]]
+    # plain Python data TorchScript need not type (timm's models do the same)
+    __jit_ignored_attributes__ = ["feature_info"]  # noqa: RUF012
 
     def _init_head(
         self, num_features: int, num_classes: int, global_pool: str, drop_rate: float
@@ -102,10 +100,17 @@ class ClassifierNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> the last feature map (see ``feature_info``)."""
-        _validate.image_batch(x, self.in_chans, type(self).__name__)
-        for _, module in self.feature_stages():
-            x = self._run(module, x)
-        return x
+        if torch.jit.is_scripting():
+            return self.forward_stages(x)
+        else:
+            _validate.image_batch(x, self.in_chans, type(self).__name__)
+            for _, module in self.feature_stages():
+                x = self._run(module, x)
+            return x
+
+    def forward_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """The stages of :meth:`feature_stages` written out, for TorchScript."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

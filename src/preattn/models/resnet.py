@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import _validate
@@ -145,6 +146,10 @@ class ResNet(ClassifierNet):
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.transform.last_bn.weight)
+
+    def forward_stages(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def feature_stages(self) -> list[tuple[str, nn.Module]]:
         """The forward pass: stem (feature level ``relu``), max-pool, ``layer1``-``layer4``.

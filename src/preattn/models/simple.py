@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import _validate
@@ -86,6 +87,9 @@ class SimpleCNN(ClassifierNet):
             {"num_chs": 128, "reduction": 2, "module": "conv2"},
         ]
         self._init_head(128, num_classes, global_pool, drop_rate)
+
+    def forward_stages(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.block2(self.block1(self.conv1(self.stem(x)))))
 
     def feature_stages(self) -> list[tuple[str, nn.Module]]:
         """(B, in_chans, H, W) -> stem, conv1, block1 (B, 64, H, W) -> block2, conv2
