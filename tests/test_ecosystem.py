@@ -117,3 +117,21 @@ def test_torch_jit_script_equals_eager(build, attention):
     torch.testing.assert_close(scripted(x), model(x), atol=1e-5, rtol=1e-4)
     # scripting leaves the eager model as it was
     assert model(x).shape == scripted(x).shape
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: torchvision.models.resnet18(), lambda: timm.create_model("resnet18")],
+    ids=["torchvision", "timm"],
+)
+def test_retrofitted_resnets_trace_in_train_and_eval(build):
+    torch.manual_seed(0)
+    model = retrofit(build(), placement="pre", lam=0.3, stages=(3, 4)).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for training in (True, False):
+        model.train(training)
+        graph = torch.fx.symbolic_trace(model)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        expected = model(x)
+        model.load_state_dict(state)
+        torch.testing.assert_close(graph(x), expected, atol=1e-10, rtol=1e-8)
