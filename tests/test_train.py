@@ -258,7 +258,18 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
 
 
 def test_amp_dtype_per_device():
-    from preattn.train.loop import _amp_dtype
+    import warnings
+
+    from preattn.train.loop import _amp_dtype, make_scaler
+
+    # the fp16 path's loss scaler is built for CUDA (it disables itself without a GPU);
+    # bf16 and float32 training get a disabled one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fp16 = make_scaler(torch.float16, torch.device("cuda"))
+    assert fp16.is_enabled() == torch.cuda.is_available()
+    assert not make_scaler(torch.bfloat16, torch.device("cpu")).is_enabled()
+    assert not make_scaler(None, torch.device("cuda")).is_enabled()
 
     config = TrainConfig(amp=True)
     assert _amp_dtype(config, torch.device("cpu")) == torch.bfloat16
