@@ -75,3 +75,20 @@ def test_export_command(tmp_path, capsys):
     session = onnxruntime.InferenceSession(str(out))
     (y,) = session.run(None, {"input": np.zeros((3, 3, 8, 8), dtype=np.float32)})
     assert y.shape == (3, 6)
+
+
+def test_export_without_the_onnx_extra_says_how_to_install(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxscript" else real(name, *a),
+    )
+    run = tmp_path / "run"
+    assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'preattn[onnx]'" in err

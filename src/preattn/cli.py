@@ -559,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"preattn {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, OSError, DatasetError, RunError) as exc:
+    except (ValueError, TypeError, OSError, ImportError, DatasetError, RunError) as exc:
         if debug:
             raise
         print(f"preattn {args.command}: error: {_one_line(exc)}", file=sys.stderr)

@@ -9,6 +9,7 @@ with ``s = γ / √(σ² + ε)`` (per output channel) computes ``z``. PyTorch's 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,11 @@ def export_onnx(
     """
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
+    for package in ("onnx", "onnxscript"):
+        if importlib.util.find_spec(package) is None:
+            raise ImportError(
+                f"export_onnx needs {package}: install it with pip install 'preattn[onnx]'"
+            )
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"input_shape must be (N, C, H, W) with positive sizes, got {shape}")
