@@ -486,3 +486,16 @@ def test_relative_data_dir_is_stored_resolved_and_files_share_one_mode(tmp_path,
     files = [p for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != ".lock"]
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
     assert set(modes.values()) == {0o644 & ~umask}, modes
+
+
+def test_image_folder_checks_only_the_images_a_run_reads(tmp_path):
+    for split in ("train", "val"):
+        folder = tmp_path / split / "a"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "train" / "a" / "2.png").write_bytes(b"broken")  # third in sorted order
+    splits = build_datasets("imagefolder", tmp_path, limit_train=2, image_size=8)
+    assert len(splits.train) == 2
+    with pytest.raises(DatasetError, match=r"train/a/2.png: not a readable image"):
+        build_datasets("imagefolder", tmp_path, image_size=8)

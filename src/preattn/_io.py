@@ -11,9 +11,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "set_file_mode"]
 
 FILE_MODE = 0o644
+
+
+def set_file_mode(path: Path) -> None:
+    """Mode 0644 less the process umask: every file a run writes gets the same mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, FILE_MODE & ~umask)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -28,9 +35,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, FILE_MODE & ~umask)
+        set_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -254,8 +254,9 @@ def _load_imagefolder(spec: DatasetSpec, request: LoadRequest) -> Loaded:
     test = tv_datasets.ImageFolder(str(test_dir), transform=test_tf)
     if train.classes != test.classes:
         raise DatasetError(f"{root}: train/ and {test_dir.name}/ hold different class folders")
-    for folder in (train, test):
-        _verify_images(path for path, _ in folder.samples)
+    # only the images this run will read (the first limit_train / limit_test of each split)
+    for folder, limit in ((train, request.limit_train), (test, request.limit_test)):
+        _verify_images(path for path, _ in folder.samples[:limit])
     return train, test, str(root), tuple(train.classes)
 
 

@@ -39,7 +39,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._io import atomic_write, atomic_write_text
+from .._io import atomic_write, atomic_write_text, set_file_mode
 from .config import ConfigError, TrainConfig
 
 __all__ = [
@@ -232,7 +232,7 @@ class RunDir:
             torch.save({**state, "epoch": epoch}, tmp / STATE_FILE)
             _after_commit_step("state")
             for name in (WEIGHTS_FILE, STATE_FILE):
-                os.chmod(tmp / name, 0o644)
+                set_file_mode(tmp / name)
             final = folder / _epoch_name(epoch)
             shutil.rmtree(final, ignore_errors=True)  # an uncommitted one from a crash
             os.rename(tmp, final)
