@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
+
 
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` if it is an ``int`` >= 1, else raise naming ``name``."""
@@ -68,19 +70,19 @@ def stages(value: Any, *, count: int, default: Sequence[int]) -> tuple[int, ...]
     return tuple(sorted(value))
 
 
+try:
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing as _fx_symbolic_tracing
+except ImportError:  # torch < 2.6: the older name (it is also true under torch.export)
+    from torch.fx._symbolic_trace import is_fx_tracing as _fx_symbolic_tracing
+
+
 def fx_tracing() -> bool:
     """``torch.fx.symbolic_trace`` runs the forward with symbolic proxies."""
-    try:
-        from torch.fx._symbolic_trace import is_fx_symbolic_tracing as current
-    except ImportError:  # torch < 2.6
-        from torch.fx._symbolic_trace import is_fx_tracing as current
-    return current()
+    return _fx_symbolic_tracing()
 
 
 def tracing() -> bool:
     """A tracer or exporter records the forward (torch.fx, torch.jit.trace, ONNX)."""
-    import torch
-
     return fx_tracing() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
