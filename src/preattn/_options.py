@@ -3,7 +3,7 @@ choices, so the command line, YAML files and type checks are generated from one 
 
 ``option(default, help, parse=..., choices=...)`` declares a field;
 :func:`check_type` checks a value against the field's annotation (``int``, ``float``,
-``bool``, ``str``, ``list[int]``, ``X | None``), so a YAML ``"0.1"`` for a float or a
+``bool``, ``str``, ``list[int]``, ``list[str]``, ``X | None``), so a YAML ``"0.1"`` for a float or a
 ``"false"`` for a bool is refused with the field's name instead of being misread.
 """
 
@@ -111,8 +111,9 @@ def _matches(value: Any, kind: str) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
-    if kind == "list[int]":
-        return isinstance(value, list | tuple) and all(_matches(v, "int") for v in value)
+    if kind in ("list[int]", "list[str]"):
+        item = kind[5:-1]
+        return isinstance(value, list | tuple) and all(_matches(v, item) for v in value)
     if kind.startswith(("dict", "Mapping")):
         return isinstance(value, Mapping)
     return True  # a type this checker does not know (a callable, say): left to the owner

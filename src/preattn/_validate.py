@@ -6,6 +6,7 @@ names the argument, what was expected and what was given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -54,6 +55,15 @@ def unit_interval(name: str, value: Any) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a float in [0, 1], got {value}")
     return value
+
+
+def scaled_width(channels: int, width: Any) -> int:
+    """``max(1, round(width · channels))`` for a channel multiplier ``width`` > 0."""
+    if isinstance(width, bool) or not isinstance(width, int | float):
+        raise TypeError(f"width must be a float > 0, got {width!r} ({type(width).__name__})")
+    if not (width > 0 and math.isfinite(width)):
+        raise ValueError(f"width must be a finite float > 0, got {width}")
+    return max(1, round(width * channels))
 
 
 def stages(value: Any, *, count: int, default: Sequence[int]) -> tuple[int, ...]:

@@ -1,6 +1,6 @@
 """Command line: ``preattn <command>`` (also ``python -m preattn <command>``).
 
-Commands: ``train``, ``compare``, ``eval``, ``demo``, ``summary``, ``viz``, ``predict``,
+Commands: ``train``, ``compare``, ``ablate``, ``eval``, ``demo``, ``summary``, ``viz``, ``predict``,
 ``check``, ``export``.
 Errors in the arguments or the data end in one line on stderr and exit status 2.
 """
@@ -126,7 +126,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .train.compare import compare, format_comparison
+    from .ablate import format_report
+    from .train.compare import compare
     from .train.rundir import default_run_dir
 
     config = _train_config(args)
@@ -134,10 +135,36 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         config = config.replace(out=str(default_run_dir("compare")))
     placements = [p.strip() for p in args.placements.split(",") if p.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    rows = compare(config, placements, seeds)
+    report = compare(config, placements, seeds, jobs=args.jobs)
     print()
-    print(format_comparison(rows, placements))
-    print(f"\nreport: {Path(config.out) / 'comparison.md'}")
+    print(format_report(report))
+    print(f"report: {Path(config.out) / 'report.md'}")
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import Grid, SlurmOptions, ablate, format_report
+
+    grid = Grid.from_yaml(args.grid)
+    slurm = SlurmOptions(
+        partition=args.partition,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        time_min=args.time_min,
+    )
+    report = ablate(
+        grid,
+        args.out,
+        jobs=args.jobs,
+        executor=args.executor,
+        slurm=slurm,
+        dry_run=args.dry_run,
+        report_only=args.report_only,
+    )
+    if report is not None:
+        print()
+        print(format_report(report))
+        print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -454,9 +481,36 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: none,pre,branch,post,skip)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--jobs", type=int, default=1, help="training processes at once (default 1)")
     p.add_argument("--config", help="YAML file with train flags (flags win)")
     _add_train_flags(p, exclude=("placement", "seed"))
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "ablate",
+        allow_abbrev=False,
+        help="train a grid of variants x seeds (paired, resumable) and report the statistics",
+        description="Train every variant of GRID.yaml with every seed in OUT/<variant>/"
+        "seed<k>/ and write OUT/report.md, report.json and plots. Run it again to resume: "
+        "finished runs are kept, interrupted ones resumed, new ones started.",
+    )
+    p.add_argument("grid", metavar="GRID.yaml", help="base, variants, reference, seeds")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the runs and report")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once (local: processes sharing the cores; slurm: array tasks at once)",
+    )
+    p.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"))
+    p.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    p.add_argument("--report-only", action="store_true", help="train nothing, write the report")
+    slurm = p.add_argument_group("slurm (--executor slurm, needs preattn[slurm])")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per run (default 0)")
+    slurm.add_argument("--cpus-per-task", type=int, help="CPU cores per run")
+    slurm.add_argument("--time-min", type=int, default=120, help="time limit per run, minutes")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser(
         "eval", allow_abbrev=False, help="evaluate a run's checkpoint on its test set"
@@ -549,12 +603,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("PREATTN_DEBUG", "") not in ("", "0")
+    from .ablate import AblationFailed
     from .train.loop import TrainingDiverged
     from .train.rundir import RunError
 
     try:
         return int(args.func(args))
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, AblationFailed) as exc:
         if debug:
             raise
         print(f"preattn {args.command}: error: {exc}", file=sys.stderr)

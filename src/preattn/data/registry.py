@@ -86,6 +86,8 @@ class DataSplits:
     classes: Sequence[str]
     source: str
     image_size: int
+    mean: tuple[float, ...] | None = None  # the normalisation of the images, per channel
+    std: tuple[float, ...] | None = None
 
 
 class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -400,4 +402,6 @@ def build_datasets(
         tuple(classes),
         source,
         size,
+        spec.mean,
+        spec.std,
     )

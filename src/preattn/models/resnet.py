@@ -12,6 +12,7 @@ Same layout, names and parameter count as ``torchvision.models.resnet*`` when
     head     global average pool, linear (512·e -> num_classes)
 
 with ``e = 1`` (basic blocks: resnet18/34) or ``e = 4`` (bottlenecks: resnet50/101/152).
+``width=w`` multiplies the stem's and every stage's channel count (64·w, 128·w, ...).
 
 Initialisation follows torchvision: Kaiming-normal (fan_out, ReLU) for every conv
 (attention convs included), BatchNorm weight 1 and bias 0, the linear head at PyTorch's
@@ -60,6 +61,7 @@ class ResNet(ClassifierNet):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth of the residual branches, rising linearly from 0
             at the first block to this rate at the last (as timm).
+        width: channel multiplier (> 0); each width ``c`` becomes ``max(1, round(width·c))``.
         **attention_options: fields of :class:`~preattn.AttentionSpec`, applied on top of
             ``spec`` (``placement="branch"``, ``lam=None``, ...).
 
@@ -81,10 +83,12 @@ class ResNet(ClassifierNet):
         global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        width: float = 1.0,
         **attention_options: Any,
     ) -> None:
         super().__init__()
         _validate.positive_int("in_chans", in_chans)
+        stem_ch = _validate.scaled_width(64, width)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         _validate.choice("stem", stem, _STEMS)
@@ -95,22 +99,24 @@ class ResNet(ClassifierNet):
         imagenet = stem == "imagenet"
         # registered in forward order, so timm's FeatureListNet can run the children
         if imagenet:
-            self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, stem_ch, 7, stride=2, padding=3, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+            self.conv1 = nn.Conv2d(in_chans, stem_ch, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_ch)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module = (
             nn.MaxPool2d(3, stride=2, padding=1) if imagenet else nn.Identity()
         )
-        self.feature_info = [{"num_chs": 64, "reduction": 2 if imagenet else 1, "module": "relu"}]
+        self.feature_info = [
+            {"num_chs": stem_ch, "reduction": 2 if imagenet else 1, "module": "relu"}
+        ]
         total_blocks, block_index = sum(layers), 0
 
         expansion = 4 if transform == "bottleneck" else 1
-        in_ch = 64
-        for index, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
+        in_ch = stem_ch
+        for index, (blocks, base) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
             stage = index + 1
-            out_ch = width * expansion
+            out_ch = _validate.scaled_width(base, width) * expansion
             stage_spec = spec if stage in self.stages else plain
             stage_blocks = []
             for b in range(blocks):

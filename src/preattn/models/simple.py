@@ -9,6 +9,10 @@ Layout (input (B, in_chans, H, W), output logits (B, num_classes))::
     conv2   conv3x3(128 -> 128)-BN-ReLU                          (B, 128, H/2, W/2)
     pool    global average                                       (B, 128)
     fc      linear(128 -> num_classes)                           (B, num_classes)
+
+``width=w`` multiplies every channel count (32, 64, 128 -> round(w·32), ...): a plain
+network of the same parameter count or training time as an attended one is a fair
+baseline for it.
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ class SimpleCNN(ClassifierNet):
             (:class:`~preattn.AttentionSpec`; default: Pattern-3, CBAM, λ = 0.1).
         global_pool, drop_rate, drop_path_rate: the head and stochastic depth, as in
             :class:`~preattn.models.ResNet` (``drop_path_rate`` is block2's, block1 gets 0).
+        width: channel multiplier (> 0); each width ``c`` becomes ``max(1, round(width·c))``.
         **attention_options: fields of :class:`~preattn.AttentionSpec`, applied on top of
             ``spec``.
 
-    ``num_classes=0`` gives pooled features (B, 128). Feature levels (``feature_info``):
+    ``num_classes=0`` gives pooled features (B, 128·width). Feature levels (``feature_info``):
     ``stem``, ``conv1``, ``block1``, ``block2``, ``conv2``.
     """
 
@@ -64,29 +69,31 @@ class SimpleCNN(ClassifierNet):
         global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        width: float = 1.0,
         **attention_options: Any,
     ) -> None:
         super().__init__()
         _validate.positive_int("in_chans", in_chans)
         self.stages = _validate.stages(stages, count=2, default=(1, 2))
         self.spec = spec = AttentionSpec.build(spec, **attention_options)
+        c32, c64, c128 = (_validate.scaled_width(c, width) for c in (32, 64, 128))
         plain = spec.replace(placement="none")
-        self.stem = _conv_bn_relu(in_chans, 32)
-        self.conv1 = _conv_bn_relu(32, 64)
-        self.block1 = ResidualBlock(64, 64, 1, spec=spec if 1 in self.stages else plain)
+        self.stem = _conv_bn_relu(in_chans, c32)
+        self.conv1 = _conv_bn_relu(c32, c64)
+        self.block1 = ResidualBlock(c64, c64, 1, spec=spec if 1 in self.stages else plain)
         self.block2 = ResidualBlock(
-            64, 128, 2, spec=spec if 2 in self.stages else plain, drop_path=drop_path_rate
+            c64, c128, 2, spec=spec if 2 in self.stages else plain, drop_path=drop_path_rate
         )
-        self.conv2 = _conv_bn_relu(128, 128)
+        self.conv2 = _conv_bn_relu(c128, c128)
         self.in_chans = in_chans
         self.feature_info = [
-            {"num_chs": 32, "reduction": 1, "module": "stem"},
-            {"num_chs": 64, "reduction": 1, "module": "conv1"},
-            {"num_chs": 64, "reduction": 1, "module": "block1"},
-            {"num_chs": 128, "reduction": 2, "module": "block2"},
-            {"num_chs": 128, "reduction": 2, "module": "conv2"},
+            {"num_chs": c32, "reduction": 1, "module": "stem"},
+            {"num_chs": c64, "reduction": 1, "module": "conv1"},
+            {"num_chs": c64, "reduction": 1, "module": "block1"},
+            {"num_chs": c128, "reduction": 2, "module": "block2"},
+            {"num_chs": c128, "reduction": 2, "module": "conv2"},
         ]
-        self._init_head(128, num_classes, global_pool, drop_rate)
+        self._init_head(c128, num_classes, global_pool, drop_rate)
 
     def forward_stages(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.block2(self.block1(self.conv1(self.stem(x)))))

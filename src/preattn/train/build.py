@@ -6,13 +6,17 @@ and ``load_run`` all go through it.
 
 from __future__ import annotations
 
-from torch import nn
+import dataclasses
 
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.corrupt import CorruptedDataset
 from ..data.registry import DataSplits, build_datasets
 from ..models.factory import create_model
 from .config import TrainConfig
 
-__all__ = ["build_data", "build_model_for"]
+__all__ = ["build_data", "build_model_for", "corrupted_test_sets"]
 
 
 def build_data(
@@ -21,8 +25,11 @@ def build_data(
     limit_train: int | None = None,
     limit_test: int | None = None,
 ) -> DataSplits:
-    """The splits of ``config``; ``limit_train`` / ``limit_test`` override the config's."""
-    return build_datasets(
+    """The splits of ``config``; ``limit_train`` / ``limit_test`` override the config's.
+
+    With ``config.train_corrupt`` the training images are corrupted (after augmentation;
+    :class:`~preattn.data.corrupt.CorruptedDataset`, seeded by ``config.seed``)."""
+    splits = build_datasets(
         config.dataset,
         config.data_dir,
         limit_train=limit_train if limit_train is not None else config.limit_train,
@@ -30,6 +37,26 @@ def build_data(
         image_size=config.image_size,
         seed=config.seed,
     )
+    if config.train_corrupt:
+        train = CorruptedDataset(
+            splits.train,
+            config.train_corrupt,
+            seed=config.seed,
+            mean=splits.mean,
+            std=splits.std,
+        )
+        splits = dataclasses.replace(splits, train=train)
+    return splits
+
+
+def corrupted_test_sets(config: TrainConfig, splits: DataSplits) -> dict[str, Dataset]:
+    """One corrupted copy of the test set per entry of ``config.eval_corrupt``, by name."""
+    return {
+        name: CorruptedDataset(
+            splits.test, [name], seed=config.seed, mean=splits.mean, std=splits.std
+        )
+        for name in config.eval_corrupt
+    }
 
 
 def build_model_for(config: TrainConfig, splits: DataSplits) -> nn.Module:
@@ -42,4 +69,5 @@ def build_model_for(config: TrainConfig, splits: DataSplits) -> nn.Module:
         in_chans=splits.in_chans,
         stages=config.stages,
         spec=config.spec,
+        width=config.width,
     )

@@ -25,6 +25,7 @@ from .._options import (
     parse_int_list,
     parse_optional_int,
 )
+from ..data.corrupt import Corruption, parse_corruptions
 from ..data.registry import DATASET_SPECS
 from ..models.factory import MODELS
 from ..spec import AttentionSpec
@@ -51,6 +52,7 @@ class TrainConfig:
     data_dir: str | None = option(None, "folder with the data files (also $PREATTN_DATA)")
     model: str = option("simplecnn", "network", choices=MODELS)
     spec: AttentionSpec = field(default_factory=AttentionSpec)
+    width: float = option(1.0, "channel-width multiplier of the network (> 0)", float)
     stages: list[int] | None = option(
         None,
         "stages with attention: ResNets 1-4 (default 2,3,4), simplecnn 1-2 (default 1,2)",
@@ -64,12 +66,24 @@ class TrainConfig:
     )
     momentum: float = option(0.9, "SGD momentum, in [0, 1)", float)
     weight_decay: float = option(5e-4, "weight decay (never on λ, BatchNorm or biases)", float)
+    lam_lr_scale: float = option(
+        1.0, "learning-rate multiplier for λ (its own parameter group, no weight decay)", float
+    )
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy, in [0, 1)", float)
     warmup_epochs: float = option(0.0, "linear learning-rate warm-up, in epochs", float)
     limit_train: int | None = option(None, "use the first N training images", parse_optional_int)
     limit_test: int | None = option(None, "use the first N test images", parse_optional_int)
     image_size: int | None = option(
         None, "image size for imagefolder (224) and synthetic (32)", parse_optional_int
+    )
+    train_corrupt: list[str] = option(
+        [], "corruptions of the training images, e.g. noise:0.2,occlude:0.25", parse_corruptions
+    )
+    eval_corrupt: list[str] = option(
+        [],
+        "corrupted copies of the test set to evaluate after the last epoch, e.g. "
+        "noise:0.2,clutter:0.3",
+        parse_corruptions,
     )
     seed: int = option(0, "random seed (>= 0)", int)
     out: str | None = option(None, "run directory (default: a new runs/<date>-<time>-<model>)")
@@ -121,6 +135,13 @@ class TrainConfig:
             _validate.non_negative_int(name, getattr(self, name))
         if not self.lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not self.lam_lr_scale > 0:
+            raise ValueError(f"lam_lr_scale must be a finite number > 0, got {self.lam_lr_scale}")
+        _validate.scaled_width(1, self.width)
+        for name in ("train_corrupt", "eval_corrupt"):
+            values = [Corruption.parse(v, name=name).name for v in getattr(self, name)]
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat a corruption, got {values}")
         for name in ("weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

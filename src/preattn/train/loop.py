@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..data.registry import DataSplits
 from ..mixing import lambdas
-from .build import build_data, build_model_for
+from .build import build_data, build_model_for, corrupted_test_sets
 from .config import TrainConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
 from .evaluate import evaluate
@@ -47,6 +47,7 @@ __all__ = [
     "RESUMABLE_OPTIONS",
     "EpochCallback",
     "TrainingDiverged",
+    "check_resume",
     "train",
     "train_one_epoch",
 ]
@@ -67,10 +68,11 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def _test_shard(splits: DataSplits, ctx: DistContext) -> Any:
+def _test_shard(dataset: Any, ctx: DistContext) -> Any:
+    """This process's disjoint strided share of a test set."""
     if not ctx.distributed:
-        return splits.test
-    return Subset(splits.test, range(ctx.rank, len(splits.test), ctx.world_size))
+        return dataset
+    return Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
 
 
 def _train_loader(
@@ -154,7 +156,7 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         lr = ctx.lr_at(step)
         for group in ctx.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with torch.autocast(
             device.type, dtype=ctx.amp_dtype or torch.float32, enabled=ctx.amp_dtype is not None
         ):
@@ -185,8 +187,9 @@ def train_one_epoch(
     return out, step
 
 
-def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
-    """The options that differ from the saved run: allowed ones returned, others refused."""
+def check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
+    """The options of ``config`` that differ from the ``saved`` run's: those in
+    :data:`RESUMABLE_OPTIONS` are returned, any other raises :class:`RunError` naming it."""
     now, before = config.to_dict(), saved.to_dict()
     changed = {k: [before[k], now[k]] for k in now if k != "out" and now[k] != before[k]}
     fixed = {k: v for k, v in changed.items() if k not in RESUMABLE_OPTIONS}
@@ -218,7 +221,7 @@ def _prepare_run_dir(
         run.write_config(config, [])
         return 0, []
     saved, history = run.read_config()
-    changed = _check_resume(config, saved)
+    changed = check_resume(config, saved)
     start = run.committed_epoch()
     if config.epochs < start:
         raise RunError(
@@ -292,7 +295,12 @@ def _train(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(
-        model, config.optimizer, config.lr, config.weight_decay, config.momentum
+        model,
+        config.optimizer,
+        config.lr,
+        config.weight_decay,
+        config.momentum,
+        config.lam_lr_scale,
     )
     steps_per_epoch = len(splits.train) // (config.batch_size * ctx.world_size)
     schedule = WarmupCosine(
@@ -339,9 +347,18 @@ def _train(
         memory_format=memory_format,
         amp_dtype=amp_dtype,
     )
-    test_loader = DataLoader(
-        _test_shard(splits, ctx), batch_size=config.batch_size, num_workers=config.workers
-    )
+
+    def run_eval(dataset: Any) -> Any:
+        shard = _test_shard(dataset, ctx)
+        return evaluate(
+            model,
+            DataLoader(shard, batch_size=config.batch_size, num_workers=config.workers),
+            splits.num_classes,
+            device,
+            channels_last=config.channels_last,
+            amp_dtype=amp_dtype,
+        )
+
     _log(
         ctx,
         f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
@@ -356,14 +373,9 @@ def _train(
         batches = _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
         lambda_start = lambdas(model)
         stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
-        result = evaluate(
-            model,
-            test_loader,
-            splits.num_classes,
-            device,
-            channels_last=config.channels_last,
-            amp_dtype=amp_dtype,
-        )
+        eval_started = time.perf_counter()
+        result = run_eval(splits.test)
+        eval_seconds = time.perf_counter() - eval_started
         record = {
             "epoch": epoch + 1,
             "train_loss": stats["loss"] / stats["seen"],
@@ -375,7 +387,15 @@ def _train(
             "lambda_start": lambda_start,
             "images_per_s": stats["seen"] / stats["seconds"],
             "epoch_time_s": stats["seconds"],
+            "eval_time_s": eval_seconds,
+            # training and evaluation time of the run so far (across resumes)
+            "elapsed_s": record.get("elapsed_s", 0.0) + stats["seconds"] + eval_seconds,
         }
+        if epoch + 1 == config.epochs and config.eval_corrupt:
+            record["test_acc_corrupt"] = {
+                name: run_eval(dataset).accuracy
+                for name, dataset in corrupted_test_sets(config, splits).items()
+            }
         if not math.isfinite(record["test_loss"]):
             raise TrainingDiverged(
                 f"test loss became {record['test_loss']} after epoch {epoch + 1}; stopped, "

@@ -23,27 +23,48 @@ __all__ = ["WarmupCosine", "build_optimizer", "parameter_groups"]
 _NO_DECAY_MODULES = (LambdaMix, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and λ / norm parameters / biases without decay."""
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lam_lr_scale: float = 1.0
+) -> list[dict]:
+    """Decayed weights, and λ / norm parameters / biases without decay.
+
+    With ``lam_lr_scale != 1`` the λ parameters form a third group (no decay) whose
+    ``lr_scale`` is ``lam_lr_scale``: its learning rate is ``lam_lr_scale · lr(t)``. Every
+    group carries ``lr_scale`` (1 for the others)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    lam: list[nn.Parameter] = []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
+            if lam_lr_scale != 1.0 and isinstance(module, LambdaMix):
+                lam.append(param)
+                continue
             exempt = isinstance(module, _NO_DECAY_MODULES) or name == "bias" or param.ndim <= 1
             (no_decay if exempt else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if lam:
+        groups.append({"params": lam, "weight_decay": 0.0, "lr_scale": float(lam_lr_scale)})
+    return groups
 
 
 def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    lam_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
-    """``sgd`` (Nesterov momentum) or ``adamw`` over :func:`parameter_groups`."""
-    groups = parameter_groups(model, weight_decay)
+    """``sgd`` (Nesterov momentum) or ``adamw`` over :func:`parameter_groups`; each group's
+    initial learning rate is ``lr · lr_scale``."""
+    groups = parameter_groups(model, weight_decay, lam_lr_scale)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     if name == "adamw":

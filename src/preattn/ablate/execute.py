@@ -1,0 +1,213 @@
+"""Running a grid's runs: what each needs, and the executors that run them.
+
+Before anything trains, every run directory is inspected (:func:`plan`): a finished run is
+kept, an interrupted one is resumed, a missing one is started, and a run whose saved
+configuration differs from the grid's in an option that cannot change on resume is an
+error naming the run and the option (nothing is started then).
+
+Executors, all calling :func:`run_task` in a separate process per job:
+
+* ``local``: ``--jobs N`` processes on this machine, each with ``cores // N`` torch
+  threads (:class:`concurrent.futures.ProcessPoolExecutor`, spawned processes);
+* ``slurm``: a Slurm job array through ``submitit`` (optional extra ``slurm``); ``--jobs``
+  caps how many array tasks run at once;
+* ``submitit-local``: the same submitit path on this machine (``N`` jobs at a time).
+
+A run's output goes to ``train.log`` in its run directory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..train.config import ConfigError
+from ..train.rundir import RunDir, RunError
+from .grid import Grid, GridRun
+
+__all__ = ["EXECUTORS", "PlannedRun", "SlurmOptions", "execute", "plan", "run_task"]
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+LOG_FILE = "train.log"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run and what it needs: ``"done"``, ``"resume"`` (after ``epochs_done``) or ``"new"``."""
+
+    run: GridRun
+    action: str
+    epochs_done: int = 0
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What a Slurm job array asks for (``--executor slurm``)."""
+
+    partition: str | None = None
+    gpus_per_task: int = 0
+    cpus_per_task: int | None = None
+    time_min: int = 120
+
+
+def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
+    """What each run of ``grid`` under ``root`` needs; raises ``ConfigError`` for a run that
+    exists with a different configuration (naming the run and the options)."""
+    from ..train.loop import check_resume
+
+    planned = []
+    for run in grid.runs(root):
+        run_dir = RunDir(run.config.out)  # type: ignore[arg-type]
+        if not run_dir.holds_run():
+            planned.append(PlannedRun(run, "new"))
+            continue
+        saved, _ = run_dir.read_config()
+        try:
+            check_resume(run.config, saved)
+        except RunError as exc:
+            raise ConfigError(
+                f"{run_dir.path} was trained with another configuration than the grid's "
+                f"({str(exc).removeprefix('cannot change on resume: ')}); restore the grid, or "
+                "use another --out (or a new variant name) for the changed configuration"
+            ) from None
+        done = run_dir.committed_epoch()
+        if done > run.config.epochs:
+            raise ConfigError(
+                f"{run_dir.path} has {done} epochs, more than the grid's epochs="
+                f"{run.config.epochs}; restore the grid or use another --out"
+            )
+        action = "done" if done == run.config.epochs else "resume"
+        planned.append(PlannedRun(run, action, done))
+    return planned
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Train one run (in a worker process): ``task`` holds the flat ``config``, ``resume``
+    and ``threads`` (torch threads, or None). Output goes to the run's ``train.log``.
+    Returns ``{"test_acc", "seconds"}``."""
+    import torch
+
+    from ..train.config import TrainConfig
+    from ..train.loop import train
+
+    if task.get("threads"):
+        torch.set_num_threads(int(task["threads"]))
+    config = TrainConfig.from_dict(task["config"])
+    out = Path(config.out)  # type: ignore[arg-type]
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with (
+        open(out / LOG_FILE, "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        record = train(config, resume=bool(task["resume"]))
+    return {"test_acc": record["test_acc"], "seconds": time.perf_counter() - started}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _tasks(pending: Sequence[PlannedRun], threads: int | None) -> list[dict[str, Any]]:
+    return [
+        {"config": p.run.config.to_dict(), "resume": p.action == "resume", "threads": threads}
+        for p in pending
+    ]
+
+
+Outcome = tuple[PlannedRun, dict[str, Any] | None, str | None]
+
+
+def _local(pending: Sequence[PlannedRun], jobs: int) -> Iterator[Outcome]:
+    threads = max(1, available_cores() // jobs)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {
+            pool.submit(run_task, task): p
+            for task, p in zip(_tasks(pending, threads), pending, strict=True)
+        }
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                yield futures[future], future.result(), None
+            except Exception as exc:  # a failed run is reported, the others go on
+                yield futures[future], None, f"{type(exc).__name__}: {exc}"
+
+
+def _submitit(
+    pending: Sequence[PlannedRun], jobs: int, root: Path, cluster: str, slurm: SlurmOptions
+) -> Iterator[Outcome]:
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError(
+            "--executor slurm/submitit-local needs submitit: pip install 'preattn[slurm]'"
+        ) from None
+    executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster=cluster)
+    threads = slurm.cpus_per_task or (
+        max(1, available_cores() // jobs) if cluster == "local" else None
+    )
+    parameters: dict[str, Any] = {"timeout_min": slurm.time_min, "name": "preattn-ablate"}
+    if cluster == "slurm":
+        parameters.update(slurm_array_parallelism=jobs, gpus_per_node=slurm.gpus_per_task)
+        if slurm.cpus_per_task:
+            parameters["cpus_per_task"] = slurm.cpus_per_task
+        if slurm.partition:
+            parameters["slurm_partition"] = slurm.partition
+    executor.update_parameters(**parameters)
+    # the local executor starts every job of an array at once: submit `jobs` at a time
+    batch = len(pending) if cluster == "slurm" else jobs
+    for start in range(0, len(pending), batch):
+        chunk = list(pending[start : start + batch])
+        submitted = executor.map_array(run_task, _tasks(chunk, threads))
+        by_job = dict(zip((j.job_id for j in submitted), chunk, strict=True))
+        for job in submitit.helpers.as_completed(submitted, poll_frequency=1):
+            try:
+                yield by_job[job.job_id], job.result(), None
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()
+                yield by_job[job.job_id], None, reason[-1] if reason else type(exc).__name__
+
+
+def execute(
+    pending: Sequence[PlannedRun],
+    *,
+    root: str | Path,
+    jobs: int = 1,
+    executor: str = "local",
+    slurm: SlurmOptions | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[Outcome]:
+    """Run ``pending`` (the runs :func:`plan` found not done); report each finished run
+    through ``progress``. Returns ``(planned, result or None, error or None)`` per run."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if not pending:
+        return []
+    if executor == "local":
+        outcomes = _local(pending, jobs)
+    else:
+        cluster = "slurm" if executor == "slurm" else "local"
+        outcomes = _submitit(pending, jobs, Path(root), cluster, slurm or SlurmOptions())
+    results = []
+    for count, (planned, result, error) in enumerate(outcomes, 1):
+        log = Path(planned.run.config.out) / LOG_FILE  # type: ignore[arg-type]
+        if error is None and result is not None:
+            status = f"test acc {result['test_acc']:.4f}, {result['seconds']:.0f} s"
+        else:
+            status = f"FAILED ({error}); see {log}"
+        progress(f"[{count}/{len(pending)}] {planned.run.label}: {status}")
+        results.append((planned, result, error))
+    return results

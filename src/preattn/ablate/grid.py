@@ -1,0 +1,172 @@
+"""An ablation grid: a base configuration, named variants of it, a reference, seeds.
+
+``GRID.yaml``::
+
+    base:               # any `preattn train` option (flat keys, as in config.yaml)
+      dataset: fashion-mnist
+      epochs: 3
+    variants:           # name -> the options that override base
+      none: {placement: none}
+      pre: {placement: pre}
+    reference: none     # the variant the others are compared with (paired, per seed)
+    seeds: [0, 1, 2]
+    target_acc: 0.85    # optional: epochs and seconds to reach this test accuracy
+
+Run ``(variant, seed)`` trains ``base ∪ variants[variant]`` with ``seed`` in
+``DIR/<variant>/seed<seed>/``. Every variant uses the same seeds, so a seed fixes the data
+order and augmentation for all of them and differences are paired.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..train.config import ConfigError, TrainConfig
+
+__all__ = ["Grid", "GridRun"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# options the grid sets itself for each run
+_GRID_KEYS = ("seed", "out")
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of a grid: its variant, seed and full configuration."""
+
+    variant: str
+    seed: int
+    config: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid (see the module docstring); build it with :meth:`from_dict` or
+    :meth:`from_yaml`."""
+
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    reference: str
+    seeds: tuple[int, ...]
+    target_acc: float | None = None
+    source: str = field(default="", compare=False)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "grid") -> Grid:
+        """Check ``values`` and build the grid; errors name ``source`` and the key."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: a grid must be a mapping, got {type(values).__name__}")
+        known = {"base", "variants", "reference", "seeds", "target_acc"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown grid keys {unknown}; known: {sorted(known)}")
+        base = _options(values.get("base") or {}, f"{source}: base")
+        variants_in = values.get("variants")
+        if not isinstance(variants_in, Mapping) or not variants_in:
+            raise ConfigError(
+                f"{source}: variants must map names to option overrides, got {variants_in!r}"
+            )
+        variants: dict[str, dict[str, Any]] = {}
+        for name, overrides in variants_in.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ConfigError(
+                    f"{source}: variant names must be letters, digits, '_', '.', '+' or '-' "
+                    f"(they name folders), got {name!r}"
+                )
+            variants[name] = _options(overrides or {}, f"{source}: variant {name}")
+        reference = values.get("reference", next(iter(variants)))
+        if reference not in variants:
+            raise ConfigError(
+                f"{source}: reference must be one of the variants {list(variants)}, "
+                f"got {reference!r}"
+            )
+        seeds = values.get("seeds", [0])
+        if (
+            not isinstance(seeds, list)
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ):
+            raise ConfigError(f"{source}: seeds must be a list of ints >= 0, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{source}: seeds must not repeat, got {seeds}")
+        target = values.get("target_acc")
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1
+        ):
+            raise ConfigError(f"{source}: target_acc must be a fraction in (0, 1], got {target!r}")
+        grid = cls(
+            base,
+            variants,
+            reference,
+            tuple(seeds),
+            None if target is None else float(target),
+            source=source,
+        )
+        grid.runs(Path("."))  # every variant's configuration must be valid
+        return grid
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Grid:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"grid file {path} not found")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: invalid YAML ({exc})") from None
+        return cls.from_dict(values or {}, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "base": dict(self.base),
+            "variants": {k: dict(v) for k, v in self.variants.items()},
+            "reference": self.reference,
+            "seeds": list(self.seeds),
+        }
+        if self.target_acc is not None:
+            out["target_acc"] = self.target_acc
+        return out
+
+    def config(self, variant: str, seed: int, root: str | Path) -> TrainConfig:
+        """The configuration of run ``(variant, seed)`` under ``root``."""
+        values = {**self.base, **self.variants[variant]}
+        values.update(seed=int(seed), out=str(Path(root) / variant / f"seed{seed}"))
+        try:
+            return TrainConfig.from_dict(values).validate()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.source}: variant {variant}: {exc}") from None
+
+    def runs(self, root: str | Path) -> list[GridRun]:
+        """Every run, seed by seed (so a partial grid has whole seeds of every variant)."""
+        return [
+            GridRun(variant, seed, self.config(variant, seed, root))
+            for seed in self.seeds
+            for variant in self.variants
+        ]
+
+
+def _options(values: Any, where: str) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping of train options, got {values!r}")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    fixed = sorted(set(values) & set(_GRID_KEYS))
+    if fixed:
+        raise ConfigError(f"{where}: {fixed} are set by the grid (seeds, the output folder)")
+    unknown = sorted(set(values) - set(TrainConfig.keys()))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown train options {unknown}; known: {sorted(TrainConfig.keys())}"
+        )
+    return values

@@ -1,0 +1,115 @@
+"""PNG plots of a grid's finished runs.
+
+* ``accuracy.png``: test accuracy per epoch, mean over seeds with its Student-t 95 % band;
+* ``lambda.png``: λ per block over training (mean over seeds), one panel per variant that
+  has λ;
+* ``accuracy_vs_time.png``: mean test accuracy against mean elapsed seconds (training and
+  evaluation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from .._io import atomic_write
+from .grid import Grid
+from .stats import summarise
+
+__all__ = ["plot_grid"]
+
+Runs = dict[str, dict[int, list[dict[str, Any]]]]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _per_epoch(by_seed: dict[int, list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+    epochs = min(len(rows) for rows in by_seed.values())
+    return [
+        summarise([rows[e].get(key, float("nan")) for rows in by_seed.values()])
+        for e in range(epochs)
+    ]
+
+
+def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
+    """Write the three plots of ``runs`` (``{variant: {seed: metrics rows}}``) into ``root``."""
+    runs = {v: by_seed for v, by_seed in runs.items() if by_seed}
+    if not runs:
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, by_seed in runs.items():
+        stats = _per_epoch(by_seed, "test_acc")
+        x = np.arange(1, len(stats) + 1)
+        mean = np.array([100 * s["mean"] for s in stats])
+        (line,) = ax.plot(x, mean, marker="o", label=f"{variant} (n={len(by_seed)})")
+        if all(s["ci95"] is not None for s in stats):
+            low = [100 * s["ci95"][0] for s in stats]
+            high = [100 * s["ci95"][1] for s in stats]
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy, mean and 95 % band")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    written.append(_save(fig, root / "accuracy.png"))
+
+    with_lambda = {
+        v: by_seed
+        for v, by_seed in runs.items()
+        if any(rows[-1].get("lambda") for rows in by_seed.values())
+    }
+    if with_lambda:
+        cols = min(3, len(with_lambda))
+        rows_n = -(-len(with_lambda) // cols)
+        fig, axes = plt.subplots(
+            rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False, sharey=True
+        )
+        for ax, (variant, by_seed) in zip(axes.flat, with_lambda.items(), strict=False):
+            first = next(iter(by_seed.values()))
+            for block in first[-1]["lambda"]:
+                start = np.mean([rows[0]["lambda_start"][block] for rows in by_seed.values()])
+                per_epoch = [
+                    np.mean([rows[e]["lambda"][block] for rows in by_seed.values()])
+                    for e in range(min(len(r) for r in by_seed.values()))
+                ]
+                ax.plot(range(len(per_epoch) + 1), [start, *per_epoch], marker=".", label=block)
+            ax.set_title(variant, fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(with_lambda) :]:
+            ax.set_visible(False)
+        axes[0][0].set_ylabel("λ (mean over seeds)")
+        written.append(_save(fig, root / "lambda.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, by_seed in runs.items():
+        acc = _per_epoch(by_seed, "test_acc")
+        seconds = _per_epoch(by_seed, "elapsed_s")
+        ax.plot(
+            [s["mean"] for s in seconds], [100 * a["mean"] for a in acc], marker="o", label=variant
+        )
+    if grid.target_acc is not None:
+        ax.axhline(100 * grid.target_acc, color="grey", linestyle="--", linewidth=1)
+    ax.set(
+        xlabel="seconds (training + evaluation, mean over seeds)",
+        ylabel="test accuracy (%)",
+        title="accuracy against wall time",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    written.append(_save(fig, root / "accuracy_vs_time.png"))
+    return written

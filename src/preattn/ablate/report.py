@@ -1,0 +1,222 @@
+"""The report of a grid: ``report.json``, ``report.md`` and the plots, from its run folders.
+
+Only finished runs (all of the grid's epochs committed) count. Per variant: the number of
+seeds ``n``; final test accuracy (mean, sample std, Student-t 95 % interval); the paired
+difference to the reference (mean, interval, p; :mod:`preattn.ablate.stats`); the same for
+each corrupted test set (``eval_corrupt``); images/s; parameters; final λ per block (mean
+over seeds); epochs and seconds (training + evaluation) to reach ``target_acc``.
+Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_text
+from ..train.rundir import RunDir
+from .grid import Grid
+from .stats import paired_difference, summarise
+
+__all__ = ["build_report", "format_report", "write_report"]
+
+
+def _runs_of(grid: Grid, root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
+    """Metrics rows of every finished run: ``{variant: {seed: rows}}``."""
+    out: dict[str, dict[int, list[dict[str, Any]]]] = {v: {} for v in grid.variants}
+    for run in grid.runs(root):
+        run_dir = RunDir(run.config.out)  # type: ignore[arg-type]
+        if not run_dir.holds_run() or run_dir.committed_epoch() != run.config.epochs:
+            continue
+        rows = run_dir.read_metrics(upto_epoch=run.config.epochs)
+        if len(rows) == run.config.epochs:
+            out[run.variant][run.seed] = rows
+    return out
+
+
+def _parameters(grid: Grid, variant: str) -> int:
+    from ..train.build import build_data, build_model_for
+
+    config = grid.config(variant, grid.seeds[0], ".")
+    splits = build_data(config, limit_train=1, limit_test=1)
+    return sum(p.numel() for p in build_model_for(config, splits).parameters())
+
+
+def _time_to_target(rows: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
+    for row in rows:
+        if row["test_acc"] >= target:
+            return int(row["epoch"]), float(row.get("elapsed_s", 0.0))
+    return None
+
+
+def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True) -> dict[str, Any]:
+    """The report of ``grid``'s finished runs under ``root`` as a JSON-ready dict."""
+    root = Path(root)
+    runs = _runs_of(grid, root)
+    final = {
+        v: {s: rows[-1]["test_acc"] for s, rows in by_seed.items()} for v, by_seed in runs.items()
+    }
+    reference = final[grid.reference]
+    corrupt_names: list[str] = []
+    for by_seed in runs.values():
+        for rows in by_seed.values():
+            for name in rows[-1].get("test_acc_corrupt", {}):
+                if name not in corrupt_names:
+                    corrupt_names.append(name)
+
+    def corrupt(variant: str, name: str) -> dict[int, float]:
+        return {
+            s: rows[-1]["test_acc_corrupt"][name]
+            for s, rows in runs[variant].items()
+            if name in rows[-1].get("test_acc_corrupt", {})
+        }
+
+    variants = []
+    for name, overrides in grid.variants.items():
+        by_seed = runs[name]
+        accs = [final[name][s] for s in sorted(by_seed)]
+        entry: dict[str, Any] = {
+            "name": name,
+            "overrides": overrides,
+            "n": len(accs),
+            "seeds": sorted(by_seed),
+            "missing_seeds": [s for s in grid.seeds if s not in by_seed],
+            "test_acc": {k: v for k, v in summarise(accs).items() if k != "n"},
+            "paired_diff": None
+            if name == grid.reference
+            else paired_difference(final[name], reference),
+        }
+        entry["corrupt"] = {
+            c: {
+                "test_acc": {k: v for k, v in summarise(list(corrupt(name, c).values())).items()},
+                "paired_diff": None
+                if name == grid.reference
+                else paired_difference(corrupt(name, c), corrupt(grid.reference, c)),
+            }
+            for c in corrupt_names
+        }
+        speeds = [statistics.fmean(r["images_per_s"] for r in rows) for rows in by_seed.values()]
+        entry["images_per_s"] = statistics.fmean(speeds) if speeds else None
+        entry["seconds"] = (
+            statistics.fmean(rows[-1].get("elapsed_s", 0.0) for rows in by_seed.values())
+            if by_seed
+            else None
+        )
+        entry["params"] = _parameters(grid, name) if count_parameters else None
+        blocks: dict[str, list[float]] = {}
+        for rows in by_seed.values():
+            for block, value in rows[-1].get("lambda", {}).items():
+                blocks.setdefault(block, []).append(value)
+        entry["lambda_final"] = {b: statistics.fmean(v) for b, v in blocks.items()}
+        if grid.target_acc is not None:
+            hits = [_time_to_target(rows, grid.target_acc) for rows in by_seed.values()]
+            reached = [h for h in hits if h is not None]
+            entry["time_to_target"] = {
+                "reached": len(reached),
+                "of": len(hits),
+                "epochs": statistics.fmean(h[0] for h in reached) if reached else None,
+                "seconds": statistics.fmean(h[1] for h in reached) if reached else None,
+            }
+        variants.append(entry)
+    return {
+        "reference": grid.reference,
+        "seeds": list(grid.seeds),
+        "target_acc": grid.target_acc,
+        "base": grid.base,
+        "corruptions": corrupt_names,
+        "variants": variants,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _interval(summary: dict[str, Any], signed: bool = False) -> str:
+    mean, ci = summary.get("mean"), summary.get("ci95")
+    if mean is None:
+        return "—"
+    text = f"{100 * mean:+.2f}" if signed else f"{100 * mean:.2f}"
+    if ci is not None:
+        text += (
+            f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+            if signed
+            else (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]")
+        )
+    return text
+
+
+def _diff_cells(diff: dict[str, Any] | None) -> tuple[str, str]:
+    if diff is None:
+        return "reference", "—"
+    p = diff.get("p")
+    return _interval(diff, signed=True), "—" if p is None else f"{p:.3f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown tables of ``report`` (accuracies in percent, intervals in brackets)."""
+    ref = report["reference"]
+    lines = [
+        f"Final test accuracy (%), mean [Student-t 95 % interval] over seeds; paired "
+        f"difference to `{ref}` in percentage points [95 % interval], two-sided paired "
+        "t-test p.",
+        "",
+        "| variant | n | test acc % | Δ vs " + ref + " (pts) | p | images/s | params | "
+        "final λ (per block) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in report["variants"]:
+        diff, p = _diff_cells(v["paired_diff"])
+        lam = ", ".join(f"{b} {x:.3f}" for b, x in v["lambda_final"].items()) or "—"
+        speed = "—" if v["images_per_s"] is None else f"{v['images_per_s']:.0f}"
+        params = "—" if v["params"] is None else f"{v['params']:,}"
+        lines.append(
+            f"| {v['name']} | {v['n']} | {_interval(v['test_acc'])} | {diff} | {p} | {speed} | "
+            f"{params} | {lam} |"
+        )
+    for name in report["corruptions"]:
+        lines += [
+            "",
+            f"Test accuracy under `{name}` (%), and the paired difference to `{ref}`:",
+            "",
+            f"| variant | test acc % | Δ vs {ref} (pts) | p |",
+            "|---|---|---|---|",
+        ]
+        for v in report["variants"]:
+            entry = v["corrupt"][name]
+            diff, p = _diff_cells(entry["paired_diff"])
+            lines.append(f"| {v['name']} | {_interval(entry['test_acc'])} | {diff} | {p} |")
+    if report.get("target_acc") is not None:
+        lines += [
+            "",
+            f"Time to {100 * report['target_acc']:.1f} % test accuracy (mean over the seeds "
+            "that reached it; seconds of training and evaluation):",
+            "",
+            "| variant | reached | epochs | seconds |",
+            "|---|---|---|---|",
+        ]
+        for v in report["variants"]:
+            t = v["time_to_target"]
+            epochs = "not reached" if t["epochs"] is None else f"{t['epochs']:.1f}"
+            seconds = "—" if t["seconds"] is None else f"{t['seconds']:.0f}"
+            lines.append(f"| {v['name']} | {t['reached']}/{t['of']} | {epochs} | {seconds} |")
+    missing = [(v["name"], v["missing_seeds"]) for v in report["variants"] if v["missing_seeds"]]
+    if missing:
+        lines += ["", "Not finished yet: " + "; ".join(f"{n} seeds {s}" for n, s in missing)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(grid: Grid, root: str | Path, *, plots: bool = True) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and (``plots``) the PNGs into ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    report = build_report(grid, root)
+    atomic_write_text(root / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(root / "report.md", format_report(report))
+    if plots:
+        from .plots import plot_grid
+
+        plot_grid(grid, root, _runs_of(grid, root))
+    return report

@@ -1,0 +1,60 @@
+"""Statistics over seeds: Student-t intervals and paired differences (``scipy.stats``).
+
+For values ``x_1..x_n`` (one per seed)::
+
+    mean  m = Σ x_i / n,      sample std  s = sqrt(Σ (x_i − m)² / (n − 1))
+    95 % interval  m ± t_{0.975, n−1} · s / √n
+
+A paired difference to the reference uses ``d_i = x_i − r_i`` over the seeds both have: its
+mean, the same interval on ``d``, and the two-sided paired t-test p-value
+(``scipy.stats.ttest_rel``). With fewer than 2 values the interval (and p) is undefined
+(``None``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["paired_difference", "summarise"]
+
+
+def summarise(values: Sequence[float]) -> dict[str, Any]:
+    """``{"n", "mean", "std", "ci95": [lo, hi] | None}`` of ``values``."""
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": None}
+    mean = statistics.fmean(values)
+    if n < 2:
+        return {"n": 1, "mean": mean, "std": None, "ci95": None}
+    std = statistics.stdev(values)
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def paired_difference(
+    values: Mapping[int, float], reference: Mapping[int, float]
+) -> dict[str, Any] | None:
+    """Mean, 95 % interval and paired t-test p of ``values[s] − reference[s]`` over the seeds
+    ``s`` both hold; ``None`` when they share none. ``p`` is ``None`` below 2 pairs, and 1.0
+    when every difference is exactly 0."""
+    from scipy import stats
+
+    seeds = sorted(set(values) & set(reference))
+    if not seeds:
+        return None
+    diffs = [values[s] - reference[s] for s in seeds]
+    out = summarise(diffs)
+    out["seeds"] = seeds
+    if len(seeds) < 2:
+        out["p"] = None
+    elif all(d == 0 for d in diffs):
+        out["p"] = 1.0
+    else:
+        test = stats.ttest_rel([values[s] for s in seeds], [reference[s] for s in seeds])
+        out["p"] = float(test.pvalue)
+    return out
