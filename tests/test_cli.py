@@ -113,18 +113,22 @@ def test_compare_runs_every_placement_and_seed(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", *TINY, "--placements", "none,pre", "--seeds", "0,1", "--out", str(out)]
     assert main(argv) == 0
-    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert runs == ["none-seed0", "none-seed1", "pre-seed0", "pre-seed1"]
+    runs = sorted(f"{p.parent.name}/{p.name}" for p in out.glob("*/seed*"))
+    assert runs == ["none/seed0", "none/seed1", "pre/seed0", "pre/seed1"]
     acc = {
         name: json.loads((out / name / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
         for name in runs
     }
-    report = (out / "comparison.md").read_text()
-    mean_pre = 100 * (acc["pre-seed0"] + acc["pre-seed1"]) / 2
-    diff = (
-        100 * ((acc["pre-seed0"] - acc["none-seed0"]) + (acc["pre-seed1"] - acc["none-seed1"])) / 2
-    )
-    assert f"| pre | 2 | {mean_pre:.2f} ±" in report
-    assert f"{diff:+.2f} ±" in report
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference"] == "none"
+    pre = next(v for v in report["variants"] if v["name"] == "pre")
+    assert pre["test_acc"]["mean"] == pytest.approx((acc["pre/seed0"] + acc["pre/seed1"]) / 2)
+    diff = ((acc["pre/seed0"] - acc["none/seed0"]) + (acc["pre/seed1"] - acc["none/seed1"])) / 2
+    assert pre["paired_diff"]["mean"] == pytest.approx(diff)
+    assert f"| pre | 2 | {100 * pre['test_acc']['mean']:.2f} [" in (out / "report.md").read_text()
+    # again: every run is finished, nothing is trained
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "4 finished, 0 to resume, 0 new" in capsys.readouterr().out
     assert main(["compare", *TINY, "--placements", "none,middle", "--out", str(out)]) == 2
     assert "placements must be one of" in capsys.readouterr().err

@@ -160,11 +160,12 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         slurm=slurm,
         dry_run=args.dry_run,
         report_only=args.report_only,
+        report_dir=args.report_dir,
     )
     if report is not None:
         print()
         print(format_report(report))
-        print(f"report: {Path(args.out) / 'report.md'}")
+        print(f"report: {Path(args.report_dir or args.out) / 'report.md'}")
     return 0
 
 
@@ -282,9 +283,11 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         in_chans=args.input_size[0],
         stages=args.stages,
         spec=spec,
+        width=args.width,
         **({"stem": args.stem} if args.stem else {}),
     )
-    title = f"{args.model} {spec.describe()}"
+    width = f" width x{args.width:g}" if args.width != 1.0 else ""
+    title = f"{args.model}{width} {spec.describe()}"
     print(summary(model, args.input_size, name=title))
     return 0
 
@@ -505,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"))
     p.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     p.add_argument("--report-only", action="store_true", help="train nothing, write the report")
+    p.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        help="where report.md/.json and the plots go (default: --out); grids sharing one "
+        "--out reuse each other's runs",
+    )
     slurm = p.add_argument_group("slurm (--executor slurm, needs preattn[slurm])")
     slurm.add_argument("--partition", help="Slurm partition")
     slurm.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per run (default 0)")
@@ -547,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--input-size", type=_input_size, default=(3, 224, 224), help="C,H,W")
+    p.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="channel-width multiplier (compare a wider plain network's parameters and MACs "
+        "with an attended one's)",
+    )
     _add_attention_flags(p, AttentionSpec().to_dict())
     p.set_defaults(func=_cmd_summary)
 

@@ -45,11 +45,14 @@ def ablate(
     slurm: SlurmOptions | None = None,
     dry_run: bool = False,
     report_only: bool = False,
+    report_dir: str | Path | None = None,
     plots: bool = True,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any] | None:
     """Run ``grid`` in ``out`` and write its report; returns the report (``None`` for a
     dry run). ``dry_run`` only says what would run; ``report_only`` trains nothing.
+    The report (and a copy of the grid, ``grid.yaml``) goes to ``report_dir`` (default
+    ``out``): several grids can share one folder of runs, each with its own report.
     Raises :class:`AblationFailed` after the report when some runs failed."""
     out = Path(out)
     planned = plan(grid, out)

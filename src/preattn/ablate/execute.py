@@ -23,6 +23,7 @@ import contextlib
 import multiprocessing
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        record = train(config, resume=bool(task["resume"]))
+        try:
+            record = train(config, resume=bool(task["resume"]))
+        except Exception:
+            traceback.print_exc()  # into the log; the executor reports the error itself
+            raise
     return {"test_acc": record["test_acc"], "seconds": time.perf_counter() - started}
 
 

@@ -208,15 +208,23 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(grid: Grid, root: str | Path, *, plots: bool = True) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and (``plots``) the PNGs into ``root``."""
+def write_report(
+    grid: Grid,
+    root: str | Path,
+    *,
+    report_dir: str | Path | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and (``plots``) the PNGs of the runs under
+    ``root`` into ``report_dir`` (default ``root``)."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    target = Path(report_dir) if report_dir is not None else root
+    target.mkdir(parents=True, exist_ok=True)
     report = build_report(grid, root)
-    atomic_write_text(root / "report.json", json.dumps(report, indent=1) + "\n")
-    atomic_write_text(root / "report.md", format_report(report))
+    atomic_write_text(target / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(target / "report.md", format_report(report))
     if plots:
         from .plots import plot_grid
 
-        plot_grid(grid, root, _runs_of(grid, root))
+        plot_grid(grid, target, _runs_of(grid, root))
     return report

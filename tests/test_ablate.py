@@ -1,0 +1,282 @@
+"""``preattn ablate``: grids, statistics, resumability, executors, and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _helpers import TINY_CONFIG
+from preattn.ablate import Grid, ablate, plan
+from preattn.ablate.stats import paired_difference, summarise
+from preattn.cli import main
+from preattn.train.config import ConfigError
+from preattn.train.rundir import RunDir
+
+# Student-t 0.975 quantiles from a printed table (df = 1, 2, 3, 4)
+T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}
+
+BASE = {**TINY_CONFIG, "epochs": 1}
+
+
+def _grid(**changes) -> Grid:
+    values = {
+        "base": BASE,
+        "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
+        "reference": "none",
+        "seeds": [0, 1],
+    }
+    if changes.get("variants") and "reference" not in changes:
+        changes["reference"] = next(iter(changes["variants"]))
+    values.update(changes)
+    return Grid.from_dict(values)
+
+
+def _final(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def test_summary_matches_the_formulas_by_hand():
+    values = [0.80, 0.83, 0.86, 0.81]
+    mean = sum(values) / 4
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+    half = T975[3] * std / math.sqrt(4)
+    out = summarise(values)
+    assert out["n"] == 4
+    assert out["mean"] == pytest.approx(mean)
+    assert out["std"] == pytest.approx(std)
+    assert out["ci95"] == pytest.approx([mean - half, mean + half], rel=1e-6)
+    assert summarise([0.5]) == {"n": 1, "mean": 0.5, "std": None, "ci95": None}
+
+
+def test_paired_difference_matches_the_t_test_by_hand():
+    # df = 2: the t distribution's CDF is 1/2 + t / (2 sqrt(2 + t^2)), so the two-sided
+    # p-value of |t| is 1 - |t| / sqrt(2 + t^2)
+    values = {0: 0.90, 1: 0.85, 2: 0.88, 7: 0.5}
+    reference = {0: 0.87, 1: 0.84, 2: 0.84, 9: 0.1}
+    diffs = [0.03, 0.01, 0.04]  # the shared seeds 0, 1, 2 only
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    t = mean / (sd / math.sqrt(3))
+    out = paired_difference(values, reference)
+    assert out["seeds"] == [0, 1, 2]
+    assert out["mean"] == pytest.approx(mean)
+    assert out["ci95"] == pytest.approx(
+        [mean - T975[2] * sd / math.sqrt(3), mean + T975[2] * sd / math.sqrt(3)], rel=1e-6
+    )
+    assert out["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
+    assert paired_difference({0: 0.5}, {1: 0.5}) is None
+    assert paired_difference({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})["p"] == 1.0
+    assert paired_difference({0: 0.5}, {0: 0.4})["p"] is None
+
+
+# --- the grid file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"reference": "post"}, "reference must be one of the variants"),
+        ({"seeds": [0, 0]}, "seeds must not repeat"),
+        ({"seeds": [-1]}, "seeds must be a list of ints >= 0"),
+        ({"variants": {}}, "variants must map names"),
+        ({"variants": {"a/b": {}}}, "variant names must be"),
+        ({"variants": {"x": {"placement": "middle"}}}, "variant x: placement must be one of"),
+        ({"variants": {"x": {"colour": 1}}}, "variant x: unknown train options ['colour']"),
+        ({"base": {**BASE, "seed": 3}}, "['seed'] are set by the grid"),
+        ({"target_acc": 1.5}, "target_acc must be a fraction"),
+        ({"repeats": 3}, "unknown grid keys ['repeats']"),
+        ({"variants": {"x": {"lr": "0.1"}}}, "lr must be float"),
+    ],
+)
+def test_bad_grids_are_refused_naming_the_key(changes, message):
+    with pytest.raises(ConfigError) as info:
+        _grid(**changes)
+    assert message in str(info.value)
+
+
+def test_grid_yaml_round_trip_and_run_folders(tmp_path):
+    path = tmp_path / "g.yaml"
+    grid = _grid(target_acc=0.5)
+    path.write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
+    again = Grid.from_yaml(path)
+    assert again == grid
+    runs = again.runs(tmp_path / "out")
+    assert [(r.variant, r.seed) for r in runs] == [
+        ("none", 0),
+        ("pre", 0),
+        ("none", 1),
+        ("pre", 1),
+    ]
+    assert runs[1].config.out == str(tmp_path / "out" / "pre" / "seed0")
+    assert runs[1].config.spec.placement == "pre" and runs[0].config.spec.placement == "none"
+    assert runs[3].config.seed == 1 and runs[3].config.lr == TINY_CONFIG["lr"]
+    (tmp_path / "bad.yaml").write_text("base: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        Grid.from_yaml(tmp_path / "bad.yaml")
+
+
+# --- running and the report ---------------------------------------------------------------
+
+
+def test_ablate_with_two_jobs_reports_every_run(tmp_path):
+    out = tmp_path / "grid"
+    lines: list[str] = []
+    report = ablate(_grid(target_acc=0.01), out, jobs=2, progress=lines.append)
+    assert lines[0].startswith("4 runs (2 variants x 2 seeds)")
+    assert sorted(line.split("]")[0] for line in lines[1:]) == [f"[{i}/4" for i in range(1, 5)]
+    acc = {
+        (v, s): _final(out / v / f"seed{s}")["test_acc"] for v in ("none", "pre") for s in (0, 1)
+    }
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    by_name = {v["name"]: v for v in on_disk["variants"]}
+    assert on_disk["reference"] == "none"
+    assert by_name["none"]["paired_diff"] is None
+    pre = by_name["pre"]
+    assert pre["n"] == 2 and pre["seeds"] == [0, 1]
+    assert pre["test_acc"]["mean"] == pytest.approx((acc["pre", 0] + acc["pre", 1]) / 2)
+    diffs = [acc["pre", s] - acc["none", s] for s in (0, 1)]
+    assert pre["paired_diff"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert 0 <= pre["test_acc"]["ci95"][0] <= pre["test_acc"]["mean"] <= 1
+    assert (
+        set(pre["lambda_final"]) == {"block1", "block2"} and by_name["none"]["lambda_final"] == {}
+    )
+    assert pre["params"] > by_name["none"]["params"]
+    assert pre["time_to_target"] == {
+        "reached": 2,
+        "of": 2,
+        "epochs": 1.0,
+        "seconds": pytest.approx(
+            sum(_final(out / "pre" / f"seed{s}")["elapsed_s"] for s in (0, 1)) / 2
+        ),
+    }
+    for name in ("report.md", "accuracy.png", "lambda.png", "accuracy_vs_time.png", "grid.yaml"):
+        assert (out / name).is_file(), name
+    assert "| pre | 2 |" in (out / "report.md").read_text()
+
+
+def test_rerun_trains_only_what_is_new_and_extends_epochs(tmp_path):
+    out = tmp_path / "grid"
+    ablate(_grid(seeds=[0]), out, plots=False, progress=lambda _: None)
+    first = _final(out / "pre" / "seed0")
+    lines: list[str] = []
+    grid = _grid(
+        seeds=[0, 1],
+        variants={"none": {"placement": "none"}, "pre": {}, "branch": {"placement": "branch"}},
+    )
+    ablate(grid, out, plots=False, progress=lines.append)
+    assert (
+        "6 runs (3 variants x 2 seeds)" in lines[0] and "2 finished, 0 to resume, 4 new" in lines[0]
+    )
+    assert _final(out / "pre" / "seed0") == first  # not retrained
+    # more epochs in the base: every run resumes after its epoch 1
+    longer = Grid.from_dict({**grid.to_dict(), "base": {**BASE, "epochs": 2}})
+    assert {p.action for p in plan(longer, out)} == {"resume"}
+    ablate(longer, out, plots=False, progress=lambda _: None)
+    assert _final(out / "branch" / "seed1")["epoch"] == 2
+    assert {p.action for p in plan(longer, out)} == {"done"}
+
+
+def test_a_changed_base_is_an_error_naming_the_option(tmp_path):
+    out = tmp_path / "grid"
+    ablate(_grid(seeds=[0]), out, plots=False, progress=lambda _: None)
+    changed = Grid.from_dict({**_grid(seeds=[0]).to_dict(), "base": {**BASE, "lr": 0.2}})
+    with pytest.raises(
+        ConfigError, match=r"another configuration than the grid's \(lr \(0.05 -> 0.2\)"
+    ):
+        plan(changed, out)
+
+
+@pytest.mark.slow  # three processes and two 3-epoch runs: ~40 s
+def test_interrupted_grid_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    grid = {
+        "base": {**BASE, "epochs": 3, "limit_train": 256, "batch_size": 16},
+        "variants": {"pre": {}},
+        "seeds": [0],
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(grid))
+    out = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "preattn", "ablate", str(tmp_path / "g.yaml"), "--out", str(out)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = RunDir(out / "pre" / "seed0")
+    deadline = time.monotonic() + 120
+    while run.committed_epoch() < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 1 <= run.committed_epoch() < 3, "the run was not caught in the middle"
+    lines: list[str] = []
+    assert main(["ablate", str(tmp_path / "g.yaml"), "--out", str(out)]) == 0
+    assert run.committed_epoch() == 3
+    whole = tmp_path / "whole"
+    ablate(Grid.from_dict(grid), whole, plots=False, progress=lines.append)
+    cut_rows = run.read_metrics()
+    whole_rows = RunDir(whole / "pre" / "seed0").read_metrics()
+    for key in ("train_loss", "test_acc", "test_loss", "lambda"):
+        assert [r[key] for r in cut_rows] == [r[key] for r in whole_rows], key
+
+
+def test_submitit_local_executor_runs_the_grid(tmp_path):
+    pytest.importorskip("submitit", reason="submitit is in the dev extras")
+    out = tmp_path / "grid"
+    lines: list[str] = []
+    report = ablate(
+        _grid(seeds=[0]),
+        out,
+        jobs=2,
+        executor="submitit-local",
+        plots=False,
+        progress=lines.append,
+    )
+    assert [v["n"] for v in report["variants"]] == [1, 1]
+    assert any("pre seed 0: test acc" in line for line in lines)
+    assert (out / ".submitit").is_dir()
+    assert _final(out / "pre" / "seed0")["epoch"] == 1
+
+
+def test_cli_dry_run_report_only_and_failures(tmp_path, capsys):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(_grid(seeds=[0]).to_dict()))
+    out = tmp_path / "out"
+    assert main(["ablate", str(path), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "would new: pre seed 0" in text and not out.exists()
+    assert main(["ablate", str(path), "--out", str(out), "--report-only"]) == 0
+    assert json.loads((out / "report.json").read_text())["variants"][0]["n"] == 0
+    assert main(["ablate", str(path), "--out", str(out), "--jobs", "0"]) == 2
+    assert "jobs must be an int >= 1" in capsys.readouterr().err
+    # a run that fails is reported with its log; the others finish and count; exit 1
+    grid = _grid(seeds=[0], variants={"none": {"placement": "none"}, "bad": {"lr": 1e30}})
+    path.write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
+    assert main(["ablate", str(path), "--out", str(tmp_path / "fail")]) == 1
+    captured = capsys.readouterr()
+    assert "bad seed 0: FAILED (TrainingDiverged: training loss became" in captured.out
+    assert "1 run(s) failed: bad seed 0" in captured.err
+    report = json.loads((tmp_path / "fail" / "report.json").read_text())
+    assert [v["n"] for v in report["variants"]] == [1, 0]
+    assert "became" in (tmp_path / "fail" / "bad" / "seed0" / "train.log").read_text()
+
+
+def test_the_shipped_grids_are_valid():
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    grids = sorted(folder.rglob("*.yaml"))
+    assert len(grids) >= 8
+    for path in grids:
+        grid = Grid.from_yaml(path)
+        assert len(grid.seeds) >= 3, path
