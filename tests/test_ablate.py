@@ -259,6 +259,11 @@ def test_cli_dry_run_report_only_and_failures(tmp_path, capsys):
     assert "would new: pre seed 0" in text and not out.exists()
     assert main(["ablate", str(path), "--out", str(out), "--report-only"]) == 0
     assert json.loads((out / "report.json").read_text())["variants"][0]["n"] == 0
+    elsewhere = tmp_path / "reports" / "one"
+    argv = ["ablate", str(path), "--out", str(out), "--report-only", "--report-dir", str(elsewhere)]
+    assert main(argv) == 0
+    assert {p.name for p in elsewhere.iterdir()} == {"grid.yaml", "report.json", "report.md"}
+    assert Grid.from_yaml(elsewhere / "grid.yaml") == Grid.from_yaml(path)
     assert main(["ablate", str(path), "--out", str(out), "--jobs", "0"]) == 2
     assert "jobs must be an int >= 1" in capsys.readouterr().err
     # a run that fails is reported with its log; the others finish and count; exit 1

@@ -67,8 +67,10 @@ def ablate(
             after = f" after epoch {p.epochs_done}" if p.action == "resume" else ""
             progress(f"  would {p.action}{after}: {p.run.label} -> {p.run.config.out}")
         return None
+    report_to = Path(report_dir) if report_dir is not None else out
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "grid.yaml", _grid_yaml(grid))
+    report_to.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_to / "grid.yaml", _grid_yaml(grid))
     outcomes = (
         []
         if report_only
@@ -76,7 +78,7 @@ def ablate(
             pending, root=out, jobs=jobs, executor=executor, slurm=slurm, progress=progress
         )
     )
-    report = write_report(grid, out, plots=plots)
+    report = write_report(grid, out, report_dir=report_to, plots=plots)
     failed = [o[0].run.label for o in outcomes if o[2] is not None]
     if failed:
         raise AblationFailed(
