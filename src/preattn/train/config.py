@@ -90,6 +90,12 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:N, or any torch device name")
     amp: bool = option(False, "mixed precision (bf16 on CPU, fp16 on CUDA)", parse_bool)
     channels_last: bool = option(False, "channels-last memory format", parse_bool)
+    compile: bool = option(
+        False,
+        "torch.compile the network for training (evaluation stays eager); the first steps "
+        "take longer while it compiles",
+        parse_bool,
+    )
     sync_bn: bool = option(False, "SyncBatchNorm under DDP (CUDA only)", parse_bool)
     workers: int = option(0, "data-loader worker processes", int)
     plots: bool = option(True, "write curves.png and lambda.png when the run ends", parse_bool)

@@ -55,7 +55,7 @@ __all__ = [
 EpochCallback = Callable[[dict[str, Any]], None]
 
 # options a resumed run may change; every other option is fixed by the run
-RESUMABLE_OPTIONS = ("epochs", "device", "workers", "data_dir", "plots")
+RESUMABLE_OPTIONS = ("epochs", "device", "workers", "data_dir", "plots", "compile")
 
 
 class TrainingDiverged(RunError):
@@ -337,6 +337,9 @@ def _train(
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if config.compile:
+        # the training forward and backward; evaluation runs the same weights eagerly
+        net = torch.compile(net)
     step_ctx = StepContext(
         net=net,
         optimizer=optimizer,
