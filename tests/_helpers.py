@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
+
+# the wall-clock fields of a metrics record: they differ between identical runs
+TIMING_KEYS = ("images_per_s", "epoch_time_s", "eval_time_s", "elapsed_s")
+
+
+def metrics_without_timings(run: Path) -> list[dict]:
+    """The run's metrics records without :data:`TIMING_KEYS`."""
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
 
 # flags of a training run that takes about a second: 32 generated 8x8 images, 1 epoch
 TINY_TRAIN_FLAGS = [

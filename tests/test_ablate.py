@@ -285,3 +285,28 @@ def test_the_shipped_grids_are_valid():
     for path in grids:
         grid = Grid.from_yaml(path)
         assert len(grid.seeds) >= 3, path
+
+
+def test_grids_sharing_an_out_train_each_run_once_and_report_apart(tmp_path, capsys):
+    first = tmp_path / "first.yaml"
+    second = tmp_path / "second.yaml"
+    first.write_text(yaml.safe_dump(_grid(seeds=[0]).to_dict(), sort_keys=False))
+    other = _grid(seeds=[0], variants={"pre": {"placement": "pre"}, "skip": {"placement": "skip"}})
+    second.write_text(yaml.safe_dump(other.to_dict(), sort_keys=False))
+    out, reports = tmp_path / "runs", tmp_path / "reports"
+    argv = ["ablate", str(first), str(second), "--out", str(out), "--report-dir", str(reports)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "3 runs (2 grids)" in text and "0 finished, 0 to resume, 3 new" in text
+    assert text.count("pre seed 0: test acc") == 1  # shared by both grids, trained once
+    one = json.loads((reports / "first" / "report.json").read_text())
+    two = json.loads((reports / "second" / "report.json").read_text())
+    assert [v["name"] for v in one["variants"]] == ["none", "pre"]
+    assert [v["name"] for v in two["variants"]] == ["pre", "skip"]
+    assert one["variants"][1]["test_acc"] == two["variants"][0]["test_acc"]
+    # the same variant name with other options in another grid is refused
+    clash = _grid(seeds=[0], variants={"pre": {"placement": "pre", "lam": None}})
+    second.write_text(yaml.safe_dump(clash.to_dict(), sort_keys=False))
+    argv[argv.index(str(out))] = str(tmp_path / "fresh")
+    assert main(argv) == 2
+    assert "different configurations (they differ in ['lam'])" in capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pickle
 import re
@@ -21,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import preattn.train.rundir as rundir
-from _helpers import TINY_CONFIG
+from _helpers import TINY_CONFIG, metrics_without_timings
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn import export_onnx
 from preattn.cli import main
@@ -33,10 +32,7 @@ CONFIG = TINY_CONFIG
 
 def _rows(run: Path) -> list[dict]:
     """Metrics records without the timings (they differ between identical runs)."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        del row["images_per_s"], row["epoch_time_s"]
-    return rows
+    return metrics_without_timings(run)
 
 
 def _error(capsys) -> str:

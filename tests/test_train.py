@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from _helpers import metrics_without_timings
 from preattn._io import atomic_write
 from preattn.data import build_datasets
 from preattn.mixing import LambdaMix
@@ -67,11 +68,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 
 def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("images_per_s")
-        row.pop("epoch_time_s")
-    return rows
+    return metrics_without_timings(run)
 
 
 def test_run_writes_metrics_checkpoint_and_plots(tmp_path):

@@ -145,27 +145,38 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import Grid, SlurmOptions, ablate, format_report
 
-    grid = Grid.from_yaml(args.grid)
+    grids = [Grid.from_yaml(path) for path in args.grid]
+    report_root = Path(args.report_dir or args.out)
+    if len(grids) > 1:
+        stems = [Path(p).stem for p in args.grid]
+        if len(set(stems)) != len(stems):
+            raise ValueError(f"grid files must have distinct names, got {args.grid}")
+        report_dirs: Any = [report_root / stem for stem in stems]
+    else:
+        report_dirs = report_root
     slurm = SlurmOptions(
         partition=args.partition,
         gpus_per_task=args.gpus_per_task,
         cpus_per_task=args.cpus_per_task,
         time_min=args.time_min,
     )
-    report = ablate(
-        grid,
+    result = ablate(
+        grids if len(grids) > 1 else grids[0],
         args.out,
         jobs=args.jobs,
         executor=args.executor,
         slurm=slurm,
         dry_run=args.dry_run,
         report_only=args.report_only,
-        report_dir=args.report_dir,
+        report_dir=report_dirs,
     )
-    if report is not None:
-        print()
-        print(format_report(report))
-        print(f"report: {Path(args.report_dir or args.out) / 'report.md'}")
+    if result is not None:
+        reports = result if len(grids) > 1 else [result]
+        folders = report_dirs if len(grids) > 1 else [report_dirs]
+        for report, folder in zip(reports, folders, strict=True):
+            print()
+            print(format_report(report))
+            print(f"report: {folder / 'report.md'}")
     return 0
 
 
@@ -497,7 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
         "seed<k>/ and write OUT/report.md, report.json and plots. Run it again to resume: "
         "finished runs are kept, interrupted ones resumed, new ones started.",
     )
-    p.add_argument("grid", metavar="GRID.yaml", help="base, variants, reference, seeds")
+    p.add_argument(
+        "grid",
+        metavar="GRID.yaml",
+        nargs="+",
+        help="base, variants, reference, seeds; several grids share the runs in --out and "
+        "each gets its report in <report dir>/<grid file name>/",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder of the runs and report")
     p.add_argument(
         "--jobs",

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..train.config import ConfigError
-from ..train.rundir import RunDir, RunError
+from ..train.rundir import RunDir
 from .grid import Grid, GridRun
 
 __all__ = ["EXECUTORS", "PlannedRun", "SlurmOptions", "execute", "plan", "run_task"]
@@ -61,7 +61,7 @@ class SlurmOptions:
 def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
     """What each run of ``grid`` under ``root`` needs; raises ``ConfigError`` for a run that
     exists with a different configuration (naming the run and the options)."""
-    from ..train.loop import check_resume
+    from ..train.loop import RESUMABLE_OPTIONS
 
     planned = []
     for run in grid.runs(root):
@@ -70,14 +70,19 @@ def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
             planned.append(PlannedRun(run, "new"))
             continue
         saved, _ = run_dir.read_config()
-        try:
-            check_resume(run.config, saved)
-        except RunError as exc:
+        now, before = run.config.to_dict(), saved.to_dict()
+        differ = {
+            k: (before[k], now[k])
+            for k in now
+            if k not in (*RESUMABLE_OPTIONS, "out") and now[k] != before[k]
+        }
+        if differ:
+            listing = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in differ.items())
             raise ConfigError(
                 f"{run_dir.path} was trained with another configuration than the grid's "
-                f"({str(exc).removeprefix('cannot change on resume: ')}); restore the grid, or "
-                "use another --out (or a new variant name) for the changed configuration"
-            ) from None
+                f"({listing}); restore the grid, or use another --out (or a new variant "
+                "name) for the changed configuration"
+            )
         done = run_dir.committed_epoch()
         if done > run.config.epochs:
             raise ConfigError(

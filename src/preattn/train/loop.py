@@ -47,7 +47,6 @@ __all__ = [
     "RESUMABLE_OPTIONS",
     "EpochCallback",
     "TrainingDiverged",
-    "check_resume",
     "train",
     "train_one_epoch",
 ]
@@ -187,7 +186,7 @@ def train_one_epoch(
     return out, step
 
 
-def check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
+def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
     """The options of ``config`` that differ from the ``saved`` run's: those in
     :data:`RESUMABLE_OPTIONS` are returned, any other raises :class:`RunError` naming it."""
     now, before = config.to_dict(), saved.to_dict()
@@ -221,7 +220,7 @@ def _prepare_run_dir(
         run.write_config(config, [])
         return 0, []
     saved, history = run.read_config()
-    changed = check_resume(config, saved)
+    changed = _check_resume(config, saved)
     start = run.committed_epoch()
     if config.epochs < start:
         raise RunError(
