@@ -1,9 +1,15 @@
-"""Training throughput of resnet18 (CIFAR stem, 3x32x32, batch 128): none / branch / pre.
+"""Training throughput of a network per placement (and of wider plain networks).
 
-Run: ``python benchmarks/models.py [--repeats 5] [--iterations 2]`` (or ``make bench``).
-Each repeat times one SGD step of every variant in turn; prints images/s (median of the
-repeats) and the median (min–max) per-repeat time ratio to ``placement="none"``.
-Attention (CBAM, λ-controlled) is in stages 2–4, the library's default.
+Run: ``python benchmarks/models.py [--model resnet18] [--repeats 5] [--iterations 2]``
+(or ``make bench``). Each repeat times one SGD step of every variant in turn; prints
+images/s (median of the repeats) and the median (min–max) per-repeat time ratio to
+``placement="none"``. Attention (CBAM, λ-controlled) is in the model's default stages.
+``--widths 1.08`` adds plain (``none``) networks with that channel-width multiplier: the
+width at which a plain network costs what ``pre`` costs is the fair "spend the compute
+on width instead" baseline.
+
+Defaults: resnet18 with the CIFAR stem on 3x32x32, batch 128; ``--model simplecnn
+--input-size 1,28,28`` measures the notebook's network on Fashion-MNIST-sized images.
 """
 
 from __future__ import annotations
@@ -20,9 +26,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved, ratios
 
-from preattn.models import resnet18
-
-PLACEMENTS = ("none", "branch", "pre")
+from preattn.models import create_model
 
 
 def sgd_step(
@@ -35,30 +39,46 @@ def sgd_step(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--input-size", default="3,32,32", help="C,H,W (default 3,32,32)")
+    parser.add_argument("--placements", default="none,branch,pre")
+    parser.add_argument("--widths", default="", help="widths of extra plain networks, e.g. 1.08")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 32, 32)
+    c, h, w = (int(v) for v in args.input_size.split(","))
+    x = torch.randn(args.batch_size, c, h, w)
     y = torch.randint(0, 10, (args.batch_size,))
-    steps = {}
-    for placement in PLACEMENTS:
-        model = resnet18(num_classes=10, stem="cifar", placement=placement).train()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=memory_format)
+    variants = {p: {"placement": p} for p in args.placements.split(",")}
+    for width in filter(None, args.widths.split(",")):
+        variants[f"none x{float(width):g}"] = {"placement": "none", "width": float(width)}
+    steps, params = {}, {}
+    for name, options in variants.items():
+        model = create_model(args.model, image_size=h, num_classes=10, in_chans=c, **options).to(
+            memory_format=memory_format
+        )
+        model.train()
+        params[name] = sum(p.numel() for p in model.parameters())
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        steps[placement] = partial(sgd_step, model, optimizer, x, y)
+        steps[name] = partial(sgd_step, model, optimizer, x, y)
     times = interleaved(steps, repeats=args.repeats, iterations=args.iterations, warmup=1)
     relative = ratios(times, "none")
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch "
-        f"{args.batch_size}, {args.repeats} interleaved repeats x {args.iterations} steps\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model} on "
+        f"{args.input_size}, batch {args.batch_size}, {args.repeats} interleaved repeats x "
+        f"{args.iterations} steps\n"
     )
-    print("| resnet18 placement | train images/s | time ratio to none |")
-    print("|---|---|---|")
-    for placement in PLACEMENTS:
-        r = relative[placement]
-        speed = args.batch_size / statistics.median(times[placement])
-        print(f"| {placement} | {speed:.1f} | {r[0]:.3f} ({r[1]:.2f}–{r[2]:.2f}) |")
+    print(f"| {args.model} | parameters | train images/s | time ratio to none |")
+    print("|---|---|---|---|")
+    for name in variants:
+        r = relative[name]
+        speed = args.batch_size / statistics.median(times[name])
+        print(f"| {name} | {params[name]:,} | {speed:.1f} | {r[0]:.3f} ({r[1]:.2f}–{r[2]:.2f}) |")
 
 
 if __name__ == "__main__":
