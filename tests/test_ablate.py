@@ -78,6 +78,7 @@ def test_paired_difference_matches_the_t_test_by_hand():
     assert out["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
     assert paired_difference({0: 0.5}, {1: 0.5}) is None
     assert paired_difference({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})["p"] == 1.0
+    assert paired_difference({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6})["p"] == 0.0
     assert paired_difference({0: 0.5}, {0: 0.4})["p"] is None
 
 

@@ -40,8 +40,8 @@ def paired_difference(
     values: Mapping[int, float], reference: Mapping[int, float]
 ) -> dict[str, Any] | None:
     """Mean, 95 % interval and paired t-test p of ``values[s] − reference[s]`` over the seeds
-    ``s`` both hold; ``None`` when they share none. ``p`` is ``None`` below 2 pairs, and 1.0
-    when every difference is exactly 0."""
+    ``s`` both hold; ``None`` when they share none. ``p`` is ``None`` below 2 pairs; when
+    every seed gives the same difference it is 1.0 (all 0) or 0.0 (the limit of the test)."""
     from scipy import stats
 
     seeds = sorted(set(values) & set(reference))
@@ -52,8 +52,9 @@ def paired_difference(
     out["seeds"] = seeds
     if len(seeds) < 2:
         out["p"] = None
-    elif all(d == 0 for d in diffs):
-        out["p"] = 1.0
+    elif max(diffs) - min(diffs) <= 1e-12 * max(1.0, abs(out["mean"])):
+        # every seed gives the same difference: no spread, t = 0/0 or ±inf
+        out["p"] = 1.0 if out["mean"] == 0 else 0.0
     else:
         test = stats.ttest_rel([values[s] for s in seeds], [reference[s] for s in seeds])
         out["p"] = float(test.pvalue)
