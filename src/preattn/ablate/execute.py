@@ -61,7 +61,7 @@ class SlurmOptions:
 def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
     """What each run of ``grid`` under ``root`` needs; raises ``ConfigError`` for a run that
     exists with a different configuration (naming the run and the options)."""
-    from ..train.loop import RESUMABLE_OPTIONS
+    from ..train.loop import fixed_changes
 
     planned = []
     for run in grid.runs(root):
@@ -70,12 +70,7 @@ def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
             planned.append(PlannedRun(run, "new"))
             continue
         saved, _ = run_dir.read_config()
-        now, before = run.config.to_dict(), saved.to_dict()
-        differ = {
-            k: (before[k], now[k])
-            for k in now
-            if k not in (*RESUMABLE_OPTIONS, "out") and now[k] != before[k]
-        }
+        differ = fixed_changes(run.config, saved)
         if differ:
             listing = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in differ.items())
             raise ConfigError(

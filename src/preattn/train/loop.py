@@ -47,6 +47,7 @@ __all__ = [
     "RESUMABLE_OPTIONS",
     "EpochCallback",
     "TrainingDiverged",
+    "fixed_changes",
     "train",
     "train_one_epoch",
 ]
@@ -186,12 +187,23 @@ def train_one_epoch(
     return out, step
 
 
+def fixed_changes(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
+    """The options outside :data:`RESUMABLE_OPTIONS` (and ``out``) in which ``config``
+    differs from the ``saved`` run's: ``{name: [saved value, new value]}``."""
+    now, before = config.to_dict(), saved.to_dict()
+    return {
+        k: [before[k], now[k]]
+        for k in now
+        if k not in (*RESUMABLE_OPTIONS, "out") and now[k] != before[k]
+    }
+
+
 def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
     """The options of ``config`` that differ from the ``saved`` run's: those in
     :data:`RESUMABLE_OPTIONS` are returned, any other raises :class:`RunError` naming it."""
     now, before = config.to_dict(), saved.to_dict()
     changed = {k: [before[k], now[k]] for k in now if k != "out" and now[k] != before[k]}
-    fixed = {k: v for k, v in changed.items() if k not in RESUMABLE_OPTIONS}
+    fixed = fixed_changes(config, saved)
     if fixed:
         listing = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
         raise RunError(
