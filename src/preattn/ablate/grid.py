@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..train.config import ConfigError, TrainConfig
+from ..train.config import ConfigError, TrainConfig, load_yaml
 
 __all__ = ["Grid", "GridRun"]
 
@@ -118,15 +116,7 @@ class Grid:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Grid:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"grid file {path} not found")
-        try:
-            values = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: invalid YAML ({exc})") from None
-        return cls.from_dict(values or {}, source=str(path))
+        return cls.from_dict(load_yaml(path, "grid file") or {}, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -39,6 +39,21 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the field or line."""
 
 
+def load_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; a missing file or a syntax error is a ConfigError
+    naming ``what``, the file and the line."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        # where the broken construct starts, else where the parser noticed it
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+
+
 @dataclass(init=False)
 class TrainConfig:
     """Everything that determines a run; saved as ``config.yaml`` in the run directory.
@@ -204,16 +219,7 @@ class TrainConfig:
         A run directory's ``config.yaml`` also holds the run's ``history`` of resumes: it is
         left out (``prepare`` may take it, or other keys, out of the mapping first)."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            # where the broken construct starts, else where the parser noticed it
-            mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+        values = load_yaml(path, "config file") or {}
         if not isinstance(values, dict):
             raise ConfigError(
                 f"config file {path} must hold a mapping, got {type(values).__name__}"
