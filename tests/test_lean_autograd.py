@@ -6,22 +6,26 @@ import pytest
 import torch
 
 from preattn import CBAM
-from preattn.lean_autograd import GlobalMax
+from preattn.lean_autograd import SpatialStats
 
 
-def test_global_max_gradient_equals_amax_with_ties():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_spatial_stats_equal_mean_and_amax_with_ties(memory_format):
     torch.manual_seed(3)
     x = torch.relu(torch.randn(2, 3, 4, 5, dtype=torch.float64))
     x[0, 0] = 0.7  # a whole channel of ties
     x[1, 2, :2, :2] = 5.0  # four tied maxima
-    x.requires_grad_(True)
-    weights = torch.randn(2, 3, dtype=torch.float64)
-    (lean,) = torch.autograd.grad((GlobalMax.apply(x) * weights).sum(), x)
-    (plain,) = torch.autograd.grad((x.amax(dim=(2, 3)) * weights).sum(), x)
-    torch.testing.assert_close(GlobalMax.apply(x), x.amax(dim=(2, 3)))
-    torch.testing.assert_close(lean, plain, atol=1e-12, rtol=1e-12)
+    x = x.contiguous(memory_format=memory_format).requires_grad_(True)
+    weights = torch.randn(2, 2, 3, dtype=torch.float64)
+    stats = SpatialStats.apply(x, torch.float64)
+    plain = torch.stack([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))])
+    torch.testing.assert_close(stats, plain, atol=0, rtol=0)
+    (lean,) = torch.autograd.grad((stats * weights).sum(), x)
+    (reference,) = torch.autograd.grad((plain * weights).sum(), x)
+    torch.testing.assert_close(lean, reference, atol=1e-12, rtol=1e-12)
     assert torch.autograd.gradcheck(
-        GlobalMax.apply, (torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True),)
+        lambda t: SpatialStats.apply(t, torch.float64),
+        (torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True),),
     )
 
 
@@ -70,3 +74,34 @@ def test_lean_autograd_saves_only_the_input_and_small_gates():
         cbam.mixed(x, torch.tensor(0.2))
     full_size = {t.untyped_storage().data_ptr() for t in saved if t.numel() == x.numel()}
     assert full_size == {x.untyped_storage().data_ptr()}
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_every_execution_path_computes_the_same_mix(official, monkeypatch):
+    """Eager training (lean Functions), eager inference (in place) and graph capture (plain
+    operations, as under tracing or torch.compile) agree with ``(1 − λ)·x + λ·CBAM(x)``;
+    none of them changes ``x``."""
+    import preattn.attention as attention_module
+
+    torch.manual_seed(5)
+    cbam = (
+        CBAM(8, reduction=2)
+        if not official
+        else attention_module.create_attention("cbam-official", 8, reduction=2)
+    )
+    cbam.eval()
+    x = torch.randn(2, 8, 6, 7, dtype=torch.float64)
+    cbam = cbam.double()
+    lam = torch.tensor(0.3, dtype=torch.float64)
+    expected = (1 - lam) * x + lam * cbam(x)
+    original = x.clone()
+    results = {"train": cbam.mixed(x.requires_grad_(True), lam).detach()}
+    with torch.inference_mode():
+        results["inference_mode"] = cbam.mixed(x.detach(), lam)
+    with torch.no_grad():
+        results["no_grad"] = cbam.mixed(x.detach(), lam)
+    monkeypatch.setattr(attention_module, "_graph_capture", lambda: True)
+    results["captured"] = cbam.mixed(x, lam).detach()
+    for name, value in results.items():
+        torch.testing.assert_close(value, expected, atol=1e-12, rtol=1e-12, msg=name)
+    torch.testing.assert_close(x.detach(), original, atol=0, rtol=0)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import _validate
-from .lean_autograd import GatedMix, GlobalMax, ScaledChannelPool, stack_pooled
+from .lean_autograd import GatedMix, ScaledChannelPool, SpatialStats, stack_pooled
 
 __all__ = [
     "CBAM",
@@ -80,17 +80,33 @@ def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.mean(dim=(2, 3), dtype=dtype)
 
 
-def _recording_autograd() -> bool:
-    """Autograd is recording and no tracer/exporter is running: the lean Functions apply."""
-    return torch.is_grad_enabled() and not _validate.tracing()
+def _graph_capture() -> bool:
+    """A tracer, exporter or ``torch.compile`` records the forward: plain operations only
+    (the compiler fuses them itself; tracers record no custom Function or in-place work)."""
+    return _validate.tracing() or torch.compiler.is_compiling()
 
 
-def _global_max(x: torch.Tensor) -> torch.Tensor:
-    """``max_HW(x)``: (B, C, H, W) -> (B, C) in ``x``'s dtype."""
+def _lean_autograd() -> bool:
+    """Eager autograd is recording: the memory-lean Functions apply."""
+    return torch.is_grad_enabled() and not _graph_capture()
+
+
+def _in_place_ok() -> bool:
+    """Eager inference: temporaries may be overwritten in place."""
+    return not torch.is_grad_enabled() and not _graph_capture()
+
+
+def _spatial_stats(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[mean_HW(x), max_HW(x)]``: (B, C, H, W) -> (2, B, C) in ``dtype``."""
     if torch.jit.is_scripting():
-        return x.amax(dim=(2, 3))
+        return _plain_spatial_stats(x, dtype)
     else:
-        return GlobalMax.apply(x) if _recording_autograd() else x.amax(dim=(2, 3))
+        return SpatialStats.apply(x, dtype) if _lean_autograd() else _plain_spatial_stats(x, dtype)
+
+
+def _plain_spatial_stats(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # a new leading axis, not a concatenation along the batch: no batch-size guard
+    return torch.stack([_pool_spatial(x, dtype), x.amax(dim=(2, 3)).to(dtype)])
 
 
 def _full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -185,10 +201,7 @@ class ChannelAttention(_ChannelMLP):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
-        dtype = _gate_dtype(x, self.fc1.weight)
-        maxed = _global_max(x).to(dtype)
-        # a new leading axis, not a concatenation along the batch: no batch-size guard
-        pooled = torch.stack([_pool_spatial(x, dtype), maxed])  # (2, B, C)
+        pooled = _spatial_stats(x, _gate_dtype(x, self.fc1.weight))  # (2, B, C)
         if torch.jit.is_scripting():  # TorchScript: no autocast context
             return self._excite(pooled)
         else:
@@ -293,20 +306,25 @@ class CBAM(GateAttention):
     def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``.
 
-        With autograd recording, :mod:`preattn.lean_autograd` keeps only ``x`` and the small
-        gates for backward; otherwise (inference, tracing, ONNX export) three full-size
-        operations in plain PyTorch.
+        In eager training :mod:`preattn.lean_autograd` keeps only ``x`` and the small gates
+        for backward; in eager inference ``x'`` is computed once and turned into the result
+        in place (one full-size tensor allocated in all); under tracing, export and
+        ``torch.compile`` plain out-of-place operations.
         """
-        if _recording_autograd():
+        if _lean_autograd():
             channel_gate = self.channel.gate(x)
             max_first = self.spatial.pool_order[0] == "max"
-            pooled = ScaledChannelPool.apply(x, channel_gate, max_first)
+            pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)
             spatial_gate = self.spatial.gate_from_pooled(pooled)
-            return GatedMix.apply(x, channel_gate, spatial_gate, lam.to(channel_gate.dtype))
+            lam = lam.to(channel_gate.dtype)
+            return GatedMix.apply(x, channel_gate, spatial_gate, lam, scaled)
         attended = x * self.channel.gate(x).to(x.dtype)
         spatial_gate = self.spatial.gate(attended)
         spatial = (lam.to(spatial_gate.dtype) * spatial_gate).to(x.dtype)
-        return torch.addcmul(x * (1.0 - lam).to(x.dtype), attended, spatial)
+        keep = (1.0 - lam).to(x.dtype)
+        if _in_place_ok():
+            return attended.mul_(spatial).addcmul_(x, keep)
+        return torch.addcmul(x * keep, attended, spatial)
 
 
 class SE(_ChannelMLP):

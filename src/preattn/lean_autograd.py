@@ -1,23 +1,29 @@
-"""Custom autograd Functions of the attention gates: global max, and memory-lean λ-mixed
-CBAM (save ``x`` and the small gates, recompute the rest in backward).
+"""Custom autograd Functions of the attention gates: global statistics, and memory-lean
+λ-mixed CBAM (save ``x`` and the small gates, recompute the rest in backward).
 
 For ``x`` (B, C, H, W), channel gate ``c`` (B, C, 1, 1), spatial gate ``s`` (B, 1, H, W)
 and λ (0-dim), λ-mixed CBAM is::
 
+    d  = [mean_HW(x), max_HW(x)]                        (2, B, C) -> c = σ(MLP(d))
     x' = x · c                                          (channel-attended input)
     p  = [mean_C(x'), max_C(x')]                        (B, 2, H, W) -> s = σ(conv(p))
-    x̃  = (1 − λ)·x + λ·x'·s = x · m,   m = (1 − λ) + λ·c·s
+    x̃  = (1 − λ)·x + λ·x'·s
 
-The channel gate's global max uses :class:`GlobalMax`. Plain autograd keeps ``x'`` and the
-products alive for backward (two extra full-size
-tensors per block). :class:`ScaledChannelPool` and :class:`GatedMix` keep only ``x``
-(which the caller holds anyway), ``c``, ``s``, λ and the (B, 1, H, W) maxima, and recompute
-``x'`` and ``m`` in backward. Their gradients, with ``g = dL/dx̃``::
+Plain autograd keeps ``x'`` and the products alive for backward (two extra full-size
+tensors per block) and allocates a new full-size tensor for every product. The Functions
+here keep only ``x`` (which the caller holds anyway), ``c``, ``s``, λ and the maxima, and
+recompute ``x'`` in backward. Each full-size tensor they allocate is used as the work space
+of the following steps (in-place products), so a training step of λ-mixed CBAM allocates
+two full-size tensors forward (``x'``, which becomes ``x̃``) and three backward (one
+gradient of ``x`` per Function), fewer than half of plain autograd's.
 
-    dL/dx = g·m,   dL/dc = λ·Σ_HW(g·x·s),   dL/ds = λ·Σ_C(g·x·c),
+Gradients, with ``g = dL/dx̃``::
+
+    dL/dx = g·((1 − λ) + λ·c·s),   dL/dc = λ·Σ_HW(g·x·s),   dL/ds = λ·Σ_C(g·x·c),
     dL/dλ = Σ(g·x·(c·s − 1))
     pool:  dL/dx' = g_mean / C + g_max · 1[x' = max] / #ties   (as ``amax``), then
            dL/dx += dL/dx' · c,   dL/dc += Σ_HW(dL/dx' · x)
+    stats: dL/dx += g_mean / HW + g_max · 1[x = max_HW] / #ties
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GatedMix", "GlobalMax", "ScaledChannelPool", "stack_pooled"]
+__all__ = ["GatedMix", "ScaledChannelPool", "SpatialStats", "stack_pooled"]
 
 
 def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -38,52 +44,76 @@ def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(maps, dim=-1).permute(0, 3, 1, 2)
 
 
-class GlobalMax(torch.autograd.Function):
-    """``max_HW(x)``: (B, C, H, W) -> (B, C), gradient split over ties like ``amax``.
+def _peak_mask(
+    t: torch.Tensor, peak: torch.Tensor, dim: int | tuple[int, int], out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``1[t = peak]`` written into ``out`` (``t``'s shape and dtype; may be ``t`` itself),
+    and the number of ties along ``dim`` (kept as size-1 dimensions).
 
-    ``amax``'s own backward builds its mask through integer copies of the full tensor;
-    this one compares once in the gradient's dtype (about 3x faster on CPU).
+    One comparison in the floating dtype: no boolean and integer copies of the full tensor
+    as in ``amax``'s own backward.
+    """
+    torch.eq(t, peak, out=out)
+    return out, out.sum(dim=dim, keepdim=True)
+
+
+class SpatialStats(torch.autograd.Function):
+    """``[mean_HW(x), max_HW(x)]``: (B, C, H, W) -> (2, B, C) in ``dtype``.
+
+    The max's gradient is split over ties like ``amax``'s; both gradients are written into
+    one full-size tensor.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        peak = x.amax(dim=(2, 3))
+    def forward(ctx: Any, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        peak = x.amax(dim=(2, 3), keepdim=True)
         ctx.save_for_backward(x, peak)
-        return peak
+        mean = x.mean(dim=(2, 3), dtype=dtype)
+        return torch.stack([mean, peak.flatten(1).to(dtype)])
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, peak = ctx.saved_tensors
-        is_peak = (x == peak[:, :, None, None]).to(grad.dtype)
-        ties = is_peak.sum(dim=(2, 3), keepdim=True)
-        return is_peak * (grad[:, :, None, None] / ties)
+        grad_x, ties = _peak_mask(x, peak, (2, 3), out=torch.empty_like(x))
+        g_mean, g_max = (g.to(x.dtype)[:, :, None, None] for g in grad)
+        grad_x.mul_(g_max / ties).add_(g_mean / (x.shape[2] * x.shape[3]))
+        return grad_x, None
 
 
 class ScaledChannelPool(torch.autograd.Function):
-    """``[mean_C(x·c), max_C(x·c)]`` in ``order`` as (B, 2, H, W) in ``c``'s dtype."""
+    """``[mean_C(x·c), max_C(x·c)]`` in ``order`` as (B, 2, H, W) in ``c``'s dtype.
+
+    Also returns ``x·c`` itself (B, C, H, W), outside autograd, as the work space of
+    :class:`GatedMix` (which overwrites it with the block's output).
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, c: torch.Tensor, max_first: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, c: torch.Tensor, max_first: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = x * c.to(x.dtype)
         mean = scaled.mean(dim=1, dtype=c.dtype)
         peak = scaled.amax(dim=1, keepdim=True)
         ctx.save_for_backward(x, c, peak)
         ctx.max_first = max_first
-        peak = peak.squeeze(1).to(c.dtype)
-        return stack_pooled([peak, mean] if max_first else [mean, peak])
+        ctx.mark_non_differentiable(scaled)
+        ctx.set_materialize_grads(False)
+        maps = [peak.squeeze(1).to(c.dtype), mean]
+        return stack_pooled(maps if max_first else maps[::-1]), scaled
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
         x, c, peak = ctx.saved_tensors
+        if grad is None:
+            return None, None, None
         g_peak, g_mean = grad.split(1, dim=1) if ctx.max_first else grad.split(1, dim=1)[::-1]
-        is_peak = (x * c.to(x.dtype) == peak).to(grad.dtype)
-        ties = is_peak.sum(dim=1, keepdim=True)
-        g_scaled = torch.addcmul(g_mean / x.shape[1], is_peak, g_peak / ties)
-        grad_x = (g_scaled * c).to(x.dtype)
-        # Σ_HW g·x per (b, c) as a batched dot product: no full-size temporary
-        dots = torch.einsum("bcn,bcn->bc", _rows(g_scaled), _rows(x.to(g_scaled.dtype)))
+        scaled = x * c.to(x.dtype)
+        g_scaled, ties = _peak_mask(scaled, peak, 1, out=scaled)
+        g_scaled.mul_((g_peak / ties).to(x.dtype)).add_((g_mean / x.shape[1]).to(x.dtype))
+        # Σ_HW dL/dx'·x per (b, c) as a batched dot product: no full-size temporary
+        dots = torch.einsum("bcn,bcn->bc", _rows(g_scaled), _rows(x))
         grad_c = dots.to(c.dtype).view_as(c)
-        return grad_x, grad_c, None
+        return g_scaled.mul_(c.to(x.dtype)), grad_c, None
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -101,20 +131,32 @@ def _multiplier(c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor) -> torch.Te
 
 
 class GatedMix(torch.autograd.Function):
-    """``x · ((1 − λ) + λ·c·s)`` for gates ``c`` (B, C, 1, 1), ``s`` (B, 1, H, W), 0-dim λ."""
+    """``(1 − λ)·x + λ·x'·s`` for ``x' = x·c``, gates ``c`` (B, C, 1, 1), ``s`` (B, 1, H, W)
+    and a 0-dim λ.
+
+    ``scaled`` is ``x'`` as returned by :class:`ScaledChannelPool`; it is overwritten with
+    the result (no new full-size tensor) and must not be used afterwards.
+    """
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor
+        ctx: Any,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        s: torch.Tensor,
+        lam: torch.Tensor,
+        scaled: torch.Tensor,
     ) -> torch.Tensor:
         ctx.save_for_backward(x, c, s, lam)
-        return x * _multiplier(c, s, lam).to(x.dtype)
+        ctx.mark_dirty(scaled)
+        lam_c = lam.to(c.dtype)
+        scaled.mul_((lam_c * s).to(x.dtype))
+        return scaled.addcmul_(x, (1.0 - lam_c).to(x.dtype))
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, c, s, lam = ctx.saved_tensors
         lam_c = lam.to(c.dtype)
-        grad_x = grad * _multiplier(c, s, lam).to(grad.dtype)
         gx = _rows(grad * x)  # (B, C, HW)
         # contractions as batched matrix products: no full-size temporaries
         sum_hw = torch.bmm(gx, _rows(s.to(gx.dtype)).transpose(1, 2)).to(c.dtype)
@@ -122,4 +164,5 @@ class GatedMix(torch.autograd.Function):
         sum_c = torch.bmm(c.to(gx.dtype).flatten(1).unsqueeze(1), gx).to(s.dtype)
         sum_c = sum_c.view_as(s)  # Σ_C g·x·c, (B, 1, H, W)
         grad_lam = (sum_hw * c).sum() - gx.sum(dtype=c.dtype)
-        return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype)
+        grad_x = _multiplier(c, s, lam).to(grad.dtype).mul_(grad)
+        return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype), None
