@@ -284,3 +284,58 @@ def test_half_precision_modules_run_in_their_dtype(dtype, attention):
         xh = x.to(dtype).requires_grad_(True)
         half(xh).float().sum().backward()
         assert xh.grad.dtype == dtype and torch.isfinite(xh.grad).all()
+
+
+class _SigmoidGate(nn.Module):
+    """A user's attention whose output its own backward reads (``sigmoid`` saves it)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+def _sigmoid_transform(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1), nn.Sigmoid())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"placement": "branch", "attention": _SigmoidGate, "lam": None},
+        {"placement": "pre", "transform": _sigmoid_transform},
+    ],
+)
+def test_residual_sum_never_overwrites_a_tensor_backward_needs(kwargs):
+    """The residual sum is taken in place only in F's output of the built-in transforms;
+    a user's transform or uncontrolled attention whose output is saved still trains, with
+    the gradients of the out-of-place sum."""
+    torch.manual_seed(0)
+    block = ResidualBlock(4, 4, **kwargs)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    block(x).square().sum().backward()
+    assert block.attention is not None
+    transform = block.transform
+    attended = block._attend(x) if block.placement == "pre" else x
+    f = transform(attended)
+    if block.placement == "branch":
+        f = block._attend(f)
+    (expected,) = torch.autograd.grad(torch.relu(x + f).square().sum(), x)
+    (actual,) = torch.autograd.grad(block(x).square().sum(), x)
+    torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_block_leaves_its_input_unchanged(placement):
+    torch.manual_seed(0)
+    block = ResidualBlock(6, 6, placement=placement)
+    x = torch.randn(2, 6, 5, 5)
+    before = x.clone()
+    for mode in (block.train, block.eval):
+        mode()
+        with torch.no_grad():
+            block(x)
+        block(x.requires_grad_(True)).sum().backward()
+        x = x.detach()
+    torch.testing.assert_close(x, before, atol=0, rtol=0)

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from . import _validate
-from .attention import create_attention
+from .attention import CBAM, ECA, SE, ChannelAttention, SpatialAttention, create_attention
 from .mixing import LambdaMix
 from .spec import PLACEMENTS, AttentionSpec
 
@@ -111,6 +111,11 @@ def make_skip(in_ch: int, out_ch: int, stride: int) -> nn.Module:
     return nn.Identity()
 
 
+def _built_in(attention: nn.Module | None) -> bool:
+    """An attention module of this library's registry, whose output is a fresh product."""
+    return type(attention) in (CBAM, ChannelAttention, SpatialAttention, SE, ECA)
+
+
 class ResidualBlock(nn.Module):
     """Residual block with attention at one of the placements ``none/pre/branch/post/skip``.
 
@@ -176,6 +181,11 @@ class ResidualBlock(nn.Module):
             )
             if spec.controlled:
                 self.mix = LambdaMix.from_spec(spec)
+        # F's output (a BatchNorm's, or a λ-mix's or built-in attention's product) is a new
+        # tensor no backward reads: the residual sum is taken in it, as in torchvision's blocks
+        self._sum_in_place = isinstance(transform, str) and (
+            spec.placement != "branch" or self.mix is not None or _built_in(self.attention)
+        )
         if zero_init_last:
             last_bn = getattr(self.transform, "last_bn", None)
             if not isinstance(last_bn, nn.BatchNorm2d):
@@ -213,7 +223,9 @@ class ResidualBlock(nn.Module):
             f = self._attend(f)
         elif placement == "skip":
             identity = self._attend(identity)
-        y = self.act(identity + self.drop_path(f))
+        f = self.drop_path(f)
+        y = f.add_(identity) if self._sum_in_place else identity + f
+        y = self.act(y)
         if placement == "post":
             y = self._attend(y)
         return y
