@@ -14,8 +14,8 @@ tensors per block) and allocates a new full-size tensor for every product. The F
 here keep only ``x`` (which the caller holds anyway), ``c``, ``s``, λ and the maxima, and
 recompute ``x'`` in backward. Each full-size tensor they allocate is used as the work space
 of the following steps (in-place products), so a training step of λ-mixed CBAM allocates
-two full-size tensors forward (``x'``, which becomes ``x̃``) and three backward (one
-gradient of ``x`` per Function), fewer than half of plain autograd's.
+one full-size tensor forward (``x'``, which becomes ``x̃``) and four backward (``g·x``,
+which becomes ``dL/dx``, and one gradient of ``x`` for each of the other two Functions).
 
 Gradients, with ``g = dL/dx̃``::
 
@@ -124,12 +124,6 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 2, 3, 1).reshape(b, -1, c).transpose(1, 2)
 
 
-def _multiplier(c: torch.Tensor, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``m = (1 − λ) + λ·c·s`` (B, C, H, W) in one full-size operation."""
-    lam = lam.to(c.dtype)
-    return torch.addcmul(1.0 - lam, c, lam * s)
-
-
 class GatedMix(torch.autograd.Function):
     """``(1 − λ)·x + λ·x'·s`` for ``x' = x·c``, gates ``c`` (B, C, 1, 1), ``s`` (B, 1, H, W)
     and a 0-dim λ.
@@ -157,12 +151,17 @@ class GatedMix(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, c, s, lam = ctx.saved_tensors
         lam_c = lam.to(c.dtype)
-        gx = _rows(grad * x)  # (B, C, HW)
-        # contractions as batched matrix products: no full-size temporaries
-        sum_hw = torch.bmm(gx, _rows(s.to(gx.dtype)).transpose(1, 2)).to(c.dtype)
-        sum_hw = sum_hw.view_as(c)  # Σ_HW g·x·s, (B, C, 1, 1)
+        product = grad * x
+        gx = _rows(product)  # (B, C, HW), a view
+        # contractions as batched matrix products, no full-size temporaries: one pass for
+        # Σ_HW g·x·s and Σ_HW g·x (B, C, 2), one for Σ_C g·x·c (B, 1, HW)
+        s_rows = _rows(s.to(gx.dtype)).transpose(1, 2)  # (B, HW, 1)
+        sums = torch.bmm(gx, torch.cat([s_rows, torch.ones_like(s_rows)], dim=2)).to(c.dtype)
+        sum_hw = sums[:, :, :1].unsqueeze(-1)  # Σ_HW g·x·s, (B, C, 1, 1)
         sum_c = torch.bmm(c.to(gx.dtype).flatten(1).unsqueeze(1), gx).to(s.dtype)
         sum_c = sum_c.view_as(s)  # Σ_C g·x·c, (B, 1, H, W)
-        grad_lam = (sum_hw * c).sum() - gx.sum(dtype=c.dtype)
-        grad_x = _multiplier(c, s, lam).to(grad.dtype).mul_(grad)
+        grad_lam = (sum_hw * c).sum() - sums[:, :, 1].sum()
+        # dL/dx = g·((1 − λ) + λ·c·s), written over g·x, which is no longer needed
+        keep, scale = (1.0 - lam_c).to(x.dtype), (lam_c * s).to(x.dtype)
+        grad_x = torch.addcmul(keep, c.to(x.dtype), scale, out=product).mul_(grad)
         return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype), None
