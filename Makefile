@@ -39,8 +39,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff format --check src tests benchmarks
 
 bench: $(VENV)/.installed-dev
-	$(PY) benchmarks/blocks.py
-	$(PY) benchmarks/models.py
+	$(PY) benchmarks/targets.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -37,6 +37,51 @@ def sgd_step(
     optimizer.step()
 
 
+def measure_models(
+    model: str = "resnet18",
+    input_size: tuple[int, int, int] = (3, 32, 32),
+    variants: dict[str, dict] | None = None,
+    *,
+    batch_size: int = 128,
+    repeats: int = 5,
+    iterations: int = 2,
+    channels_last: bool = False,
+) -> tuple[dict[str, int], dict[str, list[float]], dict[str, tuple[float, float, float]]]:
+    """Parameters, per-repeat seconds per step and time ratios to ``none`` of each variant
+    (name -> ``create_model`` options; default: ``none``, ``branch``, ``pre``)."""
+    variants = variants or {p: {"placement": p} for p in ("none", "branch", "pre")}
+    c, h, w = input_size
+    x = torch.randn(batch_size, c, h, w)
+    y = torch.randint(0, 10, (batch_size,))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=memory_format)
+    steps, params = {}, {}
+    for name, options in variants.items():
+        net = create_model(model, image_size=h, num_classes=10, in_chans=c, **options)
+        net = net.to(memory_format=memory_format).train()
+        params[name] = sum(p.numel() for p in net.parameters())
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        steps[name] = partial(sgd_step, net, optimizer, x, y)
+    times = interleaved(steps, repeats=repeats, iterations=iterations, warmup=1)
+    return params, times, ratios(times, "none")
+
+
+def table(
+    model: str,
+    batch_size: int,
+    params: dict[str, int],
+    times: dict[str, list[float]],
+    relative: dict[str, tuple[float, float, float]],
+) -> str:
+    lines = [f"| {model} | parameters | train images/s | time ratio to none |", "|---|---|---|---|"]
+    for name, r in relative.items():
+        speed = batch_size / statistics.median(times[name])
+        lines.append(
+            f"| {name} | {params[name]:,} | {speed:.1f} | {r[0]:.3f} ({r[1]:.2f}–{r[2]:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default="resnet18")
@@ -50,35 +95,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     c, h, w = (int(v) for v in args.input_size.split(","))
-    x = torch.randn(args.batch_size, c, h, w)
-    y = torch.randint(0, 10, (args.batch_size,))
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    x = x.contiguous(memory_format=memory_format)
-    variants = {p: {"placement": p} for p in args.placements.split(",")}
+    variants: dict[str, dict] = {p: {"placement": p} for p in args.placements.split(",")}
     for width in filter(None, args.widths.split(",")):
         variants[f"none x{float(width):g}"] = {"placement": "none", "width": float(width)}
-    steps, params = {}, {}
-    for name, options in variants.items():
-        model = create_model(args.model, image_size=h, num_classes=10, in_chans=c, **options).to(
-            memory_format=memory_format
-        )
-        model.train()
-        params[name] = sum(p.numel() for p in model.parameters())
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        steps[name] = partial(sgd_step, model, optimizer, x, y)
-    times = interleaved(steps, repeats=args.repeats, iterations=args.iterations, warmup=1)
-    relative = ratios(times, "none")
+    params, times, relative = measure_models(
+        args.model,
+        (c, h, w),
+        variants,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        iterations=args.iterations,
+        channels_last=args.channels_last,
+    )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model} on "
         f"{args.input_size}, batch {args.batch_size}, {args.repeats} interleaved repeats x "
         f"{args.iterations} steps\n"
     )
-    print(f"| {args.model} | parameters | train images/s | time ratio to none |")
-    print("|---|---|---|---|")
-    for name in variants:
-        r = relative[name]
-        speed = args.batch_size / statistics.median(times[name])
-        print(f"| {name} | {params[name]:,} | {speed:.1f} | {r[0]:.3f} ({r[1]:.2f}–{r[2]:.2f}) |")
+    print(table(args.model, args.batch_size, params, times, relative))
 
 
 if __name__ == "__main__":
