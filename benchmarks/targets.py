@@ -22,7 +22,7 @@ import blocks
 import data_pipeline
 import models
 
-PRE, TIMM = "preattn pre", "timm cbam"
+PRE, TIMM = blocks.PRE, "timm cbam"
 
 
 def _verdict(values: list[float], limit: float) -> str:
