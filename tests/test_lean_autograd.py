@@ -105,3 +105,19 @@ def test_every_execution_path_computes_the_same_mix(official, monkeypatch):
     for name, value in results.items():
         torch.testing.assert_close(value, expected, atol=1e-12, rtol=1e-12, msg=name)
     torch.testing.assert_close(x.detach(), original, atol=0, rtol=0)
+
+
+def test_gated_mix_returns_the_spatial_gradient_in_the_gates_layout():
+    """A channels-last spatial gate (the 7×7 convolution's output on channels-last maps)
+    gets a channels-last gradient: its strides, not the contiguous ones."""
+    from preattn.lean_autograd import GatedMix
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    c = torch.rand(2, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    s = torch.rand(2, 1, 4, 5, dtype=torch.float64).as_strided((2, 1, 4, 5), (20, 1, 5, 1))
+    s.requires_grad_(True)
+    lam = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    out = GatedMix.apply(x, c, s, lam, (x * c).detach())
+    (grad_s,) = torch.autograd.grad((out * torch.randn_like(out)).sum(), s)
+    assert grad_s.stride() == s.stride()
