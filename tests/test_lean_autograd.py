@@ -121,3 +121,25 @@ def test_gated_mix_returns_the_spatial_gradient_in_the_gates_layout():
     out = GatedMix.apply(x, c, s, lam, (x * c).detach())
     (grad_s,) = torch.autograd.grad((out * torch.randn_like(out)).sum(), s)
     assert grad_s.stride() == s.stride()
+
+
+def test_lambda_mixed_cbam_allocates_one_full_size_tensor_forward():
+    """As documented in preattn.lean_autograd: x·M_c is the only new full-size tensor of
+    the forward, in training (it becomes the output) and at inference (likewise)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _counting import count_full_size
+
+    torch.manual_seed(0)
+    cbam = CBAM(16)
+    x = torch.randn(2, 16, 12, 12)
+    lam = torch.tensor(0.2)
+    train = count_full_size(lambda: cbam.mixed(x.requires_grad_(True), lam), x.numel())
+    with torch.inference_mode():
+        infer = count_full_size(lambda: cbam.mixed(x.detach(), lam), x.numel())
+    assert train.allocations == 1, train.by_operator
+    assert infer.allocations == 1, infer.by_operator
+    plain = count_full_size(lambda: (1 - lam) * x + lam * cbam(x), x.numel())
+    assert plain.allocations > 1, plain.by_operator  # the counter sees the plain products
