@@ -143,3 +143,20 @@ def test_lambda_mixed_cbam_allocates_one_full_size_tensor_forward():
     assert infer.allocations == 1, infer.by_operator
     plain = count_full_size(lambda: (1 - lam) * x + lam * cbam(x), x.numel())
     assert plain.allocations > 1, plain.by_operator  # the counter sees the plain products
+
+
+def test_inference_in_place_equals_traced_graph_bit_for_bit(monkeypatch):
+    """A graph traced from the model (torch.fx, as timm's feature extraction and its
+    tests do) reproduces eager inference exactly, not only within float tolerance."""
+    import preattn.attention as attention_module
+
+    torch.manual_seed(6)
+    cbam = CBAM(16).eval()
+    x = torch.randn(3, 16, 9, 9)
+    lam = torch.tensor(0.1)
+    with torch.inference_mode():
+        eager = cbam.mixed(x, lam)
+    monkeypatch.setattr(attention_module, "_graph_capture", lambda: True)
+    with torch.no_grad():
+        captured = cbam.mixed(x, lam)
+    torch.testing.assert_close(eager, captured, atol=0, rtol=0)

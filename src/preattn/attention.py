@@ -324,7 +324,7 @@ class CBAM(GateAttention):
         keep = (1.0 - lam).to(x.dtype)
         if _in_place_ok():
             return attended.mul_(spatial).addcmul_(x, keep)
-        return torch.addcmul(x * keep, attended, spatial)
+        return torch.addcmul(attended * spatial, x, keep)  # the same rounding as in place
 
 
 class SE(_ChannelMLP):
