@@ -175,6 +175,26 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     return [tuple(int(v) for v in s.split(",")) for s in text.split(";")] if text else SHAPES
 
 
+def report(
+    shapes: list[tuple[int, ...]], repeats: int, iterations: int, compiled: bool
+) -> tuple[dict, dict]:
+    """Measure every shape, printing each table row as it comes; returns the eager and the
+    compiled results by shape (the latter empty without ``compiled``)."""
+    print(HEADER)
+    eager = {}
+    for shape in shapes:
+        eager[shape] = measure(shape, repeats, iterations)
+        print("\n".join(rows(shape, eager[shape])), flush=True)
+    compiled_results = {}
+    if compiled:
+        print("\ntorch.compile of both blocks (ratios to the compiled BasicBlock):\n")
+        print(COMPILED_HEADER)
+        for shape in shapes:
+            compiled_results[shape] = measure_compiled(shape, repeats, iterations)
+            print("\n".join(compiled_rows(shape, compiled_results[shape])), flush=True)
+    return eager, compiled_results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -188,15 +208,7 @@ def main() -> None:
         f"{args.repeats} interleaved repeats x {args.iterations} iterations; "
         "ratios to torchvision BasicBlock: median (min–max)\n"
     )
-    print(HEADER)
-    shapes = parse_shapes(args.shapes)
-    for shape in shapes:
-        print("\n".join(rows(shape, measure(shape, args.repeats, args.iterations))), flush=True)
-    if args.compile:
-        print("\n" + COMPILED_HEADER)
-        for shape in shapes:
-            results = measure_compiled(shape, args.repeats, args.iterations)
-            print("\n".join(compiled_rows(shape, results)), flush=True)
+    report(parse_shapes(args.shapes), args.repeats, args.iterations, args.compile)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,16 @@ def measure_share(
     return summary, statistics.median(fetch), statistics.median(step), source
 
 
+def measure_both(
+    batches: int = 4, repeats: int = 3, batch_size: int = 128
+) -> dict[str, tuple[tuple[float, float, float], float, float, str]]:
+    """:func:`measure_share` for contiguous and channels-last training, by name."""
+    return {
+        name: measure_share(batches, repeats, batch_size, channels_last)
+        for name, channels_last in (("contiguous", False), ("channels-last", True))
+    }
+
+
 def table(results: dict[str, tuple[tuple[float, float, float], float, float, str]]) -> str:
     lines = [
         "| training | fetch ms / batch | step ms / batch | data share of the step |",
@@ -119,10 +129,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    results = {
-        name: measure_share(args.batches, args.repeats, args.batch_size, cl)
-        for name, cl in (("contiguous", False), ("channels-last", True))
-    }
+    results = measure_both(args.batches, args.repeats, args.batch_size)
     source = next(iter(results.values()))[3]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, SimpleCNN, batch "

@@ -47,25 +47,15 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} "
         f"interleaved repeats x {args.iterations} iterations; median (min–max)\n"
     )
-    print("## Blocks, eager (ratios to torchvision BasicBlock)\n\n" + blocks.HEADER)
-    eager = {}
-    for shape in block_shapes:
-        eager[shape] = blocks.measure(shape, args.repeats, args.iterations)
-        print("\n".join(blocks.rows(shape, eager[shape])), flush=True)
-    compiled = {}
-    if not args.no_compile:
-        print("\n## Blocks, torch.compile\n\n" + blocks.COMPILED_HEADER)
-        for shape in block_shapes:
-            compiled[shape] = blocks.measure_compiled(shape, args.repeats, args.iterations)
-            print("\n".join(blocks.compiled_rows(shape, compiled[shape])), flush=True)
+    print("## Blocks (ratios to torchvision BasicBlock)\n")
+    eager, compiled = blocks.report(
+        block_shapes, args.repeats, args.iterations, compiled=not args.no_compile
+    )
     print("\n## resnet18 (CIFAR stem, batch 128), one SGD step\n")
     params, times, relative = models.measure_models(repeats=args.repeats, iterations=2)
     print(models.table("resnet18", 128, params, times, relative), flush=True)
     print("\n## Data pipeline: SimpleCNN on Fashion-MNIST, batch 128\n")
-    pipeline = {
-        name: data_pipeline.measure_share(channels_last=cl)
-        for name, cl in (("contiguous", False), ("channels-last", True))
-    }
+    pipeline = data_pipeline.measure_both()
     print(data_pipeline.table(pipeline), flush=True)
 
     shapes = " / ".join(",".join(map(str, s)) for s in block_shapes)
