@@ -155,8 +155,8 @@ class GatedMix(torch.autograd.Function):
         gx = _rows(product)  # (B, C, HW), a view
         # contractions as batched matrix products, no full-size temporaries: one pass for
         # Σ_HW g·x·s and Σ_HW g·x (B, 2, C), one for Σ_C g·x·c (B, 1, HW). [s; 1] is the
-        # left factor: (B, 2, HW)·(B, HW, C) runs about 5x faster on CPU than the same
-        # product as (B, C, HW)·(B, HW, 2)
+        # left factor: (B, 2, HW)·(B, HW, C) runs several times faster on CPU than the
+        # same product as (B, C, HW)·(B, HW, 2)
         s_rows = _rows(s.to(gx.dtype))  # (B, 1, HW)
         sides = torch.cat([s_rows, torch.ones_like(s_rows)], dim=1)
         sums = torch.bmm(sides, gx.transpose(1, 2)).to(c.dtype)
@@ -164,7 +164,7 @@ class GatedMix(torch.autograd.Function):
         sum_c = torch.bmm(c.to(gx.dtype).flatten(1).unsqueeze(1), gx).to(s.dtype)
         # Σ_C g·x·c, (B, 1, H, W), in s's own strides: a channels-last s (from the 7×7
         # convolution of channels-last maps) must get a channels-last gradient, or
-        # oneDNN runs that convolution's backward about 3x slower
+        # oneDNN runs that convolution's backward on a much slower path
         sum_c = torch.empty_like(s).copy_(sum_c.view_as(s))
         grad_lam = (sum_hw * c).sum() - sums[:, 1].sum()
         # dL/dx = g·((1 − λ) + λ·c·s), written over g·x, which is no longer needed
