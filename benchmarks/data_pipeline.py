@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from preattn.data.errors import DatasetError
-from preattn.train.build import build_data, build_model_for
+from preattn.train.build import build_data, build_model
 from preattn.train.config import TrainConfig
 from preattn.train.distributed import DistContext
 from preattn.train.loop import StepContext, _train_loader, train_one_epoch
@@ -71,7 +71,7 @@ def measure_share(
         source = splits.source
         torch.manual_seed(0)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        net = build_model_for(config, splits).to(memory_format=memory_format)
+        net = build_model(config, splits.info).to(memory_format=memory_format)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         ctx = StepContext(
             net=net,

@@ -316,7 +316,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
     out = tmp_path / "r"
     models: list[torch.nn.Module] = []
-    build = loop.build_model_for
+    build = loop.build_model
 
     def keep(config, splits):
         models.append(build(config, splits))
@@ -327,7 +327,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
             with torch.no_grad():
                 models[0].fc.weight.fill_(float("nan"))
 
-    monkeypatch.setattr(loop, "build_model_for", keep)
+    monkeypatch.setattr(loop, "build_model", keep)
     config = TrainConfig(**CONFIG, epochs=3, out=str(out))
     with pytest.raises(TrainingDiverged, match=r"training loss became nan at epoch 2, batch 1"):
         train(config, callbacks=[blow_up])

@@ -21,7 +21,7 @@ from preattn._io import atomic_write
 from preattn.data import build_datasets
 from preattn.mixing import LambdaMix
 from preattn.models import SimpleCNN
-from preattn.train import RunError, TrainConfig, build_model_for, train
+from preattn.train import RunError, TrainConfig, build_model, train
 from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
 
 TINY = dict(
@@ -77,11 +77,21 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
     run = Path(config.out)
     assert {p.name for p in run.iterdir()} == {
         ".lock",
+        ".run-files",
         "config.yaml",
         "metrics.jsonl",
         "steps.jsonl",
         "checkpoint",
         "checkpoints",
+        "model.safetensors",
+        "curves.png",
+        "lambda.png",
+    }
+    assert set((run / ".run-files").read_text().split()) == {
+        "config.yaml",
+        "metrics.jsonl",
+        "steps.jsonl",
+        "checkpoint",
         "model.safetensors",
         "curves.png",
         "lambda.png",
@@ -194,7 +204,7 @@ def test_two_process_ddp_equals_single_process_accumulation(tmp_path):
         config.dataset, limit_train=32, limit_test=8, image_size=8, seed=config.seed
     )
     torch.manual_seed(config.seed)
-    model = build_model_for(config, splits)
+    model = build_model(config, splits.info)
     optimizer = build_optimizer(model, "sgd", config.lr, config.weight_decay, config.momentum)
     steps = 32 // (8 * 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(steps, 0))
@@ -233,7 +243,7 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
     import preattn.train.loop as loop
 
     seen: list[tuple[torch.dtype, bool]] = []
-    build = loop.build_model_for
+    build = loop.build_model
 
     def spying_build(config, splits):
         model = build(config, splits)
@@ -246,7 +256,7 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
         model.block1.transform.conv1.register_forward_hook(record)
         return model
 
-    monkeypatch.setattr(loop, "build_model_for", spying_build)
+    monkeypatch.setattr(loop, "build_model", spying_build)
     record = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "r"), **flags))
     assert seen and math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])
     dtypes, channels_last = zip(*seen, strict=True)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, field
 from typing import Any
 
+from ._yaml import parse_yaml_value
+
 __all__ = [
     "check_type",
     "option",
@@ -81,8 +83,6 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     Values are read as YAML scalars (ints, floats, booleans, strings); a JSON object is
     accepted too.
     """
-    import yaml
-
     text = text.strip()
     if not text:
         return {}
@@ -96,7 +96,7 @@ def parse_kwargs(text: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"expected key=value pairs such as reduction=8, got {text!r}")
-        out[key.strip()] = yaml.safe_load(value.strip())
+        out[key.strip()] = parse_yaml_value(value.strip())
     return out
 
 

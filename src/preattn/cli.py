@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._io import atomic_write_text
 from ._options import parse_bool, parse_int_list
 from .data.errors import DatasetError
 from .data.registry import find_idx_files
@@ -126,8 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .ablate import format_report
-    from .train.compare import compare
+    from .ablate import compare, format_report
     from .train.rundir import default_run_dir
 
     config = _train_config(args)
@@ -187,10 +187,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from .train.distributed import init_distributed
     from .train.evaluate import evaluate
+    from .train.load import load_run
     from .train.plots import plot_confusion
-    from .train.rundir import load_run
+    from .train.rundir import RunDir, guard_output
 
     run_dir = Path(args.checkpoint)
+    run = RunDir(run_dir)
+    out_dir = Path(args.out) if args.out else run_dir
+    targets = [
+        guard_output(out_dir / name, "--out", own_run=run)
+        for name in ("confusion.png", "eval.json")
+    ]
     config, splits, model, epoch = load_run(
         run_dir, data_dir=args.data_dir, limit_test=args.limit_test
     )
@@ -198,9 +205,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model.to(ctx.device)
     loader = torch.utils.data.DataLoader(splits.test, batch_size=args.batch_size)
     result = evaluate(model, loader, splits.num_classes, ctx.device)
-    out_dir = Path(args.out) if args.out else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_confusion(result.confusion, splits.classes, out_dir / "confusion.png")
+    png = plot_confusion(result.confusion, splits.classes, targets[0])
     print(
         f"{run_dir} (epoch {epoch}) on {config.dataset} test, {int(result.confusion.sum())} "
         f"images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}"
@@ -216,7 +222,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ),
         "confusion": result.confusion.tolist(),
     }
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    atomic_write_text(targets[1], json.dumps(report, indent=1))
+    run.record(*targets)  # only those inside the run directory are recorded
     print(f"confusion matrix: {png}")
     return 0
 
@@ -224,6 +231,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .train.config import TrainConfig
     from .train.loop import train
+    from .train.rundir import RunDir
 
     try:
         source = find_idx_files("fashion-mnist", args.data_dir)["train_images"].parent
@@ -278,6 +286,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     loaded, batch = _sample_batch(str(config.out), "test", 6)
     path, with_cam = draw_attention(loaded.model, batch, Path(config.out) / "attention.png")
+    RunDir(config.out).record(path)
     print(f"attention maps: {path}" + ("" if with_cam else f" ({GRADCAM_HINT})"))
     return 0
 
@@ -304,17 +313,18 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .deploy import export_onnx, fuse
-    from .train.rundir import load_run
+    from .deploy import export_onnx, fuse, onnx_opset
+    from .train.load import load_model
+    from .train.rundir import guard_output
 
-    _, splits, model, _ = load_run(args.checkpoint, limit_test=1)
-    if not args.no_fuse:
-        model = fuse(model)
-    image = splits.test[0][0]
-    path = export_onnx(model, args.onnx, (1, *image.shape), opset=args.opset)
+    target = guard_output(args.onnx, "--onnx")
+    loaded = load_model(args.checkpoint)
+    model = loaded.model if args.no_fuse else fuse(loaded.model)
+    shape = (loaded.in_chans, loaded.image_size, loaded.image_size)
+    path = export_onnx(model, target, (1, *shape), opset=args.opset)
     print(
-        f"wrote {path} (input (batch, {', '.join(map(str, image.shape))}), dynamic batch, "
-        f"opset {args.opset}, BatchNorm {'kept' if args.no_fuse else 'folded'})"
+        f"wrote {path} (input (batch, {', '.join(map(str, shape))}), dynamic batch, "
+        f"opset {onnx_opset(path)}, BatchNorm {'kept' if args.no_fuse else 'folded'})"
     )
     return 0
 
@@ -324,7 +334,7 @@ def _sample_batch(run_dir: str, split: str, count: int) -> tuple[Any, Any]:
     import torch
 
     from .train.build import build_data
-    from .train.rundir import load_model
+    from .train.load import load_model
     from .viz import Batch
 
     loaded = load_model(run_dir)
@@ -339,33 +349,36 @@ def _sample_batch(run_dir: str, split: str, count: int) -> tuple[Any, Any]:
 
 def _cmd_viz(args: argparse.Namespace) -> int:
     from .maps import attention_maps
+    from .train.load import load_model
     from .train.plots import plot_lambda
-    from .train.rundir import RunDir
+    from .train.rundir import RunDir, guard_output
     from .viz import GRADCAM_HINT, draw_attention, draw_channel_gates, draw_comparison
 
     if args.images < 1:
         raise ValueError(f"images must be an int >= 1, got {args.images}")
+    run = RunDir(args.checkpoint)
+    out = Path(args.out) if args.out else run.path / "viz"
+    names = ("attention.png", "channel_gates.png", "lambda.png", "compare.png")
+    target = {name: guard_output(out / name, "--out", own_run=run) for name in names}
     loaded, batch = _sample_batch(args.checkpoint, args.split, args.images)
-    out = Path(args.out) if args.out else Path(args.checkpoint) / "viz"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    path, with_cam = draw_attention(loaded.model, batch, out / "attention.png")
+    path, with_cam = draw_attention(loaded.model, batch, target["attention.png"])
     written.append(path)
     maps = attention_maps(loaded.model, batch.images)
-    gates = draw_channel_gates(maps, batch, out / "channel_gates.png")
+    gates = draw_channel_gates(maps, batch, target["channel_gates.png"])
     if gates:
         written.append(gates)
-    history = RunDir(args.checkpoint).read_metrics()
+    history = run.read_metrics()
     if history:
-        written.append(plot_lambda(history, out / "lambda.png"))
+        written.append(plot_lambda(history, target["lambda.png"]))
     if args.compare:
-        from .train.rundir import load_model
-
         other = load_model(args.compare)
         models = {Path(args.checkpoint).name: loaded.model, Path(args.compare).name: other.model}
-        path, cam = draw_comparison(models, batch, out / "compare.png")
+        path, cam = draw_comparison(models, batch, target["compare.png"])
         written.append(path)
         with_cam = with_cam and cam
+    run.record(*written)  # what lies inside the run directory is the run's
     for path in written:
         print(f"wrote {path}")
     if not with_cam:
@@ -377,7 +390,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from .predict import predict
-    from .train.rundir import load_model
+    from .train.load import load_model
 
     loaded = load_model(args.checkpoint)
     results = predict(
@@ -397,7 +410,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .check import check
 
     if args.checkpoint:
-        from .train.rundir import load_model
+        from .train.load import load_model
 
         loaded = load_model(args.checkpoint)
         model, trained = loaded.model, True
@@ -626,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 18")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers")
     p.set_defaults(func=_cmd_export)
     return parser

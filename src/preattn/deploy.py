@@ -23,7 +23,7 @@ from .attention import SpatialAttention
 from .blocks import BasicTransform, BottleneckTransform
 from .models.resnet import ResNet
 
-__all__ = ["export_onnx", "fuse"]
+__all__ = ["MIN_OPSET", "export_onnx", "fuse", "onnx_opset"]
 
 # (conv, bn) attribute pairs of modules whose forward runs the conv straight into the BN
 _PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
@@ -78,12 +78,24 @@ def fuse(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     return model
 
 
+# the lowest opset torch.onnx.export(dynamo=True) writes without a version conversion
+MIN_OPSET = 18
+
+
+def onnx_opset(path: str | Path) -> int:
+    """The default-domain opset an ONNX file was written with."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
     input_shape: Sequence[int],
     *,
-    opset: int = 17,
+    opset: int = MIN_OPSET,
 ) -> Path:
     """Export ``model`` (eval mode) to ONNX with a dynamic batch axis.
 
@@ -92,15 +104,16 @@ def export_onnx(
         path: output ``.onnx`` file (written atomically).
         input_shape: ``(N, C, H, W)`` of the example input; ``N`` becomes dynamic (the
             example is traced with a batch of ``max(N, 2)``).
-        opset: ONNX opset, at least 17.
+        opset: ONNX opset, at least :data:`MIN_OPSET` (18): PyTorch's exporter writes 18
+            and later, and converting down to 17 fails for the attention's reductions.
 
     Uses PyTorch's current exporter (``torch.onnx.export(..., dynamo=True)``: the model is
     captured with ``torch.export``, batch dimension dynamic). Global pooling is exported as
     ``ReduceMean`` / ``ReduceMax`` (the library uses ``mean``/``amax``, not adaptive
     pooling). Input ``"input"``, output ``"logits"``.
     """
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
     for package in ("onnx", "onnxscript"):
         if importlib.util.find_spec(package) is None:
             raise ImportError(

@@ -14,12 +14,16 @@ No weights are published: ``pretrained=True`` needs a file, e.g. a run's weights
     timm.create_model("preattn_simplecnn", pretrained=True, num_classes=10, in_chans=1,
                       pretrained_cfg_overlay=dict(file="runs/fm/model.safetensors"))
 
-The overlay must also state the run's ``num_classes`` and ``input_size`` when they differ
-from the registered cfg's (timm otherwise drops the classifier or adapts the first conv to
-another channel count): :func:`run_overlay` builds the whole overlay from a run directory::
+A preattn run is rebuilt through timm in one call, :func:`create_model_from_run`: the
+registered name of the run's model, the run's model arguments (channels, classes, stem,
+width, attended stages, placement, attention, λ: the same ones training used,
+:func:`preattn.train.model_arguments`) and its committed weights::
 
-    timm.create_model("preattn_resnet18", pretrained=True, num_classes=10,
-                      pretrained_cfg_overlay=preattn.timm.run_overlay("runs/r18"))
+    model = preattn.timm.create_model_from_run("runs/r18")            # eval() it to predict
+    features = preattn.timm.create_model_from_run("runs/r18", features_only=True)
+
+:func:`run_overlay` is the ``pretrained_cfg_overlay`` part alone (the weights file, input
+size, classes and normalisation).
 
 Needs the optional ``timm`` extra (``pip install 'preattn[timm]'``).
 """
@@ -38,10 +42,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "preattn.timm needs timm: install it with pip install 'preattn[timm]'"
     ) from exc
 
+import timm
+from torch import nn
+
 from .models.resnet import ResNet
 from .models.simple import SimpleCNN
+from .train.build import model_arguments
+from .train.load import run_data_info
+from .train.rundir import WEIGHTS_FILE, RunDir
 
-__all__ = ["MODEL_NAMES", "run_overlay"]
+__all__ = ["MODEL_NAMES", "create_model_from_run", "run_overlay", "timm_name"]
 
 _RESNETS = {
     "preattn_resnet18": ((2, 2, 2, 2), "basic"),
@@ -108,23 +118,58 @@ def preattn_simplecnn(pretrained: bool = False, **kwargs: Any) -> SimpleCNN:
     return build_model_with_cfg(SimpleCNN, "preattn_simplecnn", pretrained, **kwargs)
 
 
+def timm_name(model: str) -> str:
+    """The timm registry name of preattn model ``model`` (``resnet18`` -> ``preattn_resnet18``)."""
+    name = f"preattn_{model}"
+    if name not in MODEL_NAMES:
+        raise ValueError(f"model {model!r} has no timm registration; registered: {MODEL_NAMES}")
+    return name
+
+
 def run_overlay(run_dir: str | Path) -> dict[str, Any]:
     """``pretrained_cfg_overlay`` that loads a preattn run's weights through timm: the
     weights file, and the run's classes, input size and normalisation."""
-    from .data.registry import DATASET_SPECS
-    from .train.rundir import WEIGHTS_FILE, RunDir
-
     run = RunDir(run_dir)
     config, _ = run.read_config()
     weights, _ = run.load_weights()
-    spec = DATASET_SPECS[config.dataset]
-    size = config.image_size if spec.resizable and config.image_size else spec.image_size
+    info = run_data_info(run, config, weights)
     overlay: dict[str, Any] = {
         "file": str(run.path / WEIGHTS_FILE),
-        "input_size": (spec.in_chans, size, size),
+        "input_size": (info.in_chans, info.image_size, info.image_size),
+        "num_classes": info.num_classes,
+        "label_names": list(info.classes),
     }
-    if "fc.weight" in weights:
-        overlay["num_classes"] = int(weights["fc.weight"].shape[0])
-    if spec.mean is not None and spec.std is not None:
-        overlay["mean"], overlay["std"] = spec.mean, spec.std
+    if info.mean is not None and info.std is not None:
+        overlay["mean"], overlay["std"] = info.mean, info.std
     return overlay
+
+
+def create_model_from_run(run_dir: str | Path, **overrides: Any) -> nn.Module:
+    """A preattn run rebuilt through ``timm.create_model`` with its committed weights.
+
+    The registered name and every model argument come from the run (as training built the
+    network); ``overrides`` go to ``timm.create_model`` on top of them (timm's own options:
+    ``features_only=True``, ``out_indices``, ``num_classes=0`` for pooled features,
+    ``drop_rate``, ...). An override that changes the shape of a trained weight
+    (``in_chans``, ``width``) is refused by the weights' loading, naming the tensor.
+    """
+    run = RunDir(run_dir)
+    config, _ = run.read_config()
+    weights, _ = run.load_weights()
+    info = run_data_info(run, config, weights)
+    arguments = {**model_arguments(config, info), **overrides}
+    overlay = run_overlay(run_dir)
+    if arguments.get("num_classes") != info.num_classes:
+        overlay.pop("num_classes")  # timm then leaves a new classifier out of the loading
+    try:
+        return timm.create_model(
+            timm_name(config.model),
+            pretrained=True,
+            pretrained_cfg_overlay=overlay,
+            **arguments,
+        )
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(
+            f"{run.path}: the run's weights do not fit the model built with {overrides} ({first})"
+        ) from None

@@ -1,22 +1,16 @@
 """``preattn ablate GRID.yaml``: paired, resumable ablations over variants and seeds.
 
-``ablate(grid, out)`` plans the grid's runs (:func:`~preattn.ablate.execute.plan`), trains
-the ones not finished (:func:`~preattn.ablate.execute.execute`) and writes the report
-(:func:`~preattn.ablate.report.write_report`). Running it again retrains nothing that
-finished, resumes what was interrupted and runs what was added to the grid.
+:func:`ablate` (:mod:`~preattn.ablate.run`) plans a grid's runs, trains the unfinished
+ones and writes the report; :func:`compare` is the grid of placements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
-
-from .._io import atomic_write_text
-from ..train.config import ConfigError
+from .compare import compare, placement_grid
 from .execute import EXECUTORS, PlannedRun, SlurmOptions, execute, plan
 from .grid import Grid, GridRun
 from .report import build_report, format_report, write_report
+from .run import AblationFailed, ablate
 
 __all__ = [
     "EXECUTORS",
@@ -27,111 +21,10 @@ __all__ = [
     "SlurmOptions",
     "ablate",
     "build_report",
+    "compare",
+    "execute",
     "format_report",
+    "placement_grid",
     "plan",
     "write_report",
 ]
-
-
-class AblationFailed(RuntimeError):
-    """Some runs of the grid failed; the report holds the others."""
-
-
-def ablate(
-    grid: Grid | Sequence[Grid],
-    out: str | Path,
-    *,
-    jobs: int = 1,
-    executor: str = "local",
-    slurm: SlurmOptions | None = None,
-    dry_run: bool = False,
-    report_only: bool = False,
-    report_dir: str | Path | Sequence[str | Path] | None = None,
-    plots: bool = True,
-    progress: Callable[[str], None] = print,
-) -> Any:
-    """Run ``grid`` in ``out`` and write its report; returns the report (``None`` for a
-    dry run). ``dry_run`` only says what would run; ``report_only`` trains nothing.
-
-    The report (and a copy of the grid, ``grid.yaml``) goes to ``report_dir`` (default
-    ``out``). ``grid`` may be a list of grids sharing one pool of runs in ``out``: their
-    runs are trained together (a run that two grids share, once; two grids that give one
-    run folder different configurations are an error), ``report_dir`` is then a list of
-    folders, one per grid, and a list of reports is returned.
-    Raises :class:`AblationFailed` after the reports when some runs failed."""
-    out = Path(out)
-    several = not isinstance(grid, Grid)
-    grids = list(grid) if several else [grid]  # type: ignore[arg-type]
-    if several:
-        if report_dir is None or isinstance(report_dir, str | Path):
-            raise ValueError("report_dir must list one folder per grid when several are given")
-        report_dirs = [Path(d) for d in report_dir]
-    else:
-        report_dirs = [Path(report_dir) if report_dir is not None else out]  # type: ignore[arg-type]
-    if len(report_dirs) != len(grids) or len(set(report_dirs)) != len(report_dirs):
-        given = [str(d) for d in report_dirs]
-        raise ValueError(f"report_dir must give {len(grids)} distinct folders, got {given}")
-    planned = _union([plan(g, out) for g in grids])
-    pending = [p for p in planned if p.action != "done"]
-    counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
-    shape = (
-        f"{len(grids[0].variants)} variants x {len(grids[0].seeds)} seeds"
-        if not several
-        else f"{len(grids)} grids"
-    )
-    progress(
-        f"{len(planned)} runs ({shape}) in {out}: {counts['done']} finished, "
-        f"{counts['resume']} to resume, {counts['new']} new"
-    )
-    if dry_run:
-        for p in pending:
-            after = f" after epoch {p.epochs_done}" if p.action == "resume" else ""
-            progress(f"  would {p.action}{after}: {p.run.label} -> {p.run.config.out}")
-        return None
-    out.mkdir(parents=True, exist_ok=True)
-    for g, folder in zip(grids, report_dirs, strict=True):
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "grid.yaml", _grid_yaml(g))
-    outcomes = (
-        []
-        if report_only
-        else execute(
-            pending, root=out, jobs=jobs, executor=executor, slurm=slurm, progress=progress
-        )
-    )
-    reports = [
-        write_report(g, out, report_dir=folder, plots=plots)
-        for g, folder in zip(grids, report_dirs, strict=True)
-    ]
-    failed = [o[0].run.label for o in outcomes if o[2] is not None]
-    if failed:
-        raise AblationFailed(
-            f"{len(failed)} run(s) failed: {', '.join(failed)}; the report covers the others "
-            "(run the same command again to retry them)"
-        )
-    return reports if several else reports[0]
-
-
-def _union(plans: list[list[PlannedRun]]) -> list[PlannedRun]:
-    """The runs of several grids' plans, each run folder once, in order."""
-    seen: dict[str, PlannedRun] = {}
-    for planned in plans:
-        for p in planned:
-            key = str(p.run.config.out)
-            if key in seen:
-                before = seen[key].run.config.to_dict()
-                differ = sorted(k for k, v in p.run.config.to_dict().items() if before[k] != v)
-                if differ:
-                    raise ConfigError(
-                        f"two grids give {key} different configurations (they differ in "
-                        f"{differ}); rename one of the variants"
-                    )
-                continue
-            seen[key] = p
-    return list(seen.values())
-
-
-def _grid_yaml(grid: Grid) -> str:
-    import yaml
-
-    return yaml.safe_dump(grid.to_dict(), sort_keys=False, allow_unicode=True)

@@ -8,7 +8,9 @@ error naming the run and the option (nothing is started then).
 Executors, all calling :func:`run_task` in a separate process per job:
 
 * ``local``: ``--jobs N`` processes on this machine, each with ``cores // N`` torch
-  threads (:class:`concurrent.futures.ProcessPoolExecutor`, spawned processes);
+  threads (:class:`concurrent.futures.ProcessPoolExecutor`, spawned processes); each
+  worker ends itself when the ablate process dies (even by SIGKILL), so no run goes on
+  training, or holds its run's lock, without it; the next ``ablate`` resumes those runs;
 * ``slurm``: a Slurm job array through ``submitit`` (optional extra ``slurm``); ``--jobs``
   caps how many array tasks run at once;
 * ``submitit-local``: the same submitit path on this machine (``N`` jobs at a time).
@@ -22,6 +24,7 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -29,11 +32,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..train.config import ConfigError
-from ..train.rundir import RunDir
+import torch
+
+from ..train.config import ConfigError, TrainConfig
+from ..train.loop import train
+from ..train.rundir import RunDir, fixed_changes
 from .grid import Grid, GridRun
 
-__all__ = ["EXECUTORS", "PlannedRun", "SlurmOptions", "execute", "plan", "run_task"]
+__all__ = [
+    "EXECUTORS",
+    "PlannedRun",
+    "SlurmOptions",
+    "check_executor",
+    "die_with_parent",
+    "execute",
+    "plan",
+    "run_task",
+]
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 LOG_FILE = "train.log"
@@ -61,8 +76,6 @@ class SlurmOptions:
 def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
     """What each run of ``grid`` under ``root`` needs; raises ``ConfigError`` for a run that
     exists with a different configuration (naming the run and the options)."""
-    from ..train.loop import fixed_changes
-
     planned = []
     for run in grid.runs(root):
         run_dir = RunDir(run.config.out)  # type: ignore[arg-type]
@@ -93,11 +106,6 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Train one run (in a worker process): ``task`` holds the flat ``config``, ``resume``
     and ``threads`` (torch threads, or None). Output goes to the run's ``train.log``.
     Returns ``{"test_acc", "seconds"}``."""
-    import torch
-
-    from ..train.config import TrainConfig
-    from ..train.loop import train
-
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
     config = TrainConfig.from_dict(task["config"])
@@ -134,10 +142,26 @@ def _tasks(pending: Sequence[PlannedRun], threads: int | None) -> list[dict[str,
 Outcome = tuple[PlannedRun, dict[str, Any] | None, str | None]
 
 
+def _watch_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)  # the ablate process is gone: stop training (the run resumes next time)
+
+
+def die_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Worker initializer: end this process within ``interval`` seconds of the death of
+    process ``parent`` (the ablate process that started it), however that died."""
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True).start()
+
+
 def _local(pending: Sequence[PlannedRun], jobs: int) -> Iterator[Outcome]:
     threads = max(1, available_cores() // jobs)
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {
             pool.submit(run_task, task): p
             for task, p in zip(_tasks(pending, threads), pending, strict=True)
@@ -184,6 +208,14 @@ def _submitit(
                 yield by_job[job.job_id], None, reason[-1] if reason else type(exc).__name__
 
 
+def check_executor(executor: str, jobs: int) -> None:
+    """Raise ``ValueError`` for an unknown executor or a ``jobs`` that is not an int >= 1."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+
+
 def execute(
     pending: Sequence[PlannedRun],
     *,
@@ -195,10 +227,7 @@ def execute(
 ) -> list[Outcome]:
     """Run ``pending`` (the runs :func:`plan` found not done); report each finished run
     through ``progress``. Returns ``(planned, result or None, error or None)`` per run."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    check_executor(executor, jobs)
     if not pending:
         return []
     if executor == "local":

@@ -27,9 +27,19 @@ from typing import Any
 
 from ..train.config import ConfigError, TrainConfig, load_yaml
 
-__all__ = ["Grid", "GridRun"]
+__all__ = ["REPORT_FILES", "Grid", "GridRun"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+# what ablate writes beside the variants' folders; no variant may take these names
+REPORT_FILES = (
+    "report.md",
+    "report.json",
+    "grid.yaml",
+    "accuracy.png",
+    "lambda.png",
+    "accuracy_vs_time.png",
+    ".submitit",
+)
 # options the grid sets itself for each run
 _GRID_KEYS = ("seed", "out")
 
@@ -76,10 +86,21 @@ class Grid:
             )
         variants: dict[str, dict[str, Any]] = {}
         for name, overrides in variants_in.items():
-            if not isinstance(name, str) or not _NAME.match(name):
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
                 raise ConfigError(
-                    f"{source}: variant names must be letters, digits, '_', '.', '+' or '-' "
-                    f"(they name folders), got {name!r}"
+                    f"{source}: variant names must be 1-100 letters, digits, '_', '.', '+' or "
+                    f"'-', starting with a letter or digit (they name folders), got {name!r}"
+                )
+            if name.lower() in REPORT_FILES:
+                raise ConfigError(
+                    f"{source}: variant name {name!r} is the name of a report file "
+                    f"({', '.join(REPORT_FILES)}); choose another"
+                )
+            twin = next((v for v in variants if v.lower() == name.lower()), None)
+            if twin is not None:
+                raise ConfigError(
+                    f"{source}: variant names {twin!r} and {name!r} differ only in case "
+                    "(one folder on a case-insensitive file system)"
                 )
             variants[name] = _options(overrides or {}, f"{source}: variant {name}")
         reference = values.get("reference", next(iter(variants)))

@@ -16,11 +16,43 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..train.rundir import RunDir
+from ..train.load import load_model
+from ..train.rundir import METRICS_FILE, RunDir, RunError
 from .grid import Grid
 from .stats import paired_difference, summarise
 
 __all__ = ["build_report", "format_report", "write_report"]
+
+
+# what the report reads of each epoch record, and the types it needs
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "test_acc": (int, float),
+    "images_per_s": (int, float),
+    "lambda": (dict,),
+}
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "elapsed_s": (int, float),
+    "test_acc_corrupt": (dict,),
+}
+
+
+def _check_record(run_dir: RunDir, number: int, row: dict[str, Any]) -> None:
+    """Raise :class:`RunError` naming the run, the record and the field the report cannot
+    use (a damaged or hand-edited ``metrics.jsonl``)."""
+    where = f"{run_dir.path / METRICS_FILE}: record {number}"
+    for name, kinds in (*_RECORD_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
+        if name not in row:
+            if name in _RECORD_FIELDS:
+                raise RunError(f"{where} has no {name!r}; retrain or remove that run")
+            continue
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise RunError(f"{where}: {name!r} is {value!r}, not a {kinds[0].__name__}")
+    for name in ("lambda", "test_acc_corrupt"):
+        values = row.get(name, {})
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+            raise RunError(f"{where}: {name!r} must map names to numbers, got {values!r}")
 
 
 def _runs_of(grid: Grid, root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
@@ -31,17 +63,19 @@ def _runs_of(grid: Grid, root: Path) -> dict[str, dict[int, list[dict[str, Any]]
         if not run_dir.holds_run() or run_dir.committed_epoch() != run.config.epochs:
             continue
         rows = run_dir.read_metrics(upto_epoch=run.config.epochs)
+        for number, row in enumerate(rows, 1):
+            _check_record(run_dir, number, row)
         if len(rows) == run.config.epochs:
             out[run.variant][run.seed] = rows
     return out
 
 
-def _parameters(grid: Grid, variant: str) -> int:
-    from ..train.build import build_data, build_model_for
-
-    config = grid.config(variant, grid.seeds[0], ".")
-    splits = build_data(config, limit_train=1, limit_test=1)
-    return sum(p.numel() for p in build_model_for(config, splits).parameters())
+def _parameters(grid: Grid, root: Path, variant: str, seeds: list[int]) -> int | None:
+    """Parameters of ``variant``'s network, rebuilt from one of its finished runs."""
+    if not seeds:
+        return None
+    loaded = load_model(grid.config(variant, seeds[0], root).out)  # type: ignore[arg-type]
+    return sum(p.numel() for p in loaded.model.parameters())
 
 
 def _time_to_target(rows: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
@@ -104,7 +138,9 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
             if by_seed
             else None
         )
-        entry["params"] = _parameters(grid, name) if count_parameters else None
+        entry["params"] = (
+            _parameters(grid, root, name, sorted(by_seed)) if count_parameters else None
+        )
         blocks: dict[str, list[float]] = {}
         for rows in by_seed.values():
             for block, value in rows[-1].get("lambda", {}).items():

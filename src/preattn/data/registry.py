@@ -33,12 +33,15 @@ from .. import _validate
 from .cifar import CIFAR_LAYOUT, read_cifar
 from .errors import DatasetError
 from .idx import read_idx
+from .images import open_rgb
 from .synthetic import SYNTHETIC_CLASSES, SyntheticShapes
 
 __all__ = [
     "DATASETS",
+    "MAX_IMAGE_SIZE",
     "ArrayImageDataset",
     "DataSplits",
+    "DatasetInfo",
     "DatasetSpec",
     "build_datasets",
     "find_idx_files",
@@ -75,9 +78,56 @@ CIFAR10_CLASSES = (
 )
 
 
+# the largest image side length a run may ask for (a 4096x4096 RGB float image is 200 MB)
+MAX_IMAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a network and a run's readers need to know about a data set, without its images:
+    the input (``in_chans`` x ``image_size`` x ``image_size``), the class names, and the
+    per-channel normalisation (``None``: the reader normalises itself)."""
+
+    name: str
+    in_chans: int
+    image_size: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values, for a run's ``config.yaml``."""
+        return {
+            "name": self.name,
+            "in_chans": self.in_chans,
+            "image_size": self.image_size,
+            "classes": list(self.classes),
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> DatasetInfo:
+        def floats(v: object) -> tuple[float, ...] | None:
+            return None if v is None else tuple(float(x) for x in v)  # type: ignore[attr-defined]
+
+        return cls(
+            str(values["name"]),
+            int(values["in_chans"]),  # type: ignore[call-overload]
+            int(values["image_size"]),  # type: ignore[call-overload]
+            tuple(str(c) for c in values["classes"]),  # type: ignore[attr-defined]
+            floats(values.get("mean")),
+            floats(values.get("std")),
+        )
+
+
 @dataclass
 class DataSplits:
-    """Train and test sets plus what a model needs to know about them."""
+    """Train and test sets plus what a model needs to know about them (:attr:`info`)."""
 
     train: Dataset
     test: Dataset
@@ -88,6 +138,14 @@ class DataSplits:
     image_size: int
     mean: tuple[float, ...] | None = None  # the normalisation of the images, per channel
     std: tuple[float, ...] | None = None
+    name: str = ""
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The data set's description (no images)."""
+        return DatasetInfo(
+            self.name, self.in_chans, self.image_size, tuple(self.classes), self.mean, self.std
+        )
 
 
 class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -252,8 +310,8 @@ def _load_imagefolder(spec: DatasetSpec, request: LoadRequest) -> Loaded:
     )
     resize = round(image_size / 0.875)
     test_tf = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(image_size), *to_tensor])
-    train = tv_datasets.ImageFolder(str(root / "train"), transform=train_tf)
-    test = tv_datasets.ImageFolder(str(test_dir), transform=test_tf)
+    train = tv_datasets.ImageFolder(str(root / "train"), transform=train_tf, loader=open_rgb)
+    test = tv_datasets.ImageFolder(str(test_dir), transform=test_tf, loader=open_rgb)
     if train.classes != test.classes:
         raise DatasetError(f"{root}: train/ and {test_dir.name}/ hold different class folders")
     # only the images this run will read (the first limit_train / limit_test of each split)
@@ -289,6 +347,34 @@ class DatasetSpec:
     classes: tuple[str, ...] | None = None
     flip: bool = True
     resizable: bool = False
+
+    def image_size_for(self, requested: int | None) -> int:
+        """The side length of this set's images for a run that asked for ``requested``
+        (``None``: the default). Only resizable sets (image folders, the synthetic set)
+        accept another size; the one place this rule is written."""
+        if requested is None:
+            return self.image_size
+        _validate.positive_int("image_size", requested)
+        if not self.resizable:
+            if requested == self.image_size:
+                return requested
+            resizable = [s.name for s in _SPECS if s.resizable]
+            raise ValueError(
+                f"image_size applies to {resizable}; {self.name} images are "
+                f"{self.image_size}x{self.image_size}, got image_size={requested}"
+            )
+        if requested > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be at most {MAX_IMAGE_SIZE}, got {requested}")
+        return requested
+
+    def info(
+        self, image_size: int | None = None, classes: Sequence[str] | None = None
+    ) -> DatasetInfo:
+        """The description of this set at ``image_size`` (see :meth:`image_size_for`);
+        ``classes`` for sets whose reader finds them (image folders)."""
+        names = tuple(classes) if classes is not None else tuple(self.classes or ())
+        size = self.image_size_for(image_size)
+        return DatasetInfo(self.name, self.in_chans, size, names, self.mean, self.std)
 
 
 _SPECS = (
@@ -338,15 +424,10 @@ DATASETS = tuple(DATASET_SPECS)
 
 def _check_image(path: str) -> str | None:
     """``None`` if ``path`` decodes as an image, else the reason it does not."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as image:
-            image.verify()
-        with Image.open(path) as image:
-            image.load()  # verify() leaves truncated pixel data unread
-    except (OSError, SyntaxError, UnidentifiedImageError, ValueError) as exc:
-        return str(exc)
+        open_rgb(path)
+    except DatasetError as exc:
+        return str(exc).removeprefix(f"{path}: ")
     return None
 
 
@@ -359,7 +440,7 @@ def _verify_images(paths: Iterable[str]) -> None:
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         for path, problem in zip(paths, pool.map(_check_image, paths), strict=True):
             if problem is not None:
-                raise DatasetError(f"{path}: not a readable image ({problem})")
+                raise DatasetError(f"{path}: {problem}")
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:
@@ -383,15 +464,7 @@ def build_datasets(
     ``image_size`` applies to ``imagefolder`` (default 224) and ``synthetic`` (default 32).
     """
     spec = DATASET_SPECS[_validate.choice("dataset", name, DATASET_SPECS)]
-    if image_size is not None:
-        _validate.positive_int("image_size", image_size)
-        if not spec.resizable and image_size != spec.image_size:
-            resizable = [s.name for s in _SPECS if s.resizable]
-            raise ValueError(
-                f"image_size applies to {resizable}; {name} images are "
-                f"{spec.image_size}x{spec.image_size}, got image_size={image_size}"
-            )
-    size = image_size if spec.resizable and image_size else spec.image_size
+    size = spec.image_size_for(image_size)
     request = LoadRequest(data_dir, size, seed, limit_train, limit_test)
     train, test, source, classes = spec.load(spec, request)
     return DataSplits(
@@ -404,4 +477,5 @@ def build_datasets(
         size,
         spec.mean,
         spec.std,
+        spec.name,
     )

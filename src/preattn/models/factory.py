@@ -17,7 +17,7 @@ from .. import _validate
 from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from .simple import SimpleCNN
 
-__all__ = ["MODELS", "ModelEntry", "create_model", "model_names"]
+__all__ = ["MODELS", "ModelEntry", "create_model", "model_kwargs", "model_names"]
 
 # images up to this side length get the ResNets' CIFAR stem (3x3/1 conv, no max-pool)
 SMALL_IMAGE_SIZE = 64
@@ -59,6 +59,15 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
+def model_kwargs(name: str, *, image_size: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The builder arguments of model ``name``: ``kwargs`` plus the choices ``image_size``
+    decides (ResNets: ``stem``) where ``kwargs`` does not make them."""
+    entry = MODELS[_validate.choice("model", name, MODELS)]
+    if image_size is None:
+        return dict(kwargs)
+    return {**entry.input_options(_validate.positive_int("image_size", image_size)), **kwargs}
+
+
 def create_model(name: str, *, image_size: int | None = None, **kwargs: Any) -> nn.Module:
     """Build model ``name`` (one of :data:`MODELS`).
 
@@ -70,7 +79,5 @@ def create_model(name: str, *, image_size: int | None = None, **kwargs: Any) -> 
         **kwargs: the builder's arguments (``num_classes``, ``in_chans``, ``stages``,
             ``spec`` and the :class:`~preattn.AttentionSpec` fields, ...).
     """
-    entry = MODELS[_validate.choice("model", name, MODELS)]
-    if image_size is not None:
-        kwargs = {**entry.input_options(_validate.positive_int("image_size", image_size)), **kwargs}
-    return entry.builder(**kwargs)
+    kwargs = model_kwargs(name, image_size=image_size, **kwargs)
+    return MODELS[name].builder(**kwargs)

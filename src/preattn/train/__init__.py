@@ -1,21 +1,25 @@
 """Training and evaluation: config, run directories, loop, DDP, metrics and plots."""
 
-from .build import build_data, build_model_for
+from .build import build_data, build_model, model_arguments
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
+from .load import LoadedModel, load_model, load_run
 from .loop import TrainingDiverged, train, train_one_epoch
-from .rundir import RunDir, RunError, load_run
+from .rundir import RunDir, RunError
 
 __all__ = [
     "EvalResult",
+    "LoadedModel",
     "RunDir",
     "RunError",
     "TrainConfig",
     "TrainingDiverged",
     "build_data",
-    "build_model_for",
+    "build_model",
     "evaluate",
+    "load_model",
     "load_run",
+    "model_arguments",
     "train",
     "train_one_epoch",
 ]

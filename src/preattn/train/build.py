@@ -1,22 +1,26 @@
 """What a :class:`TrainConfig` describes: its data splits and its network.
 
-The one place that turns a configuration into objects; ``train``, ``eval``, ``export``
-and ``load_run`` all go through it.
+The one place that turns a configuration into objects. :func:`build_model` is the one
+construction path of a run's network: training, resuming, every reader of a saved run
+(:mod:`preattn.train.load`: ``eval``, ``predict``, ``viz``, ``check``, ``export``,
+``ablate``'s report) and :func:`preattn.timm.create_model_from_run` build it from
+:func:`model_arguments`, so a model-shaping option cannot be dropped by one of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.corrupt import CorruptedDataset
-from ..data.registry import DataSplits, build_datasets
-from ..models.factory import create_model
+from ..data.registry import DatasetInfo, DataSplits, build_datasets
+from ..models.factory import create_model, model_kwargs
 from .config import TrainConfig
 
-__all__ = ["build_data", "build_model_for", "corrupted_test_sets"]
+__all__ = ["build_data", "build_model", "corrupted_test_sets", "model_arguments"]
 
 
 def build_data(
@@ -59,15 +63,23 @@ def corrupted_test_sets(config: TrainConfig, splits: DataSplits) -> dict[str, Da
     }
 
 
-def build_model_for(config: TrainConfig, splits: DataSplits) -> nn.Module:
-    """The network ``config`` describes, for the data set ``splits`` (classes, channels and
-    image size, which decides the ResNets' stem)."""
-    return create_model(
+def model_arguments(config: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
+    """The builder arguments of ``config.model`` for data described by ``info``: classes,
+    input channels, the choices the image size makes (ResNets: ``stem``), attended
+    ``stages``, ``spec`` and ``width``. ``create_model(config.model, **arguments)`` builds
+    the run's network; timm's ``preattn_<model>`` takes the same arguments."""
+    return model_kwargs(
         config.model,
-        image_size=splits.image_size,
-        num_classes=splits.num_classes,
-        in_chans=splits.in_chans,
+        image_size=info.image_size,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
         stages=config.stages,
         spec=config.spec,
         width=config.width,
     )
+
+
+def build_model(config: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The network ``config`` describes, for the data set ``info`` describes (freshly
+    initialised; the readers of :mod:`preattn.train.load` then load a run's weights)."""
+    return create_model(config.model, **model_arguments(config, info))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from .. import _validate
+from .. import _validate, _yaml
 from .._options import (
     check_type,
     option,
@@ -25,6 +25,7 @@ from .._options import (
     parse_int_list,
     parse_optional_int,
 )
+from .._yaml import YamlError
 from ..data.corrupt import Corruption, parse_corruptions
 from ..data.registry import DATASET_SPECS
 from ..models.factory import MODELS
@@ -40,18 +41,12 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path: Path, what: str) -> Any:
-    """The YAML document in ``path``; a missing file or a syntax error is a ConfigError
-    naming ``what``, the file and the line."""
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} not found")
+    """The YAML document in ``path`` (:func:`preattn._yaml.load_yaml`); every problem is a
+    ConfigError naming ``what``, the file and the line."""
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        # where the broken construct starts, else where the parser noticed it
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+        return _yaml.load_yaml(path, what)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(init=False)
@@ -169,9 +164,10 @@ class TrainConfig:
         for name in ("momentum", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("limit_train", "limit_test", "image_size"):
+        for name in ("limit_train", "limit_test"):
             if getattr(self, name) is not None:
                 _validate.positive_int(name, getattr(self, name))
+        DATASET_SPECS[self.dataset].image_size_for(self.image_size)
         if self.stages is not None:
             count = 2 if self.model == "simplecnn" else 4
             _validate.stages(self.stages, count=count, default=())
@@ -226,7 +222,8 @@ class TrainConfig:
             )
         try:
             values = prepare(values) if prepare else values
-            values.pop("history", None)
+            for record in ("history", "data"):  # a run directory's records, not options
+                values.pop(record, None)
             return cls.from_dict(values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: {exc}") from None

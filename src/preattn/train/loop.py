@@ -35,27 +35,23 @@ from tqdm import tqdm
 
 from ..data.registry import DataSplits
 from ..mixing import lambdas
-from .build import build_data, build_model_for, corrupted_test_sets
+from .build import build_data, build_model, corrupted_test_sets
 from .config import TrainConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
 from .evaluate import evaluate
+from .load import check_same_data
 from .optim import WarmupCosine, build_optimizer
 from .plots import plot_history
-from .rundir import RunDir, RunError, default_run_dir
+from .rundir import RESUMABLE_OPTIONS, RunDir, RunError, default_run_dir, fixed_changes
 
 __all__ = [
-    "RESUMABLE_OPTIONS",
     "EpochCallback",
     "TrainingDiverged",
-    "fixed_changes",
     "train",
     "train_one_epoch",
 ]
 
 EpochCallback = Callable[[dict[str, Any]], None]
-
-# options a resumed run may change; every other option is fixed by the run
-RESUMABLE_OPTIONS = ("epochs", "device", "workers", "data_dir", "plots", "compile")
 
 
 class TrainingDiverged(RunError):
@@ -187,17 +183,6 @@ def train_one_epoch(
     return out, step
 
 
-def fixed_changes(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
-    """The options outside :data:`RESUMABLE_OPTIONS` (and ``out``) in which ``config``
-    differs from the ``saved`` run's: ``{name: [saved value, new value]}``."""
-    now, before = config.to_dict(), saved.to_dict()
-    return {
-        k: [before[k], now[k]]
-        for k in now
-        if k not in (*RESUMABLE_OPTIONS, "out") and now[k] != before[k]
-    }
-
-
 def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
     """The options of ``config`` that differ from the ``saved`` run's: those in
     :data:`RESUMABLE_OPTIONS` are returned, any other raises :class:`RunError` naming it."""
@@ -214,13 +199,13 @@ def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any
 
 
 def _prepare_run_dir(
-    run: RunDir, config: TrainConfig, resume: bool, overwrite: bool
+    run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool, overwrite: bool
 ) -> tuple[int, list[dict[str, Any]]]:
     """Check and set up ``run`` for a new or resumed run (rank 0, lock held).
 
-    Returns the committed epoch to start after and the metrics history up to it.
+    Nothing is deleted before the decision to write in ``run`` is final. Returns the
+    committed epoch to start after and the metrics history up to it.
     """
-    run.clean_stale()
     if not resume:
         if run.holds_run():
             if not overwrite:
@@ -229,10 +214,14 @@ def _prepare_run_dir(
                     "or --overwrite to replace it"
                 )
             run.clear()
-        run.write_config(config, [])
+        run.write_config(config, [], splits.info)
         return 0, []
     saved, history = run.read_config()
     changed = _check_resume(config, saved)
+    trained_on = run.read_data_info()
+    if trained_on is not None:
+        check_same_data(run, trained_on, splits.info)
+    run.clean_stale()
     start = run.committed_epoch()
     if config.epochs < start:
         raise RunError(
@@ -293,7 +282,7 @@ def _train(
             f"batch_size={config.batch_size} x {ctx.world_size} process(es) exceeds the "
             f"{len(splits.train)} training samples"
         )
-    model = build_model_for(config, splits)
+    model = build_model(config, splits.info)
     if config.sync_bn:
         if device.type == "cuda" and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -322,7 +311,7 @@ def _train(
 
     start_epoch, step, history = 0, 0, []
     if ctx.is_main:
-        start_epoch, history = _prepare_run_dir(run, config, resume, overwrite)
+        start_epoch, history = _prepare_run_dir(run, config, splits, resume, overwrite)
     if ctx.distributed:
         start_epoch = _broadcast_int(start_epoch, device)
     if start_epoch:
@@ -423,7 +412,7 @@ def _train(
         for callback in callbacks:
             callback(record)
     if ctx.is_main and history and config.plots:
-        plot_history(history, run.path, run.read_steps())
+        run.record(*plot_history(history, run.path, run.read_steps()))
     return record
 
 

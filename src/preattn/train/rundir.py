@@ -9,13 +9,23 @@ Layout of ``RUN/``::
     checkpoints/epoch-NNNN/     model.safetensors + state.pt of that epoch
     model.safetensors           the last committed weights (a hard link, or a copy)
     curves.png, lambda.png      plots of the metrics
+    .run-files                  every path the run (and its readers) wrote in RUN
     .lock                       held (``flock``) by the process that trains in RUN
+
+``config.yaml`` also holds the run's ``data`` description
+(:class:`~preattn.data.registry.DatasetInfo`: channels, image size, classes,
+normalisation), so a run's network can be rebuilt without its data set.
 
 Commit of epoch N (:meth:`RunDir.commit`): both files are written into
 ``checkpoints/.tmp-epoch-NNNN-*``, the directory is renamed to ``epoch-NNNN``, then the
 ``checkpoint`` pointer is replaced atomically. The pointer is the commit: a kill or a full
 disk at any instant leaves it naming a complete epoch (N − 1 or N). Temporaries and
 uncommitted epoch directories are removed at the next start (:meth:`RunDir.clean_stale`).
+
+What is deleted: only what the run wrote. Paths written into RUN are recorded in
+``.run-files``; ``--overwrite`` (:meth:`RunDir.clear`) removes exactly those, and nothing is
+deleted before the decision to write in RUN is final. Symbolic links are never followed
+out of RUN: a link in place of a run file or of ``checkpoints/`` is refused.
 
 ``state.pt`` holds tensors and plain values only and is read with
 ``torch.load(weights_only=True)``.
@@ -26,10 +36,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +51,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._io import atomic_write, atomic_write_text, set_file_mode
+from ..data.registry import DatasetInfo
 from .config import ConfigError, TrainConfig
 
 __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
+    "RESUMABLE_OPTIONS",
     "WEIGHTS_FILE",
-    "LoadedModel",
     "RunDir",
     "RunError",
-    "load_model",
-    "load_run",
+    "fixed_changes",
+    "guard_output",
 ]
 
 CONFIG_FILE = "config.yaml"
@@ -61,8 +73,14 @@ STATE_FILE = "state.pt"
 POINTER_FILE = "checkpoint"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
+MANIFEST_FILE = ".run-files"
 PLOTS = ("curves.png", "lambda.png", "confusion.png", "eval.json")
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, STEPS_FILE, POINTER_FILE, WEIGHTS_FILE, STATE_FILE, *PLOTS)
+# names in checkpoints/ that a run writes: committed epochs and commit temporaries
+_CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
+
+# options a resumed run may change; every other option is fixed by the run
+RESUMABLE_OPTIONS = ("epochs", "device", "workers", "data_dir", "plots", "compile")
 
 # called after each step of a commit with the step's name; tests inject failures here
 _after_commit_step: Callable[[str], None] = lambda step: None  # noqa: E731
@@ -74,6 +92,30 @@ class RunError(RuntimeError):
 
 def _epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
+
+
+def fixed_changes(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
+    """The options outside :data:`RESUMABLE_OPTIONS` (and ``out``) in which ``config``
+    differs from the ``saved`` run's: ``{name: [saved value, new value]}``. A run can be
+    resumed with ``config`` only when this is empty."""
+    now, before = config.to_dict(), saved.to_dict()
+    return {
+        k: [before[k], now[k]]
+        for k in now
+        if k not in (*RESUMABLE_OPTIONS, "out") and now[k] != before[k]
+    }
+
+
+def _no_link(path: Path, root: Path) -> None:
+    """Raise if ``path`` or a folder between ``root`` and it is a symbolic link."""
+    current = path
+    while current != root and root in current.parents:
+        if current.is_symlink():
+            raise RunError(
+                f"{current} is a symbolic link; a run keeps its files inside its own "
+                f"directory {root} (remove the link or choose another --out)"
+            )
+        current = current.parent
 
 
 class RunDir:
@@ -88,8 +130,45 @@ class RunDir:
 
     def holds_run(self) -> bool:
         """Whether any file of a run is present (config, metrics, checkpoints)."""
-        names = (*RUN_FILES, CHECKPOINTS_DIR)
-        return self.path.is_dir() and any((self.path / n).exists() for n in names)
+        names = (*RUN_FILES, CHECKPOINTS_DIR, MANIFEST_FILE)
+        return self.path.is_dir() and any(os.path.lexists(self.path / n) for n in names)
+
+    def owns(self, path: str | Path) -> bool:
+        """Whether ``path`` is one of this run's files (recorded, or a run file's name)."""
+        path = Path(os.path.abspath(path))
+        root = Path(os.path.abspath(self.path))
+        if path.parent == root and path.name in (*RUN_FILES, CHECKPOINTS_DIR, MANIFEST_FILE):
+            return True
+        try:
+            relative = path.relative_to(root).as_posix()
+        except ValueError:
+            return False
+        return relative in self.recorded() or relative.startswith(CHECKPOINTS_DIR + "/")
+
+    # --- what the run wrote --------------------------------------------------------------
+
+    def recorded(self) -> list[str]:
+        """The paths (relative to RUN) recorded as written by this run."""
+        path = self.path / MANIFEST_FILE
+        if not path.is_file() or path.is_symlink():
+            return []
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [line for line in lines if line and not line.startswith("/") and ".." not in line]
+
+    def record(self, *paths: str | Path) -> None:
+        """Record ``paths`` (inside RUN) as written by this run, for :meth:`clear`."""
+        root = Path(os.path.abspath(self.path))
+        known, changed = self.recorded(), False
+        for p in paths:
+            try:
+                relative = Path(os.path.abspath(p)).relative_to(root).as_posix()
+            except ValueError:
+                continue  # written elsewhere: not the run's
+            if relative not in known and relative != ".":
+                known.append(relative)
+                changed = True
+        if changed:
+            atomic_write_text(self.path / MANIFEST_FILE, "".join(k + "\n" for k in known))
 
     def committed_epoch(self) -> int:
         """The last committed epoch, 0 when there is none."""
@@ -136,64 +215,147 @@ class RunDir:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def clean_stale(self) -> list[Path]:
-        """Remove commit temporaries and epoch directories the pointer does not name."""
+    def _checkpoints_folder(self) -> Path:
+        """``RUN/checkpoints``; a symbolic link there is refused (never followed)."""
         folder = self.path / CHECKPOINTS_DIR
+        _no_link(folder, self.path)
+        return folder
+
+    def clean_stale(self) -> list[Path]:
+        """Remove commit temporaries and epoch directories the pointer does not name.
+
+        Only entries named as a run names them (``epoch-NNNN``, ``.tmp-epoch-NNNN-PID``)
+        are touched; any other file in ``checkpoints/`` is left alone. Call it only once
+        the decision to write in RUN is final (resume or overwrite)."""
+        folder = self._checkpoints_folder()
         if not folder.is_dir():
             return []
         keep = _epoch_name(self.committed_epoch())
-        removed = [p for p in folder.iterdir() if p.name != keep]
+        removed = [
+            p
+            for p in folder.iterdir()
+            if p.name != keep and _CHECKPOINT_ENTRY.fullmatch(p.name) and not p.is_symlink()
+        ]
         for p in removed:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         return removed
 
     def clear(self) -> None:
-        """Delete the run's own files (``--overwrite``); other files in RUN are kept."""
-        for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.path / CHECKPOINTS_DIR, ignore_errors=True)
+        """Delete what this run wrote (``--overwrite``): the paths recorded in
+        ``.run-files`` (a run without that record: the run files by name) and the epochs in
+        ``checkpoints/``. Other files in RUN are kept; links are removed, never followed."""
+        folder = self._checkpoints_folder()
+        recorded = self.recorded() or list(RUN_FILES)
+        for relative in recorded:
+            path = self.path / relative
+            with contextlib.suppress(RunError):
+                _no_link(path.parent, self.path)
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if _CHECKPOINT_ENTRY.fullmatch(p.name) and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+        # folders the run's files emptied (viz/, checkpoints/), deepest first
+        folders = {(self.path / r).parent for r in recorded} | {folder}
+        for path in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            if path != self.path and path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.rmdir()  # only when empty
+        (self.path / MANIFEST_FILE).unlink(missing_ok=True)
 
     # --- config and metrics --------------------------------------------------------------
 
-    def write_config(self, config: TrainConfig, history: list[dict[str, Any]]) -> None:
-        values = {**config.to_dict(), "history": history}
+    def write_config(
+        self,
+        config: TrainConfig,
+        history: list[dict[str, Any]],
+        data: DatasetInfo | None = None,
+    ) -> None:
+        """``config.yaml``: the config's flat keys, the resume ``history`` and the ``data``
+        description (kept from the saved file when ``data`` is None)."""
+        if data is None:
+            data = self.read_data_info()
+        values: dict[str, Any] = {**config.to_dict(), "history": history}
+        if data is not None:
+            values["data"] = data.to_dict()
         text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
-        atomic_write_text(self.path / CONFIG_FILE, text)
+        self._write_text(CONFIG_FILE, text)
 
-    def read_config(self) -> tuple[TrainConfig, list[dict[str, Any]]]:
-        """The saved config and its resume history."""
+    def _write_text(self, name: str, text: str) -> None:
+        path = self.path / name
+        _no_link(path, self.path)
+        atomic_write_text(path, text)
+        self.record(path)
+
+    def _read_config_file(self) -> tuple[TrainConfig, list[dict[str, Any]], dict[str, Any]]:
         path = self.path / CONFIG_FILE
         if not path.is_file():
             raise ConfigError(f"config file {path} not found (is {self.path} a run directory?)")
         history: list[dict[str, Any]] = []
+        data: dict[str, Any] = {}
 
-        def pop_history(values: dict[str, Any]) -> dict[str, Any]:
+        def pop_records(values: dict[str, Any]) -> dict[str, Any]:
             history.extend(values.pop("history", None) or [])
+            data.update(values.pop("data", None) or {})
             return values
 
-        return TrainConfig.from_yaml(path, prepare=pop_history), history
+        return TrainConfig.from_yaml(path, prepare=pop_records), history, data
+
+    def read_config(self) -> tuple[TrainConfig, list[dict[str, Any]]]:
+        """The saved config and its resume history."""
+        config, history, _ = self._read_config_file()
+        return config, history
+
+    def read_data_info(self) -> DatasetInfo | None:
+        """The data set description the run was trained on (``None``: a run written before
+        it was recorded, or no config yet)."""
+        if not (self.path / CONFIG_FILE).is_file():
+            return None
+        _, _, data = self._read_config_file()
+        if not data:
+            return None
+        try:
+            return DatasetInfo.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunError(
+                f"{self.path / CONFIG_FILE}: the 'data' record is damaged ({exc!r})"
+            ) from None
 
     def _read_jsonl(self, name: str, upto_epoch: int | None) -> list[dict[str, Any]]:
         path = self.path / name
         if not path.is_file():
             return []
         rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict):
+                if number - 1 == last:
+                    # an append cut short (a kill or a full disk): its epoch never committed
+                    warnings.warn(f"{path}:{number}: dropped a torn last record", stacklevel=3)
+                    continue
                 raise RunError(f"{path}:{number}: not a JSON record") from None
+            rows.append(row)
         if upto_epoch is not None:
             rows = [r for r in rows if r.get("epoch", 0) <= upto_epoch]
         return rows
 
     def _write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
+        self._write_text(name, "".join(json.dumps(r) + "\n" for r in rows))
 
     def _append_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
-        with (self.path / name).open("a") as fh:
+        path = self.path / name
+        _no_link(path, self.path)
+        if not path.exists():
+            self.record(path)
+        with path.open("a", encoding="utf-8") as fh:
             fh.write("".join(json.dumps(r) + "\n" for r in rows))
 
     def read_metrics(self, upto_epoch: int | None = None) -> list[dict[str, Any]]:
@@ -220,8 +382,9 @@ class RunDir:
 
     def commit(self, model: nn.Module, state: dict[str, Any], epoch: int) -> None:
         """Write the weights and training state of ``epoch`` as one unit (module docstring)."""
-        folder = self.path / CHECKPOINTS_DIR
+        folder = self._checkpoints_folder()
         folder.mkdir(parents=True, exist_ok=True)
+        self.record(self.path / POINTER_FILE, self.path / WEIGHTS_FILE)
         tmp = folder / f".tmp-{_epoch_name(epoch)}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -240,7 +403,7 @@ class RunDir:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _after_commit_step("rename")
-        atomic_write_text(self.path / POINTER_FILE, _epoch_name(epoch) + "\n")
+        self._write_text(POINTER_FILE, _epoch_name(epoch) + "\n")
         _after_commit_step("pointer")
         self._publish_weights(final / WEIGHTS_FILE)
         _after_commit_step("publish")
@@ -257,6 +420,7 @@ class RunDir:
             except OSError:
                 shutil.copyfile(source, tmp)
 
+        _no_link(self.path / WEIGHTS_FILE, self.path)
         atomic_write(self.path / WEIGHTS_FILE, link)
 
     def load_weights(self) -> tuple[dict[str, torch.Tensor], int]:
@@ -302,78 +466,17 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
     return candidate
 
 
-def load_run(
-    run_dir: str | Path, *, data_dir: str | None = None, limit_test: int | None = None
-) -> tuple[TrainConfig, Any, nn.Module, int]:
-    """Rebuild a run's model with its committed weights: (config, data splits, model, epoch).
-
-    ``data_dir`` overrides the run's data folder; ``limit_test`` its test subset (default:
-    the run's own). The training split is limited to one sample (it is not needed).
-    """
-    from .build import build_data, build_model_for
-
-    run = RunDir(run_dir)
-    config, _ = run.read_config()
-    if data_dir:
-        config = config.replace(data_dir=str(Path(data_dir).resolve()))
-    splits = build_data(config, limit_train=1, limit_test=limit_test)
-    model = build_model_for(config, splits)
-    weights, epoch = run.load_weights()
-    _load_into(model, weights, run)
-    return config, splits, model, epoch
-
-
-def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], run: RunDir) -> None:
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise RunError(
-            f"{run.path}: the weights do not fit the configured model ({first})"
-        ) from None
-
-
-@dataclass
-class LoadedModel:
-    """A run's network with its committed weights, built without reading the data set."""
-
-    config: TrainConfig
-    model: nn.Module
-    epoch: int
-    classes: tuple[str, ...]
-    image_size: int
-    in_chans: int
-
-
-def load_model(run_dir: str | Path) -> LoadedModel:
-    """Rebuild a run's model from its config and weights alone (for prediction).
-
-    Channels, image size and class names come from the data set's table entry; class names
-    of an image folder are its ``train/`` subfolders when the folder is still there, else
-    the class indices.
-    """
-    from ..data.registry import DATASET_SPECS
-    from ..models.factory import create_model
-
-    run = RunDir(run_dir)
-    config, _ = run.read_config()
-    weights, epoch = run.load_weights()
-    spec = DATASET_SPECS[config.dataset]
-    size = config.image_size if spec.resizable and config.image_size else spec.image_size
-    head = weights.get("fc.weight")
-    num_classes = int(head.shape[0]) if head is not None else len(spec.classes or ())
-    classes: tuple[str, ...] = tuple(spec.classes or ())
-    if not classes:
-        folder = Path(config.data_dir or "") / "train"
-        names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-        classes = tuple(names) if len(names) == num_classes else tuple(map(str, range(num_classes)))
-    model = create_model(
-        config.model,
-        image_size=size,
-        num_classes=num_classes,
-        in_chans=spec.in_chans,
-        stages=config.stages,
-        spec=config.spec,
-    )
-    _load_into(model, weights, run)
-    return LoadedModel(config, model, epoch, classes, size, spec.in_chans)
+def guard_output(path: str | Path, what: str, *, own_run: RunDir | None = None) -> Path:
+    """``path``, unless writing it would replace a file of a run: a command's output (an
+    ONNX file, figures) never overwrites a run's config, weights or records. ``own_run``:
+    the run the command writes its own results into (they may be replaced there)."""
+    path = Path(path)
+    folder = RunDir(path.parent) if path.parent.is_dir() else None
+    if folder is not None and folder.holds_run() and folder.owns(path):
+        mine = own_run is not None and os.path.abspath(own_run.path) == os.path.abspath(path.parent)
+        if not (mine and path.name in PLOTS):
+            raise ValueError(
+                f"{what} {path} would overwrite a file of the run in {path.parent}; "
+                "choose another path"
+            )
+    return path

@@ -15,16 +15,16 @@ from typing import Any
 
 from .. import _validate
 from ..spec import PLACEMENTS
-from .config import TrainConfig
-from .rundir import default_run_dir
+from ..train.config import TrainConfig
+from ..train.rundir import default_run_dir
+from .grid import Grid
+from .run import ablate
 
 __all__ = ["compare", "placement_grid"]
 
 
-def placement_grid(base: TrainConfig, placements: Sequence[str], seeds: Sequence[int]) -> Any:
+def placement_grid(base: TrainConfig, placements: Sequence[str], seeds: Sequence[int]) -> Grid:
     """The :class:`~preattn.ablate.Grid` of ``base`` with one variant per placement."""
-    from ..ablate.grid import Grid
-
     if not placements:
         raise ValueError("placements must name at least one placement, got []")
     for placement in placements:
@@ -54,10 +54,9 @@ def compare(
 ) -> dict[str, Any]:
     """Train ``base`` once per (placement, seed) in ``base.out`` (default: a new
     ``runs/<date>-<time>-compare``) and return the report (:func:`preattn.ablate.ablate`)."""
-    from ..ablate import ablate
-
     grid = placement_grid(base, placements, seeds)
     out = base.out or str(default_run_dir("compare"))
     report = ablate(grid, out, jobs=jobs)
-    assert report is not None
+    if report is None:  # only a dry run returns None
+        raise RuntimeError("ablate returned no report")
     return report
