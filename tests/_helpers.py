@@ -64,3 +64,10 @@ def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
     return module
+
+
+def one_line_error(capsys) -> str:
+    """What the command printed on stderr, checked to be one line without a traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _helpers import TINY_CONFIG
+from _helpers import TINY_CONFIG, one_line_error
+from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.ablate import Grid, ablate, plan
 from preattn.ablate.stats import paired_difference, summarise
 from preattn.cli import main
 from preattn.train.config import ConfigError
-from preattn.train.rundir import RunDir
+from preattn.train.rundir import RunDir, RunError
 
 # Student-t 0.975 quantiles from a printed table (df = 1, 2, 3, 4)
 T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}
@@ -200,6 +201,83 @@ def test_a_changed_base_is_an_error_naming_the_option(tmp_path):
         plan(changed, out)
 
 
+def _lock_released(path: Path, within: float) -> bool:
+    """Whether the ``flock`` on ``path`` can be taken within ``within`` seconds."""
+    import fcntl
+
+    deadline = time.monotonic() + within
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+                continue
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return True
+
+
+PARENT = """
+import concurrent.futures, multiprocessing, os, sys, time
+from preattn.ablate.execute import die_with_parent
+
+def work(path):
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
+        pool.submit(work, sys.argv[1]).result()
+"""
+
+
+def test_pool_workers_end_when_the_ablate_process_is_killed(tmp_path):
+    script, marker = tmp_path / "parent.py", tmp_path / "worker.pid"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() or not marker.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        worker = int(marker.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = Path(f"/proc/{worker}").exists()
+        if alive:
+            os.kill(worker, signal.SIGKILL)
+        assert not alive, "the pool worker outlived its parent"
+    finally:
+        parent.kill()
+
+
+def test_a_report_on_a_damaged_run_names_the_run_and_the_record(tmp_path, capsys):
+    out = tmp_path / "grid"
+    ablate(_grid(seeds=[0]), out, plots=False, progress=lambda _: None)
+    metrics = out / "pre" / "seed0" / "metrics.jsonl"
+    record = json.loads(metrics.read_text())
+    for damage in ({"test_acc": None}, {"lambda": "broken"}, {"test_acc": "0.5"}):
+        metrics.write_text(json.dumps({**record, **damage}) + "\n")
+        with pytest.raises(RunError) as info:
+            ablate(_grid(seeds=[0]), out, report_only=True, plots=False, progress=print)
+        assert f"{metrics}: record 1" in str(info.value)
+    metrics.write_text(json.dumps({k: v for k, v in record.items() if k != "test_acc"}) + "\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(_grid(seeds=[0]).to_dict()))
+    capsys.readouterr()
+    assert main(["ablate", str(grid), "--out", str(out), "--report-only"]) == 2
+    assert f"{metrics}: record 1 has no 'test_acc'" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # three processes and two 3-epoch runs: ~40 s
 def test_interrupted_grid_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     grid = {
@@ -219,8 +297,9 @@ def test_interrupted_grid_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     deadline = time.monotonic() + 120
     while run.committed_epoch() < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # the ablate process only: its worker must follow
     proc.wait()
+    assert _lock_released(run.path / ".lock", within=10.0), "the worker outlived ablate"
     assert 1 <= run.committed_epoch() < 3, "the run was not caught in the middle"
     lines: list[str] = []
     assert main(["ablate", str(tmp_path / "g.yaml"), "--out", str(out)]) == 0
@@ -311,3 +390,11 @@ def test_grids_sharing_an_out_train_each_run_once_and_report_apart(tmp_path, cap
     argv[argv.index(str(out))] = str(tmp_path / "fresh")
     assert main(argv) == 2
     assert "different configurations (they differ in ['lam'])" in capsys.readouterr().err
+
+
+def test_compare_refuses_repeated_placements_and_seeds(tmp_path, capsys):
+    out = str(tmp_path / "c")
+    assert main(["compare", *TINY, "--placements", "none,pre,none", "--out", out]) == 2
+    assert "placements must not repeat" in one_line_error(capsys)
+    assert main(["compare", *TINY, "--seeds", "1,1", "--out", out]) == 2
+    assert "seeds must not repeat" in one_line_error(capsys)

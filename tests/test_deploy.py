@@ -93,3 +93,28 @@ def test_export_without_the_onnx_extra_says_how_to_install(tmp_path, monkeypatch
     assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'preattn[onnx]'" in err
+
+
+def test_export_onnx_restores_the_training_mode(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).train()
+    export_onnx(model, tmp_path / "m.onnx", (1, 1, 8, 8))
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_export_never_overwrites_a_run_file_and_prints_the_opset_it_wrote(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", *TINY_TRAIN_FLAGS, "--width", "0.5", "--out", str(run)]) == 0
+    config = (run / "config.yaml").read_bytes()
+    for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "checkpoint"):
+        capsys.readouterr()
+        assert main(["export", "--checkpoint", str(run), "--onnx", str(run / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"would overwrite a file of the run in {run}" in err and err.count("\n") == 1
+    assert (run / "config.yaml").read_bytes() == config
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(run), "--onnx", str(run / "model.onnx")]) == 0
+    out, err = capsys.readouterr()
+    written = onnx.load(str(run / "model.onnx")).opset_import
+    opset = next(o.version for o in written if o.domain in ("", "ai.onnx"))
+    assert f"opset {opset}," in out and "Traceback" not in err
+    assert main(["eval", "--checkpoint", str(run), "--limit-test", "4"]) == 0  # still readable

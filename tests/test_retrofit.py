@@ -81,3 +81,23 @@ def test_unsupported_models_are_rejected_with_the_supported_list():
         retrofit(torchvision.models.resnet18(), stages=(5,))
     with pytest.raises(ValueError, match="got 'none'"):
         retrofit(torchvision.models.resnet18(), placement="none")
+
+
+def test_retrofit_in_several_calls_records_every_block_and_refuses_a_second_conversion():
+    model = torchvision.models.resnet18()
+    retrofit(model, stages=[1, 2])
+    retrofit(model, stages=[4])
+    assert model.preattn_retrofitted == [
+        "layer1.0",
+        "layer1.1",
+        "layer2.0",
+        "layer2.1",
+        "layer4.0",
+        "layer4.1",
+    ]
+    assert isinstance(model.layer3[0], torchvision.models.resnet.BasicBlock)
+    with pytest.raises(ValueError, match=r"layer1.0, layer1.1 already converted"):
+        retrofit(model, stages=[1, 3])
+    assert isinstance(model.layer3[0], torchvision.models.resnet.BasicBlock)  # nothing done
+    with pytest.raises(ValueError, match=r"layer1.0, .*layer4.1 already converted"):
+        retrofit(model)

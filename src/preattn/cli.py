@@ -8,6 +8,7 @@ Errors in the arguments or the data end in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -655,6 +656,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # `preattn ... | head`: the reader has gone, not an error
+        with contextlib.suppress(OSError, ValueError):  # no flush error at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (TrainingDiverged, AblationFailed) as exc:
         if debug:
             raise
@@ -664,6 +669,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"preattn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print(
+            f"preattn {args.command}: error: out of memory; use a smaller --batch-size, "
+            "--image-size or model",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"preattn {args.command}: interrupted", file=sys.stderr)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from .data.errors import DatasetError
+from .data.images import open_image
 from .data.registry import DATASET_SPECS
 from .train.config import TrainConfig
 
@@ -48,23 +48,10 @@ class Prediction:
         return f"{self.path}: {shown}"
 
 
-def _open_image(path: Path, channels: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            return v2.functional.pil_to_tensor(image)  # uint8 (C, H, W)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from None
-
-
 def preprocess_image(path: str | Path, config: TrainConfig, image_size: int) -> torch.Tensor:
     """The image at ``path`` as the model's test input (C, H, W), float32."""
     spec = DATASET_SPECS[config.dataset]
-    image = _open_image(Path(path), spec.in_chans)
+    image = v2.functional.pil_to_tensor(open_image(path, spec.in_chans))  # uint8 (C, H, W)
     if spec.name == "imagefolder":
         image = v2.functional.resize(image, round(image_size / 0.875), antialias=True)
         image = v2.functional.center_crop(image, image_size)

@@ -178,14 +178,15 @@ def retrofit(
             ``spec`` (``placement="branch"``, ``attention="se"``, ``lam_warmup_steps=100``,
             ...).
 
-    The names of the converted blocks are logged on the ``preattn`` logger (INFO) and kept
-    in ``model.preattn_retrofitted``. New parameters are created on the device and in the
-    dtype of the block's first conv.
+    The names of the converted blocks are logged on the ``preattn`` logger (INFO) and added
+    to ``model.preattn_retrofitted`` (stages may be converted in several calls; a block is
+    converted once: calling again on it is an error naming it). New parameters are created
+    on the device and in the dtype of the block's first conv.
 
     Raises:
-        ValueError: ``placement`` is ``none``, ``stages`` is out of range, or the model
-            holds no supported block in the chosen stages (the message lists the supported
-            block types).
+        ValueError: ``placement`` is ``none``, ``stages`` is out of range, a chosen block
+            was converted by an earlier call, or the model holds no supported block in the
+            chosen stages (the message lists the supported block types).
     """
     spec = AttentionSpec.build(spec, base=RETROFIT_SPEC, **attention_options)
     if not spec.has_attention:
@@ -194,14 +195,24 @@ def retrofit(
         )
     wanted = None if stages is None else set(_validate.stages(stages, count=4, default=()))
 
+    done = list(getattr(model, "preattn_retrofitted", []))
     targets: list[tuple[str, nn.Module, str]] = []
+    again: list[str] = []
     for name, module in model.named_modules():
-        kind = _qualified_name(module)
-        if kind not in _BRANCH_MODULES:
-            continue
         if wanted is not None and _stage_of(name) not in wanted:
             continue
-        targets.append((name, module, kind))
+        if isinstance(module, ResidualBlock) and name in done:
+            again.append(name)
+            continue
+        kind = _qualified_name(module)
+        if kind in _BRANCH_MODULES:
+            targets.append((name, module, kind))
+    if again:
+        raise ValueError(
+            f"retrofit: {', '.join(again)} already converted by an earlier retrofit call "
+            "(model.preattn_retrofitted); convert each block once, or pass stages= naming "
+            "only stages not converted yet"
+        )
     if not targets:
         where = "" if wanted is None else f" in stages {sorted(wanted)}"
         raise ValueError(
@@ -232,5 +243,5 @@ def retrofit(
         spec.describe(),
         ", ".join(converted),
     )
-    model.preattn_retrofitted = converted  # type: ignore[assignment]
+    model.preattn_retrofitted = done + converted  # type: ignore[assignment]
     return model
