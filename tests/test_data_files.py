@@ -15,8 +15,8 @@ from _helpers import one_line_error
 from preattn.cli import main
 from preattn.data import DatasetError, build_datasets
 from preattn.data.images import open_image
+from preattn.data.registry import DATASET_SPECS
 from preattn.predict import preprocess_image
-from preattn.train import TrainConfig
 
 
 class _Payload:
@@ -172,7 +172,7 @@ def test_a_decompression_bomb_is_one_line_in_predict_and_training(tmp_path, caps
     bomb = tmp_path / "bomb.png"
     Image.new("L", (100, 100)).save(bomb)
     with pytest.raises(DatasetError, match=r"bomb.png: the image claims more than 1000 pixels"):
-        preprocess_image(bomb, TrainConfig(dataset="fashion-mnist"), 28)
+        preprocess_image(bomb, DATASET_SPECS["fashion-mnist"].info())
     for split in ("train", "val"):
         folder = tmp_path / "set" / split / "a"
         folder.mkdir(parents=True)

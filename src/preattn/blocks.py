@@ -180,7 +180,7 @@ class ResidualBlock(nn.Module):
                 spec.attention, attn_channels, **spec.attention_kwargs
             )
             if spec.controlled:
-                self.mix = LambdaMix.from_spec(spec)
+                self.mix = spec.make_mix()
         # F's output (a BatchNorm's, or a λ-mix's or built-in attention's product) is a new
         # tensor no backward reads: the residual sum is taken in it, as in torchvision's blocks
         self._sum_in_place = isinstance(transform, str) and (

@@ -394,14 +394,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .train.load import load_model
 
     loaded = load_model(args.checkpoint)
-    results = predict(
-        loaded.model,
-        args.images,
-        loaded.config,
-        loaded.classes,
-        loaded.image_size,
-        top_k=args.top_k,
-    )
+    results = predict(loaded.model, args.images, loaded.info, top_k=args.top_k)
     for result in results:
         print(json.dumps(result.to_dict()) if args.json else str(result))
     return 0

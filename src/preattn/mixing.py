@@ -22,15 +22,10 @@ so it is saved in the state dict and a resumed run continues the ramp.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from . import _validate
-
-if TYPE_CHECKING:
-    from .spec import AttentionSpec
 
 __all__ = ["LAMBDA_PARAMS", "LambdaMix", "lambdas"]
 
@@ -79,18 +74,6 @@ class LambdaMix(nn.Module):
             self.register_buffer(self._raw_name, value)
         if self.warmup_steps:
             self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
-
-    @classmethod
-    def from_spec(cls, spec: AttentionSpec) -> LambdaMix:
-        """The mixing an :class:`~preattn.AttentionSpec` with ``lam`` not ``None`` describes."""
-        if spec.lam is None:
-            raise ValueError("spec.lam is None (uncontrolled attention): there is no λ to mix")
-        return cls(
-            spec.lam,
-            learnable=spec.lam_learnable,
-            param=spec.lam_param,
-            warmup_steps=spec.lam_warmup_steps,
-        )
 
     @property
     def raw(self) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Run a trained model on image files: the training's test preprocessing, top-k classes.
 
-``preprocess_image(path, config)`` reads a PNG/JPEG and applies what the run's data set
-does to its test split: grayscale or RGB to the data set's channels, the image size
-(resize to the side length; image folders: resize to ``size / 0.875`` then centre crop),
-scaling to [0, 1] and the data set's mean/std (the synthetic set: [-1, 1]).
+``preprocess_image(path, info)`` reads an image file and applies what the run's data set
+(:class:`~preattn.data.registry.DatasetInfo`) does to its test split: grayscale or RGB to
+the data set's channels, the image size (resize to the side length; image folders: resize
+to ``size / 0.875`` then centre crop), scaling to [0, 1] and the data set's mean/std (the
+synthetic set: [-1, 1]).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from .data.images import open_image
-from .data.registry import DATASET_SPECS
-from .train.config import TrainConfig
+from .data.registry import DatasetInfo
 
 __all__ = ["Prediction", "predict", "preprocess_image"]
 
@@ -48,18 +48,18 @@ class Prediction:
         return f"{self.path}: {shown}"
 
 
-def preprocess_image(path: str | Path, config: TrainConfig, image_size: int) -> torch.Tensor:
+def preprocess_image(path: str | Path, info: DatasetInfo) -> torch.Tensor:
     """The image at ``path`` as the model's test input (C, H, W), float32."""
-    spec = DATASET_SPECS[config.dataset]
-    image = v2.functional.pil_to_tensor(open_image(path, spec.in_chans))  # uint8 (C, H, W)
-    if spec.name == "imagefolder":
-        image = v2.functional.resize(image, round(image_size / 0.875), antialias=True)
-        image = v2.functional.center_crop(image, image_size)
+    size = info.image_size
+    image = v2.functional.pil_to_tensor(open_image(path, info.in_chans))  # uint8 (C, H, W)
+    if info.name == "imagefolder":
+        image = v2.functional.resize(image, round(size / 0.875), antialias=True)
+        image = v2.functional.center_crop(image, size)
     else:
-        image = v2.functional.resize(image, [image_size, image_size], antialias=True)
+        image = v2.functional.resize(image, [size, size], antialias=True)
     x = image.float() / 255.0
-    if spec.mean is not None and spec.std is not None:
-        x = v2.functional.normalize(x, list(spec.mean), list(spec.std))
+    if info.mean is not None and info.std is not None:
+        x = v2.functional.normalize(x, list(info.mean), list(info.std))
     else:  # the synthetic set's images lie in [-1, 1]
         x = x * 2.0 - 1.0
     return x
@@ -69,16 +69,16 @@ def preprocess_image(path: str | Path, config: TrainConfig, image_size: int) -> 
 def predict(
     model: nn.Module,
     paths: Sequence[str | Path],
-    config: TrainConfig,
-    classes: Sequence[str],
-    image_size: int,
+    info: DatasetInfo,
     *,
     top_k: int = 5,
 ) -> list[Prediction]:
-    """Top-``top_k`` predictions of ``model`` (eval mode) for each file in ``paths``."""
+    """Top-``top_k`` predictions of ``model`` (eval mode) for each file in ``paths``, with
+    the class names of ``info`` (the data set the model was trained on)."""
     if top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k}")
-    batch = torch.stack([preprocess_image(p, config, image_size) for p in paths])
+    classes = info.classes
+    batch = torch.stack([preprocess_image(p, info) for p in paths])
     parameter = next(model.parameters(), None)
     if parameter is not None:
         batch = batch.to(parameter.device)

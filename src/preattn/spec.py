@@ -39,7 +39,7 @@ from typing import Any
 from . import _validate
 from ._options import check_type, option, parse_bool, parse_kwargs, parse_optional_float
 from .attention import AttentionFactory, attention_names, normalise_name
-from .mixing import LAMBDA_PARAMS
+from .mixing import LAMBDA_PARAMS, LambdaMix
 
 __all__ = ["LAMBDA_PARAMS", "PLACEMENTS", "AttentionSpec"]
 
@@ -133,6 +133,17 @@ class AttentionSpec:
     def controlled(self) -> bool:
         """Whether a :class:`~preattn.LambdaMix` mixes the attention (``lam`` is not None)."""
         return self.has_attention and self.lam is not None
+
+    def make_mix(self) -> LambdaMix:
+        """The :class:`~preattn.LambdaMix` this spec describes (``lam`` must not be None)."""
+        if self.lam is None:
+            raise ValueError("spec.lam is None (uncontrolled attention): there is no λ to mix")
+        return LambdaMix(
+            self.lam,
+            learnable=self.lam_learnable,
+            param=self.lam_param,
+            warmup_steps=self.lam_warmup_steps,
+        )
 
     def replace(self, **changes: Any) -> AttentionSpec:
         """A copy with ``changes`` (field names only), validated again."""

@@ -19,6 +19,7 @@ from .._io import atomic_write_text
 from ..train.load import load_model
 from ..train.rundir import METRICS_FILE, RunDir, RunError
 from .grid import Grid
+from .plots import plot_grid
 from .stats import paired_difference, summarise
 
 __all__ = ["build_report", "format_report", "write_report"]
@@ -260,7 +261,5 @@ def write_report(
     atomic_write_text(target / "report.json", json.dumps(report, indent=1) + "\n")
     atomic_write_text(target / "report.md", format_report(report))
     if plots:
-        from .plots import plot_grid
-
         plot_grid(grid, target, _runs_of(grid, root))
     return report
