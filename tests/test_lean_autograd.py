@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import preattn
 from preattn import CBAM
-from preattn.lean_autograd import SpatialStats
+from preattn.lean_autograd import GatedMix, ScaledChannelPool, SpatialStats
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -43,7 +44,10 @@ def test_lean_autograd_gradients_equal_plain_autograd_with_ties(pool_order, memo
     assert x.is_contiguous(memory_format=memory_format)
     lam = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
     lean = cbam.mixed(x, lam)
-    plain = (1 - lam) * x + lam * cbam(x)
+    with preattn.fast_attention(False):  # plain PyTorch operators only
+        plain = (1 - lam) * x + lam * cbam(x)
+    assert "Backward" in type(lean.grad_fn).__name__ and _custom_nodes(lean)
+    assert not _custom_nodes(plain)
     torch.testing.assert_close(lean, plain, atol=1e-12, rtol=1e-12)
     weights = torch.randn_like(lean)
     params = [x, lam, *cbam.parameters()]
@@ -100,6 +104,8 @@ def test_every_execution_path_computes_the_same_mix(official, monkeypatch):
         results["inference_mode"] = cbam.mixed(x.detach(), lam)
     with torch.no_grad():
         results["no_grad"] = cbam.mixed(x.detach(), lam)
+    with preattn.fast_attention(False):
+        results["plain"] = cbam.mixed(x, lam).detach()
     monkeypatch.setattr(attention_module, "_graph_capture", lambda: True)
     results["captured"] = cbam.mixed(x, lam).detach()
     for name, value in results.items():
@@ -160,3 +166,83 @@ def test_inference_in_place_equals_traced_graph_bit_for_bit(monkeypatch):
     with torch.no_grad():
         captured = cbam.mixed(x, lam)
     torch.testing.assert_close(eager, captured, atol=0, rtol=0)
+
+
+_FUNCTIONS = ("GatedMix", "ScaledChannelPool", "SpatialStats")
+
+
+def _custom_nodes(out: torch.Tensor) -> set[str]:
+    """Names of this module's Functions in the autograd graph of ``out``."""
+    seen, stack, found = set(), [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        found |= {f for f in _FUNCTIONS if type(node).__name__.startswith(f)}
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return found
+
+
+def _float64(*shape: int, positive: bool = False) -> torch.Tensor:
+    t = torch.rand(*shape, dtype=torch.float64) if positive else torch.randn(*shape).double()
+    return t.requires_grad_(True)
+
+
+@pytest.mark.parametrize("max_first", [False, True])
+def test_scaled_channel_pool_passes_gradcheck(max_first):
+    torch.manual_seed(11)
+    x, c = _float64(2, 3, 4, 5), _float64(2, 3, 1, 1, positive=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: ScaledChannelPool.apply(a, b, max_first)[0], (x, c)
+    )
+
+
+def test_gated_mix_passes_gradcheck():
+    torch.manual_seed(12)
+    x, c, s = (
+        _float64(2, 3, 4, 5),
+        _float64(2, 3, 1, 1, positive=True),
+        _float64(2, 1, 4, 5, positive=True),
+    )
+    lam = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+
+    def mix(x, c, s, lam):  # a fresh work space per call: GatedMix overwrites it
+        return GatedMix.apply(x, c, s, lam, (x * c).detach().clone())
+
+    assert torch.autograd.gradcheck(mix, (x, c, s, lam))
+
+
+def test_spatial_stats_passes_gradcheck():
+    torch.manual_seed(13)
+    x = _float64(2, 3, 4, 4)
+    assert torch.autograd.gradcheck(lambda t: SpatialStats.apply(t, torch.float64), (x,))
+
+
+def test_the_switch_selects_plain_operators_for_every_attention():
+    torch.manual_seed(4)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    lam = torch.tensor(0.2)
+    for name in preattn.attention_names():
+        module = preattn.create_attention(name, 8)
+        fast = module.mixed(x, lam) if hasattr(module, "mixed") else module(x)
+        with preattn.fast_attention(False):
+            assert not preattn.use_fast_attention()
+            plain = module.mixed(x, lam) if hasattr(module, "mixed") else module(x)
+        assert not _custom_nodes(plain), name
+        torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-5, msg=name)
+    assert preattn.use_fast_attention()  # restored
+    assert _custom_nodes(preattn.create_attention("cbam", 8).mixed(x, lam)) == set(_FUNCTIONS)
+    with pytest.raises(TypeError, match="enable must be a bool, got 0"):
+        preattn.set_fast_attention(0)
+
+
+def test_the_environment_variable_turns_the_fast_path_off():
+    import subprocess
+    import sys
+
+    code = "import preattn; print(preattn.use_fast_attention())"
+    for value, expected in (("0", "False"), ("1", "True"), ("off", "False")):
+        env = {**__import__("os").environ, "PREATTN_FAST_ATTENTION": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == expected, out.stderr

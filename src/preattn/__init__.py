@@ -19,6 +19,7 @@ from .attention import (
 from .blocks import BasicTransform, BottleneckTransform, ResidualBlock, make_skip
 from .check import Finding, check
 from .deploy import export_onnx, fuse
+from .lean_autograd import fast_attention, set_fast_attention, use_fast_attention
 from .maps import AttentionMaps, attention_maps
 from .mixing import LambdaMix, lambdas
 from .retrofit import retrofit
@@ -49,11 +50,14 @@ __all__ = [
     "check",
     "create_attention",
     "export_onnx",
+    "fast_attention",
     "fuse",
     "lambdas",
     "make_skip",
     "register_attention",
     "retrofit",
+    "set_fast_attention",
     "summary",
     "unregister_attention",
+    "use_fast_attention",
 ]

@@ -36,7 +36,13 @@ import torch
 from torch import nn
 
 from . import _validate
-from .lean_autograd import GatedMix, ScaledChannelPool, SpatialStats, stack_pooled
+from .lean_autograd import (
+    GatedMix,
+    ScaledChannelPool,
+    SpatialStats,
+    stack_pooled,
+    use_fast_attention,
+)
 
 __all__ = [
     "CBAM",
@@ -87,13 +93,14 @@ def _graph_capture() -> bool:
 
 
 def _lean_autograd() -> bool:
-    """Eager autograd is recording: the memory-lean Functions apply."""
-    return torch.is_grad_enabled() and not _graph_capture()
+    """Eager autograd is recording and the fast path is on: the memory-lean Functions
+    apply (:func:`~preattn.lean_autograd.set_fast_attention`)."""
+    return use_fast_attention() and torch.is_grad_enabled() and not _graph_capture()
 
 
 def _in_place_ok() -> bool:
-    """Eager inference: temporaries may be overwritten in place."""
-    return not torch.is_grad_enabled() and not _graph_capture()
+    """Eager inference with the fast path on: temporaries may be overwritten in place."""
+    return use_fast_attention() and not torch.is_grad_enabled() and not _graph_capture()
 
 
 def _spatial_stats(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -124,14 +131,29 @@ class GateAttention(nn.Module):
     """Base of attention modules of the form ``A(x) = x * gate(x)``.
 
     ``gate(x)`` is in the wider of the input's and the weights' dtype (float32 under AMP, the
-    module's own dtype after ``.half()``) and broadcastable to ``x``.
+    module's own dtype after ``.half()``) and broadcastable to ``x``. A subclass writes only
+    ``compute_gate(t)``, the gate from its input ``t``; :meth:`_precise` runs it with
+    autocast off (gates in full precision under AMP; TorchScript has no autocast context).
     ``mixed(x, lam)`` returns the λ-mixed output ``(1 − λ)·x + λ·A(x) =
     x · ((1 − λ) + λ·gate(x))`` in one full-size multiplication; subclasses whose gate is
     not separable (CBAM) override it.
     """
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
+    def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """The gate from ``t`` (the input ``x``, or what :meth:`gate` derives from it)."""
         raise NotImplementedError
+
+    def _precise(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`compute_gate` with autocast switched off."""
+        if torch.jit.is_scripting():  # TorchScript: no autocast context
+            return self.compute_gate(t)
+        else:
+            with _full_precision(t):
+                return self.compute_gate(t)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate of ``x`` (B, C, H, W), broadcastable to it."""
+        return self._precise(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x).to(x.dtype)
@@ -199,18 +221,9 @@ class ChannelAttention(_ChannelMLP):
     ) -> None:
         super().__init__(channels, reduction, min_hidden, bias, act_layer)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel mask of shape (B, C, 1, 1) for ``x`` of shape (B, C, H, W)."""
-        pooled = _spatial_stats(x, _gate_dtype(x, self.fc1.weight))  # (2, B, C)
-        if torch.jit.is_scripting():  # TorchScript: no autocast context
-            return self._excite(pooled)
-        else:
-            with _full_precision(x):
-                return self._excite(pooled)
-
-    def _excite(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(2, B, C) avg and max descriptors -> (B, C, 1, 1) mask."""
-        logits = self.mlp(pooled)
+    def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """Channel mask of shape (B, C, 1, 1) for ``t`` of shape (B, C, H, W)."""
+        logits = self.mlp(_spatial_stats(t, _gate_dtype(t, self.fc1.weight)))  # (2, B, C)
         return torch.sigmoid(logits[0] + logits[1])[:, :, None, None]
 
 
@@ -248,15 +261,15 @@ class SpatialAttention(GateAttention):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
         dtype = _gate_dtype(x, self.conv.weight)
-        return self.gate_from_pooled(_pool_channels(x, self.pool_order, dtype))
+        return self._precise(_pool_channels(x, self.pool_order, dtype))
 
     def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Mask (B, 1, H, W) from the stacked pooled maps (B, 2, H, W) in ``pool_order``."""
-        if torch.jit.is_scripting():  # TorchScript: no autocast context
-            return torch.sigmoid(self.bn(self.conv(pooled)))
-        else:
-            with _full_precision(pooled):
-                return torch.sigmoid(self.bn(self.conv(pooled)))
+        return self._precise(pooled)
+
+    def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """Mask (B, 1, H, W) from the pooled maps ``t`` (B, 2, H, W)."""
+        return torch.sigmoid(self.bn(self.conv(t)))
 
 
 class CBAM(GateAttention):
@@ -349,14 +362,10 @@ class SE(_ChannelMLP):
     ) -> None:
         super().__init__(channels, reduction, min_hidden, bias, act_layer)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel mask of shape (B, C, 1, 1)."""
-        pooled = _pool_spatial(x, _gate_dtype(x, self.fc1.weight))
-        if torch.jit.is_scripting():  # TorchScript: no autocast context
-            return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
-        else:
-            with _full_precision(x):
-                return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
+    def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """Channel mask of shape (B, C, 1, 1) for ``t`` of shape (B, C, H, W)."""
+        pooled = _pool_spatial(t, _gate_dtype(t, self.fc1.weight))
+        return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
@@ -389,14 +398,10 @@ class ECA(GateAttention):
         _validate.odd_positive_int("kernel_size", kernel_size)
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel mask of shape (B, C, 1, 1)."""
-        y = _pool_spatial(x, _gate_dtype(x, self.conv.weight)).unsqueeze(1)  # (B, 1, C)
-        if torch.jit.is_scripting():  # TorchScript: no autocast context
-            return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
-        else:
-            with _full_precision(x):
-                return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
+    def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """Channel mask of shape (B, C, 1, 1) for ``t`` of shape (B, C, H, W)."""
+        y = _pool_spatial(t, _gate_dtype(t, self.conv.weight)).unsqueeze(1)  # (B, 1, C)
+        return torch.sigmoid(self.conv(y)).transpose(1, 2).unsqueeze(-1)
 
 
 AttentionFactory = Callable[..., nn.Module]

@@ -24,15 +24,62 @@ Gradients, with ``g = dL/dx̃``::
     pool:  dL/dx' = g_mean / C + g_max · 1[x' = max] / #ties   (as ``amax``), then
            dL/dx += dL/dx' · c,   dL/dc += Σ_HW(dL/dx' · x)
     stats: dL/dx += g_mean / HW + g_max · 1[x = max_HW] / #ties
+
+The switch: :func:`set_fast_attention` (or the environment variable
+``PREATTN_FAST_ATTENTION=0`` before the first import) turns these Functions, and the
+in-place mixing of eager inference, off: every attention then runs plain PyTorch operators
+(the reference the tests compare with, and a fallback if a Function misbehaves on some
+backend). :func:`use_fast_attention` tells which is on; :func:`fast_attention` switches for
+a ``with`` block. Tracing, export and ``torch.compile`` always record the plain operators.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["GatedMix", "ScaledChannelPool", "SpatialStats", "stack_pooled"]
+__all__ = [
+    "FAST_ATTENTION_ENV",
+    "GatedMix",
+    "ScaledChannelPool",
+    "SpatialStats",
+    "fast_attention",
+    "set_fast_attention",
+    "stack_pooled",
+    "use_fast_attention",
+]
+
+FAST_ATTENTION_ENV = "PREATTN_FAST_ATTENTION"
+_fast = os.environ.get(FAST_ATTENTION_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def use_fast_attention() -> bool:
+    """Whether eager attention uses the Functions of this module (and in-place inference)."""
+    return _fast
+
+
+def set_fast_attention(enable: bool = True) -> None:
+    """Use this module's Functions in eager mode (``True``, the default) or plain PyTorch
+    operators everywhere (``False``); same numbers up to float rounding either way."""
+    global _fast
+    if not isinstance(enable, bool):
+        raise TypeError(f"enable must be a bool, got {enable!r}")
+    _fast = enable
+
+
+@contextlib.contextmanager
+def fast_attention(enable: bool) -> Iterator[None]:
+    """:func:`set_fast_attention` for the ``with`` block, then back to what it was."""
+    before = use_fast_attention()
+    set_fast_attention(enable)
+    try:
+        yield
+    finally:
+        set_fast_attention(before)
 
 
 def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
