@@ -1,4 +1,5 @@
-"""torch's and torchvision's tooling on preattn models and retrofitted ResNets."""
+"""torch's and torchvision's tooling on retrofitted ResNets (preattn's own networks go
+through the contract battery, tests/test_contracts.py)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,14 @@ import torchvision
 from torch.export import Dim, export
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from preattn import attention_names, retrofit
+from preattn import retrofit
 from preattn.models import SimpleCNN, resnet18
 
 PLACEMENTS = ["none", "pre", "branch", "post", "skip"]
 
 
-CASES = [
-    *[("simplecnn", a, p) for a in attention_names() for p in PLACEMENTS],
-    *[("resnet18", "cbam", p) for p in PLACEMENTS],
-]
-
-
-@pytest.mark.parametrize("name,attention,placement", CASES)
-def test_fx_symbolic_trace_equals_eager(name, attention, placement):
-    """Every attention type and placement traces, in train and eval mode, to a graph that
-    computes what the eager model computes (BatchNorm batch statistics included)."""
-    torch.manual_seed(0)
-    lam = None if placement == "pre" else 0.2  # controlled and uncontrolled both traced
-    if name == "simplecnn":
-        model = SimpleCNN(in_chans=3, attention=attention, placement=placement, lam=lam)
-    else:
-        model = resnet18(num_classes=5, stem="cifar", placement=placement, lam=lam)
-    # float64: train-mode BatchNorm over a 2-image batch magnifies rounding differences
-    model, x = model.double(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    for training in (True, False):
-        model.train(training)
-        graph = torch.fx.symbolic_trace(model)
-        eager_state = {k: v.clone() for k, v in model.state_dict().items()}
-        expected = model(x)
-        model.load_state_dict(eager_state)  # BatchNorm statistics moved: start again
-        torch.testing.assert_close(graph(x), expected, atol=1e-10, rtol=1e-8)
+# preattn's own networks: every attention and placement in tests/test_contracts.py (fx,
+# torch.export, TorchScript); here the retrofitted torchvision and timm networks
 
 
 @pytest.mark.parametrize(
@@ -64,20 +42,6 @@ def test_feature_extraction_through_fx(build):
     torch.testing.assert_close(pooled, model(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "attention",
-    [
-        a if a in ("cbam", "se") else pytest.param(a, marks=pytest.mark.slow)
-        for a in attention_names()
-    ],
-)
-def test_torch_export_with_a_dynamic_batch(attention):
-    model = SimpleCNN(in_chans=3, attention=attention).eval()
-    program = export(model, (torch.randn(2, 3, 12, 12),), dynamic_shapes={"x": {0: Dim("b")}})
-    x = torch.randn(5, 3, 12, 12)
-    torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-4)
-
-
 @pytest.mark.slow
 def test_torch_export_of_a_retrofitted_resnet():
     model = retrofit(torchvision.models.resnet18(), lam=0.2).eval()
@@ -98,10 +62,9 @@ def test_eager_input_errors_stay_clear():
     [
         lambda a: retrofit(torchvision.models.resnet18(), attention=a, lam=0.3),
         lambda a: retrofit(timm.create_model("resnet18"), attention=a, placement="branch"),
-        lambda a: resnet18(stem="cifar", attention=a, lam=None, num_classes=4),
         lambda a: SimpleCNN(in_chans=3, attention=a, lam_param="linear", lam_warmup_steps=3),
     ],
-    ids=["torchvision-retrofit", "timm-retrofit", "resnet18", "simplecnn"],
+    ids=["torchvision-retrofit", "timm-retrofit", "simplecnn-warmup"],
 )
 @pytest.mark.parametrize("attention", ["cbam", "se", "eca", "spatial"])
 def test_torch_jit_script_equals_eager(build, attention):

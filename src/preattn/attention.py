@@ -14,8 +14,9 @@ Spatial attention (CBAM eq. 3)::
     M_s(x) = sigmoid(BN?(conv_kxk([mean_c(x), max_c(x)])))         (B, 1, H, W)
 
 CBAM applies them in sequence: ``x' = M_c(x) * x``, ``x'' = M_s(x') * x'``.
-The defaults are the notebook's CBAM (no MLP bias, no BatchNorm, pooling order
-``[mean, max]``, ``h = max(C // 16, 4)``); ``cbam-official`` is the paper's released code
+The defaults are the specification's CBAM (docs/pattern3.md §3: no MLP bias, no BatchNorm,
+pooling order ``[mean, max]``, ``h = max(C // 16, 4)``); ``cbam-official`` is the paper's
+released code
 (MLP bias, BatchNorm after the spatial conv, order ``[max, mean]``, ``h = C // 16``).
 
 SE (Hu et al. 2018): ``x * sigmoid(W2 act(W1 avg_hw(x) + b1) + b2)``, ``h = max(C // r, 1)``.
@@ -202,7 +203,7 @@ class ChannelAttention(_ChannelMLP):
     Args:
         channels: ``C``, channels of the input ``(B, C, H, W)``.
         reduction: ``r``; the hidden width is ``max(C // r, min_hidden)``.
-        min_hidden: lower bound of the hidden width (the notebook uses 4).
+        min_hidden: lower bound of the hidden width (the specification uses 4).
         bias: whether the two 1x1 convs of the shared MLP have a bias.
         act_layer: activation between the two 1x1 convs.
 
@@ -235,7 +236,7 @@ class SpatialAttention(GateAttention):
             keeps the constructor uniform across the registry.
         kernel_size: odd ``k`` of the 2 -> 1 convolution ('same' padding ``k // 2``).
         pool_order: order of the two pooled maps fed to the conv, ``("mean", "max")``
-            (notebook) or ``("max", "mean")`` (official CBAM).
+            (the specification) or ``("max", "mean")`` (official CBAM).
         batch_norm: BatchNorm after the conv (official CBAM), without conv bias either way.
     """
 

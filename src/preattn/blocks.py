@@ -135,7 +135,7 @@ class ResidualBlock(nn.Module):
         **attention_options: fields of :class:`~preattn.AttentionSpec` (``placement``,
             ``attention``, ``lam``, ...), applied on top of ``spec``.
 
-    The defaults are the notebook's controlled Pattern-3 block
+    The defaults are the specification's controlled Pattern-3 block
     (``Pattern3_PreResidualCBAM_Controlled``): ``pre``, CBAM, λ = 0.1 through a learnable
     sigmoid, basic transform. ``A`` sees ``in_ch`` channels for ``pre`` and ``out_ch``
     for the other placements.

@@ -1,7 +1,7 @@
-"""``check(model)``: the notebook's checklist for every block with attention, automated.
+"""``check(model)``: the Pattern-3 checklist for every block with attention, automated.
 
-The notebook's questions (section 8), answered by probing the model, not by reading its
-``placement`` strings:
+The specification's questions (docs/pattern3.md §7), answered by probing the model, not by
+reading its ``placement`` strings:
 
 1. Is attention applied to the block's input ``x`` (Pattern-3), and does ``F`` receive the
    attended input? A hook on ``F`` sees its input; it is compared with ``x`` and with
@@ -185,7 +185,7 @@ def _check_block(
         say(
             "warning",
             "uncontrolled attention in the first stage/block is aggressive "
-            "(the notebook: avoid it or use λ-control)",
+            "(the specification: avoid it or use λ-control)",
         )
     # 5. cost (of a block that runs)
     if not failure:

@@ -241,8 +241,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         source, dataset = None, "synthetic"
     if dataset == "fashion-mnist":
         print(
-            f"demo: the notebook's SimpleCNN (Pattern-3, CBAM, λ=0.1) on Fashion-MNIST from "
-            f"{source}"
+            "demo: the reference SimpleCNN of docs/pattern3.md (Pattern-3, CBAM, λ=0.1) on "
+            f"Fashion-MNIST from {source}"
         )
         config = TrainConfig(
             dataset="fashion-mnist",
@@ -557,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
-        "demo", allow_abbrev=False, help="train the notebook's SimpleCNN for a few minutes"
+        "demo", allow_abbrev=False, help="train the reference SimpleCNN for a few minutes"
     )
     p.add_argument("--data-dir", help="folder with Fashion-MNIST (default: Debian's)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
@@ -614,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check",
         allow_abbrev=False,
-        help="the notebook's checklist for every attended block (exit 1 on a warning)",
+        help="the Pattern-3 checklist for every attended block (exit 1 on a warning)",
     )
     p.add_argument("--checkpoint", metavar="DIR", help="check a trained run")
     p.add_argument("--model", default="simplecnn", choices=list(MODELS))

@@ -1,11 +1,11 @@
-"""Loading weights saved from the notebook's reference classes.
+"""Loading weights saved from the reference classes of the specification (docs/pattern3.md).
 
-The notebook defines ``CBAM``, ``Pattern3_PreResidualCBAM``,
+The specification's reference code defines ``CBAM``, ``Pattern3_PreResidualCBAM``,
 ``Pattern3_PreResidualCBAM_Controlled`` and ``SimpleCNN_With_Pattern3``. Their state dicts
 map key by key onto the library's modules:
 
 =====================================  =======================================
-notebook                               library
+reference                              library
 =====================================  =======================================
 ``CBAM(C)``                            ``CBAM(C)``
 ``Pattern3_PreResidualCBAM(i, o, s)``  ``ResidualBlock(i, o, s, lam=None)``
@@ -17,8 +17,8 @@ Renamed pieces: ``ca.mlp.0 -> channel.fc1``, ``ca.mlp.2 -> channel.fc2``,
 ``sa.conv -> spatial.conv``, ``attn -> attention``, ``F -> transform``,
 ``lam_logit -> mix.logit``, ``p3_1 -> block1``, ``p3_2 -> block2``, ``head.2 -> fc``.
 The math is identical (the library runs the shared MLP once on the stacked descriptors and
-uses ``amax`` where the notebook uses ``torch.max``), so a strict load reproduces the
-notebook module's outputs.
+uses ``amax`` where the reference uses ``torch.max``), so a strict load reproduces the
+reference module's outputs.
 """
 
 from __future__ import annotations
@@ -73,10 +73,10 @@ def _rename(key: str) -> str:
 
 
 def convert_seed_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a state dict of one of the notebook's classes to the library's names.
+    """Map a state dict of one of the reference classes to the library's names.
 
     Args:
-        state_dict: ``module.state_dict()`` of a notebook ``CBAM``, ``Pattern3_*`` block or
+        state_dict: ``module.state_dict()`` of a reference ``CBAM``, ``Pattern3_*`` block or
             ``SimpleCNN_With_Pattern3`` (an optional ``module.`` prefix from DataParallel
             is removed).
 
@@ -92,7 +92,7 @@ def convert_seed_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
         head = key.split(".", 1)[0]
         if head not in _TOP_LEVEL:
             raise ValueError(
-                f"state_dict key {key!r} does not belong to a notebook class; expected keys "
+                f"state_dict key {key!r} does not belong to a reference class; expected keys "
                 f"starting with one of {sorted(_TOP_LEVEL)}"
             )
         converted[_rename(key)] = value

@@ -8,8 +8,9 @@
 
 Parameterisations of λ:
 
-- ``sigmoid`` (the notebook's): the stored value is a logit, ``λ = sigmoid(logit)``, so λ
-  stays in (0, 1). The initial λ is clamped to [1e-4, 1 − 1e-4] before taking the logit.
+- ``sigmoid`` (the specification's, docs/pattern3.md §5): the stored value is a logit,
+  ``λ = sigmoid(logit)``, so λ stays in (0, 1). The initial λ is clamped to
+  [1e-4, 1 − 1e-4] before taking the logit.
 - ``linear`` (ReZero-style): the stored value is λ itself, unconstrained during training.
   λ = 0 is then an exact identity at initialisation that still receives gradient
   ``dL/dλ = <dL/dmix, a − z>``.
@@ -63,7 +64,7 @@ class LambdaMix(nn.Module):
         self.warmup_steps = _validate.non_negative_int("lam_warmup_steps", warmup_steps)
         self.learnable = bool(learnable)
         if param == "sigmoid":
-            # float32 like the notebook, so both start from the same logit bit for bit
+            # float32 like the reference block, so both start from the same logit bit for bit
             p = torch.tensor(min(max(lam, _SIGMOID_CLAMP), 1.0 - _SIGMOID_CLAMP))
             value, self._raw_name = torch.log(p / (1.0 - p)), "logit"
         else:

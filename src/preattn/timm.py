@@ -112,7 +112,8 @@ for _name in _RESNETS:
 
 @register_model
 def preattn_simplecnn(pretrained: bool = False, **kwargs: Any) -> SimpleCNN:
-    """The notebook's SimpleCNN with timm's model API (default 10 classes, 1 channel)."""
+    """The reference SimpleCNN (docs/pattern3.md §6) with timm's model API (default 10
+    classes, 1 channel)."""
     kwargs.setdefault("num_classes", 10)
     kwargs.setdefault("in_chans", 1)
     return build_model_with_cfg(SimpleCNN, "preattn_simplecnn", pretrained, **kwargs)

@@ -45,7 +45,7 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "simplecnn": ModelEntry(SimpleCNN, _no_input_options, "the notebook's SimpleCNN"),
+    "simplecnn": ModelEntry(SimpleCNN, _no_input_options, "the reference SimpleCNN"),
     "resnet18": ModelEntry(resnet18, _resnet_input_options, "ResNet-18, basic blocks"),
     "resnet34": ModelEntry(resnet34, _resnet_input_options, "ResNet-34, basic blocks"),
     "resnet50": ModelEntry(resnet50, _resnet_input_options, "ResNet-50, bottlenecks"),

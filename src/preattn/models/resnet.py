@@ -49,11 +49,11 @@ class ResNet(ClassifierNet):
         num_classes: size of the output (B, num_classes).
         in_chans: channels of the input image (B, in_chans, H, W).
         stem: ``"imagenet"`` (7x7/2 conv + max-pool) or ``"cifar"`` (3x3/1 conv, no pool).
-        stages: which of the stages 1..4 get attention. Default ``(2, 3, 4)``: the notebook
-            warns that Pattern-3 very early is aggressive (stage 1 sees the least processed
-            features, where attention can starve the branch), and stage 1 is where
-            attention costs most (largest feature maps). Pass ``(1, 2, 3, 4)`` for the
-            CBAM paper's layout.
+        stages: which of the stages 1..4 get attention. Default ``(2, 3, 4)``: the
+            specification (docs/pattern3.md §5) warns that Pattern-3 very early is
+            aggressive (stage 1 sees the least processed features, where attention can
+            starve the branch), and stage 1 is where attention costs most (largest
+            feature maps). Pass ``(1, 2, 3, 4)`` for the CBAM paper's layout.
         spec: attention, placement and λ of the attended blocks
             (:class:`~preattn.AttentionSpec`); the other blocks get ``placement="none"``.
         zero_init_last: zero the last BN of every residual branch.

@@ -1,4 +1,4 @@
-"""The notebook's plain network with two Pattern-3 blocks (``SimpleCNN_With_Pattern3``).
+"""The specification's plain network with two Pattern-3 blocks (docs/pattern3.md §6).
 
 Layout (input (B, in_chans, H, W), output logits (B, num_classes))::
 
@@ -40,13 +40,14 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class SimpleCNN(ClassifierNet):
-    """The notebook's ``SimpleCNN_With_Pattern3``; defaults reproduce it exactly.
+    """The reference network of the specification (docs/pattern3.md §6); the defaults
+    reproduce it exactly.
 
     Args:
         num_classes: size of the output.
         in_chans: channels of the input image (3 for RGB, 1 for (Fashion-)MNIST).
         stages: which of the two residual blocks get attention (``block1`` is stage 1,
-            ``block2`` stage 2); default both, as in the notebook.
+            ``block2`` stage 2); default both, as in the specification.
         spec: attention, placement and λ of the attended blocks
             (:class:`~preattn.AttentionSpec`; default: Pattern-3, CBAM, λ = 0.1).
         global_pool, drop_rate, drop_path_rate: the head and stochastic depth, as in
