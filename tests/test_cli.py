@@ -132,3 +132,37 @@ def test_compare_runs_every_placement_and_seed(tmp_path, capsys):
     assert "4 finished, 0 to resume, 0 new" in capsys.readouterr().out
     assert main(["compare", *TINY, "--placements", "none,middle", "--out", str(out)]) == 2
     assert "placements must be one of" in capsys.readouterr().err
+
+
+def test_demo_never_replaces_an_earlier_run(tmp_path, capsys, monkeypatch):
+    """Each demo trains into a new directory; an explicit --out holding a run is refused
+    (with the --overwrite hint) before anything in it changes."""
+    import preattn.train.loop as loop
+
+    trained: list[tuple[str, bool]] = []
+
+    def fake_train(config, *, overwrite=False, **_):
+        trained.append((config.out, overwrite))
+        (tmp_path / config.out).mkdir(parents=True)  # as train's lock does
+        raise KeyboardInterrupt  # stop before any real work: only the wiring is tested
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loop, "train", fake_train)
+    for _ in range(2):
+        assert main(["demo", "--data-dir", str(tmp_path / "none")]) == 130
+    assert len({out for out, _ in trained}) == 2 and not any(o for _, o in trained)
+    assert all(out.startswith("runs/") and "-demo" in out for out, _ in trained)
+    monkeypatch.undo()
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["demo", "--data-dir", str(tmp_path / "none"), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_width_beyond_the_limit_is_refused(tmp_path, capsys):
+    assert main(["train", *TINY, "--width", "100", "--out", str(tmp_path / "r")]) == 2
+    assert "width must be at most 8.0, got 100.0" in capsys.readouterr().err

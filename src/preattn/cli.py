@@ -100,7 +100,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     if getattr(args, "resume", None):
         if args.config:
             raise ValueError("--resume continues a run with its own config; drop --config")
-        from .train.rundir import RunDir
+        from .train.rundir import RunDir, default_run_dir
 
         base = RunDir(args.resume).read_config()[0].to_dict()
         base["out"] = str(args.resume)
@@ -232,7 +232,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .train.config import TrainConfig
     from .train.loop import train
-    from .train.rundir import RunDir
+    from .train.rundir import RunDir, default_run_dir
 
     try:
         source = find_idx_files("fashion-mnist", args.data_dir)["train_images"].parent
@@ -274,7 +274,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             seed=0,
         )
         chance = 1 / 6
-    record = train(config.validate(), overwrite=True)  # the demo's own directory
+    if config.out is None:  # a new directory per demo: an earlier demo run is kept
+        config = config.replace(out=str(default_run_dir("demo")))
+    record = train(config.validate(), overwrite=args.overwrite)
     print()
     print(
         f"held-out accuracy {record['test_acc']:.4f} (chance {chance:.4f}) after "
@@ -282,6 +284,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     for block, value in record["lambda"].items():
         print(f"learned λ {block}: {value:.4f} (started at {config.spec.lam})")
+    print(f"run directory: {config.out}")
     print(f"plots: {Path(config.out) / 'curves.png'}, {Path(config.out) / 'lambda.png'}")
     from .viz import GRADCAM_HINT, draw_attention
 
@@ -560,7 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", allow_abbrev=False, help="train the reference SimpleCNN for a few minutes"
     )
     p.add_argument("--data-dir", help="folder with Fashion-MNIST (default: Debian's)")
-    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument(
+        "--out", help="run directory (default: a new runs/<date>-<time>-demo, never reused)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out (else refused)"
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

@@ -34,6 +34,8 @@ from ..spec import AttentionSpec
 __all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
+# the widest channel multiplier a run may ask for (ResNet-50 at 8x: 1.6 billion parameters)
+MAX_WIDTH = 8.0
 
 
 class ConfigError(ValueError):
@@ -154,6 +156,8 @@ class TrainConfig:
         if not self.lam_lr_scale > 0:
             raise ValueError(f"lam_lr_scale must be a finite number > 0, got {self.lam_lr_scale}")
         _validate.scaled_width(1, self.width)
+        if self.width > MAX_WIDTH:  # a 100x network is a memory bomb, not an experiment
+            raise ValueError(f"width must be at most {MAX_WIDTH}, got {self.width}")
         for name in ("train_corrupt", "eval_corrupt"):
             values = [Corruption.parse(v, name=name).name for v in getattr(self, name)]
             if len(set(values)) != len(values):
