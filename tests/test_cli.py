@@ -17,7 +17,7 @@ TRAIN_OPTIONS = [
     "momentum", "weight-decay", "label-smoothing", "warmup-epochs", "limit-train",
     "limit-test", "image-size", "seed", "out", "device", "amp", "channels-last", "sync-bn",
     "workers", "plots", "placement", "attention", "attention-kwargs", "lam", "lam-param",
-    "lam-learnable", "lam-warmup-steps",
+    "lam-learnable", "lam-warmup-steps", "lam-shape",
 ]  # fmt: skip
 
 

@@ -80,7 +80,10 @@ def test_warmup_resumes_from_state_dict():
     [
         ({"lam": 1.5}, r"lam must be a float in \[0, 1\], got 1.5"),
         ({"lam": -0.1}, r"lam must be a float in \[0, 1\], got -0.1"),
-        ({"param": "tanh"}, r"lam_param must be one of \['sigmoid', 'linear'\], got 'tanh'"),
+        (
+            {"param": "tanh"},
+            r"lam_param must be one of \['sigmoid', 'linear', 'depth'\], got 'tanh'",
+        ),
         ({"warmup_steps": -1}, "lam_warmup_steps must be an int >= 0, got -1"),
     ],
 )
@@ -135,3 +138,58 @@ def test_gates_are_float32_under_autocast(dtype):
     reference = LambdaMix(0.5).attend(h.float(), cbam)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)
+
+
+# --- the λ designs, against their formulas written out ---------------------------------------
+
+
+def _gate_and_input(seed: int = 0):
+    torch.manual_seed(seed)
+    block = ResidualBlock(6, 6, lam=0.3, lam_shape="channel", lam_param="linear").eval()
+    with torch.no_grad():
+        block.mix.lam.copy_(torch.linspace(0.0, 1.0, 6))  # a different λ per channel
+    z = torch.randn(2, 6, 5, 5)
+    return block, z
+
+
+def test_per_channel_lambda_mixes_each_channel_with_its_own_lambda():
+    block, z = _gate_and_input()
+    lam = torch.linspace(0.0, 1.0, 6).view(1, 6, 1, 1)
+    with torch.no_grad():
+        expected = z + lam * (block.attention(z) - z)
+        torch.testing.assert_close(block._attend(z), expected, atol=1e-6, rtol=1e-5)
+        assert block._attend(z)[:, 0].equal(z[:, 0])  # λ_0 = 0: channel 0 untouched
+    assert lambdas(block) == {"": pytest.approx(0.5)}
+    assert dict(block.mix.named_parameters())["lam"].shape == (6,)
+
+
+def test_per_channel_sigmoid_lambda_starts_at_lambda_everywhere_and_learns_per_channel():
+    block = ResidualBlock(4, 4, lam=0.2, lam_shape="channel")
+    assert block.mix.logit.shape == (4,)
+    torch.testing.assert_close(torch.sigmoid(block.mix.logit), torch.full((4,), 0.2))
+    block(torch.randn(2, 4, 6, 6)).square().sum().backward()
+    assert block.mix.logit.grad.shape == (4,) and block.mix.logit.grad.abs().sum() > 0
+
+
+def test_depth_lambda_is_the_modulation_depth_of_the_mean_one_gate():
+    torch.manual_seed(3)
+    block = ResidualBlock(6, 6, lam=0.4, lam_param="depth", lam_learnable=True).eval()
+    z = torch.randn(2, 6, 5, 5)
+    with torch.no_grad():
+        g = block.attention.gate(z)
+        w = 1 + 0.4 * (g / g.mean(dim=(1, 2, 3), keepdim=True) - 1)
+        torch.testing.assert_close(block._attend(z), z * w, atol=1e-6, rtol=1e-5)
+    # a uniform gate changes nothing, whatever λ
+    flat = LambdaMix(0.9, param="depth")
+    torch.testing.assert_close(
+        flat.multiplier(torch.full((2, 3, 4, 4), 0.3)), torch.ones(2, 3, 4, 4)
+    )
+    assert "mix.lam" in dict(block.named_parameters())  # stored as itself
+
+
+def test_the_default_design_is_unchanged():
+    block = ResidualBlock(8, 8)
+    assert block.spec.lam_param == "sigmoid" and block.spec.lam_shape == "scalar"
+    assert block.mix.logit.shape == () and block.mix.logit.item() == pytest.approx(
+        math.log(0.1 / 0.9), abs=1e-7
+    )

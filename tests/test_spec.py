@@ -23,6 +23,7 @@ NON_DEFAULT = {
     "attention_kwargs": {"reduction": 4},
     "lam": 0.25,
     "lam_param": "linear",
+    "lam_shape": "channel",
     "lam_learnable": False,
     "lam_warmup_steps": 7,
 }
@@ -46,7 +47,9 @@ def _assert_built_from(block: ResidualBlock, spec: AttentionSpec) -> None:
     assert fc1.out_channels == fc1.in_channels // 4
     assert block.mix.param == "linear" and block.mix.warmup_steps == 7
     assert "lam" in dict(block.mix.named_buffers())  # fixed λ is a buffer
-    assert block.mix.lam.item() == pytest.approx(0.25)
+    channels = block.in_ch if spec.placement == "pre" else block.out_ch
+    assert block.mix.lam.shape == (channels,)  # one λ per channel
+    assert block.mix.lam.tolist() == pytest.approx([0.25] * channels)
 
 
 @pytest.mark.parametrize(

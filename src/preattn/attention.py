@@ -325,7 +325,7 @@ class CBAM(GateAttention):
         in place (one full-size tensor allocated in all); under tracing, export and
         ``torch.compile`` plain out-of-place operations.
         """
-        if _lean_autograd():
+        if _lean_autograd() and lam.numel() == 1:  # the Functions take one λ per block
             channel_gate = self.channel.gate(x)
             max_first = self.spatial.pool_order[0] == "max"
             pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)

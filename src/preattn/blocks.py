@@ -180,7 +180,12 @@ class ResidualBlock(nn.Module):
                 spec.attention, attn_channels, **spec.attention_kwargs
             )
             if spec.controlled:
-                self.mix = spec.make_mix()
+                self.mix = spec.make_mix(attn_channels)
+                if spec.lam_param == "depth" and not hasattr(self.attention, "gate"):
+                    raise ValueError(
+                        f"lam_param='depth' needs gate attention (A(z) = z·gate(z)), got "
+                        f"{type(self.attention).__name__}; use 'sigmoid' or 'linear'"
+                    )
         # F's output (a BatchNorm's, or a λ-mix's or built-in attention's product) is a new
         # tensor no backward reads: the residual sum is taken in it, as in torchvision's blocks
         self._sum_in_place = isinstance(transform, str) and (
@@ -198,6 +203,8 @@ class ResidualBlock(nn.Module):
             if self.attention is not None:
                 attended = self.attention(z)
                 if self.mix is not None:
+                    if self.mix.depth:
+                        raise RuntimeError("lam_param='depth' is not supported in TorchScript")
                     return self.mix(z, attended)
                 return attended
             return z

@@ -10,6 +10,11 @@ reading its ``placement`` strings:
    shape of ``F(x)``, and be a projection rather than the identity.
 3. Is λ-control used? Its value, learnable or fixed; a warning when λ is saturated
    (< 0.01 or > 0.99) after training, or fixed at 0 (attention that can never act).
+   Does the attention act? Its *modulation* (:mod:`preattn.modulation`: the coefficient of
+   variation of the effective multiplier ``w``, which is what BatchNorm lets through to
+   ``F``) on the probe images; below :data:`~preattn.modulation.MODULATION_FLOOR` (2 %)
+   after training it is a warning, "attention is effectively off". Probe with real images
+   (``images=``) for a trained model: gates respond to noise differently.
 4. Aggressive early use: uncontrolled attention in the first stage or the first block is a
    warning.
 5. Info: the attention's parameters and MACs as a share of the block's.
@@ -27,7 +32,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .blocks import ResidualBlock
-from .maps import attention_blocks
+from .maps import attention_blocks, attention_maps
+from .modulation import MODULATION_FLOOR
 
 __all__ = ["SEVERITIES", "Finding", "check"]
 
@@ -116,7 +122,12 @@ def _cost(name: str, block: ResidualBlock, x: torch.Tensor, attended: torch.Tens
 
 
 def _check_block(
-    name: str, index: int, block: ResidualBlock, x: torch.Tensor, trained: bool
+    name: str,
+    index: int,
+    block: ResidualBlock,
+    x: torch.Tensor,
+    trained: bool,
+    modulation: float | None,
 ) -> list[Finding]:
     out: list[Finding] = []
 
@@ -131,8 +142,7 @@ def _check_block(
     moved = float((f_input - x).abs().max())
     attended = x
     if block.placement == "pre":
-        a = block.attention(x)
-        attended = a if block.mix is None else block.mix.forward(x, a)
+        attended = block.attention(x) if block.mix is None else block.mix.attend(x, block.attention)
         if not torch.allclose(f_input, attended, rtol=1e-4, atol=1e-5):
             say("error", "placement 'pre', but F does not receive mix(x, A(x))")
         elif moved > 0:
@@ -180,6 +190,16 @@ def _check_block(
         elif trained and (lam < SATURATED or lam > 1 - SATURATED):
             side = "off (λ < 0.01)" if lam < SATURATED else "fully on (λ > 0.99)"
             say("warning", f"λ is saturated after training: attention is {side}")
+    if modulation is not None:
+        text = f"modulation {100 * modulation:.2g} %"
+        if modulation < MODULATION_FLOOR:
+            say(
+                "warning" if trained else "info",
+                f"attention is effectively off in {name or 'the block'} ({text}: it changes "
+                f"its input by less than {100 * MODULATION_FLOOR:g} % beyond a uniform scale)",
+            )
+        else:
+            say("info", f"attention acts: {text} (std(w)/mean(w) of its input's multiplier)")
     # 4. aggressive early use
     if block.mix is None and _is_early(name, index):
         say(
@@ -199,6 +219,7 @@ def check(
     input_size: Sequence[int] | None = None,
     *,
     trained: bool = True,
+    images: torch.Tensor | None = None,
 ) -> list[Finding]:
     """Answer the checklist for every block with attention in ``model``.
 
@@ -207,7 +228,10 @@ def check(
             retrofitted torchvision/timm models, a single block).
         input_size: ``(C, H, W)`` of one input; default ``(in_chans, 32, 32)`` from the
             model's ``in_chans`` (3 when it has none), or the block's ``in_ch``.
-        trained: the weights are trained, so a saturated λ is a warning.
+        trained: the weights are trained, so a saturated λ or attention that is
+            effectively off (modulation below 2 %) is a warning.
+        images: real inputs (N, C, H, W) to probe with (default: two random images of
+            ``input_size``); the modulation is measured on them.
 
     Returns:
         The findings, blocks in model order; a model without attention gives one warning.
@@ -220,7 +244,10 @@ def check(
     was_training = model.training
     model.eval()
     try:
-        x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+        if images is None:
+            x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+        else:
+            x = images
         parameter = next(model.parameters(), None)
         if parameter is not None:
             x = x.to(parameter.device, parameter.dtype)
@@ -228,12 +255,18 @@ def check(
         if not blocks:
             return [Finding("warning", "", "no residual block with attention in this model")]
         inputs = {"": x} if isinstance(model, ResidualBlock) else _block_inputs(model, x)
+        try:
+            modulation = {k: m.modulation for k, m in attention_maps(model, x).items()}
+        except Exception:  # a broken block: the wiring checks below name it
+            modulation = {}
         findings: list[Finding] = []
         for index, (name, block) in enumerate(blocks.items()):
             if name not in inputs:
                 findings.append(Finding("error", name, "not reached: an earlier block fails"))
                 continue
-            findings += _check_block(name, index, block, inputs[name], trained)
+            findings += _check_block(
+                name, index, block, inputs[name], trained, modulation.get(name)
+            )
         return findings
     finally:
         model.train(was_training)

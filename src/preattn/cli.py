@@ -100,7 +100,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     if getattr(args, "resume", None):
         if args.config:
             raise ValueError("--resume continues a run with its own config; drop --config")
-        from .train.rundir import RunDir, default_run_dir
+        from .train.rundir import RunDir
 
         base = RunDir(args.resume).read_config()[0].to_dict()
         base["out"] = str(args.resume)
@@ -403,6 +403,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_images(config: Any, count: int) -> Any:
+    """The first ``count`` test images of a run's data set, or None (with a note on stderr)
+    when the data set cannot be read here."""
+    import torch
+
+    from .train.build import build_data
+
+    try:
+        test = build_data(config, limit_train=1, limit_test=count).test
+    except DatasetError as exc:
+        print(f"note: probing with random images ({exc})", file=sys.stderr)
+        return None
+    return torch.stack([test[i][0] for i in range(min(count, len(test)))])
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from .check import check
 
@@ -412,6 +427,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         loaded = load_model(args.checkpoint)
         model, trained = loaded.model, True
         size = (loaded.in_chans, loaded.image_size, loaded.image_size)
+        images = _test_images(loaded.config, 64)
     else:
         from .models.factory import create_model
 
@@ -425,8 +441,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             stages=args.stages,
             spec=spec,
         )
-        trained = False
-    findings = check(model, size, trained=trained)
+        trained, images = False, None
+    findings = check(model, size, trained=trained, images=images)
     for finding in findings:
         print(finding)
     bad = [f for f in findings if f.severity != "info"]

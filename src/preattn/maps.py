@@ -8,7 +8,11 @@ retrofitted torchvision/timm blocks alike), keyed by the block's module name:
   the forward pass;
 - ``channel``: the channel gate ``M_c`` (N, C) in [0, 1], where it has one (CBAM, channel
   attention, SE, ECA);
-- ``lam``: the effective λ (1.0 for uncontrolled attention, ``controlled=False``);
+- ``lam``: the effective λ (1.0 for uncontrolled attention, ``controlled=False``; the mean
+  over channels for a per-channel λ);
+- ``modulation``: how much the λ-mixed attention changes the tensor it acts on, scale-free
+  (the per-sample coefficient of variation of the effective multiplier for gates;
+  :mod:`preattn.modulation`), averaged over the batch;
 - ``placement``; ``input_size``: (H, W) of the tensor the attention saw.
 
 A gate an attention type does not have is ``None``, never faked. Forward hooks on each
@@ -26,6 +30,7 @@ from torch import nn
 
 from .attention import CBAM, ECA, SE, ChannelAttention, SpatialAttention
 from .blocks import ResidualBlock
+from .modulation import modulation_of
 
 __all__ = ["AttentionMaps", "attention_blocks", "attention_maps", "gates_of"]
 
@@ -40,6 +45,7 @@ class AttentionMaps:
     input_size: tuple[int, int]
     spatial: torch.Tensor | None = None  # (N, 1, H, W)
     channel: torch.Tensor | None = None  # (N, C)
+    modulation: float = 0.0  # coefficient of variation of the effective multiplier
 
 
 def gates_of(attention: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -105,11 +111,12 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> dict[str, AttentionMaps
             spatial, channel = gates_of(block.attention, z)
             found[name] = AttentionMaps(
                 placement=block.placement,
-                lam=1.0 if block.mix is None else float(block.mix.value()),
+                lam=1.0 if block.mix is None else float(block.mix.value().mean()),
                 controlled=block.mix is not None,
                 input_size=(int(z.shape[-2]), int(z.shape[-1])),
                 spatial=None if spatial is None else spatial.float().cpu(),
                 channel=None if channel is None else channel.float().cpu(),
+                modulation=modulation_of(block.attention, block.mix, z),
             )
             seen.clear()
 

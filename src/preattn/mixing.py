@@ -14,6 +14,16 @@ Parameterisations of λ:
 - ``linear`` (ReZero-style): the stored value is λ itself, unconstrained during training.
   λ = 0 is then an exact identity at initialisation that still receives gradient
   ``dL/dλ = <dL/dmix, a − z>``.
+- ``depth`` (gate attention only, ``A(z) = z·g``): λ is stored as itself and is the
+  modulation depth of the gate normalised to mean one per sample,
+  ``mix = z·w``, ``w = 1 + λ·(g / mean_CHW(g) − 1)``: a uniform gate changes nothing, and
+  ``std(w)/mean(w) = λ·std(g)/mean(g)`` (:mod:`preattn.modulation`).
+
+For a gate, every form is ``z·w`` with the multiplier :meth:`LambdaMix.multiplier`:
+``w = (1 − λ) + λ·g`` (``sigmoid``, ``linear``) or the ``depth`` form above.
+
+Shape: one λ per block (``shape="scalar"``, the default) or one per channel
+(``shape="channel"``, LayerScale-style, λ of shape (C,), broadcast as (C, 1, 1)).
 
 Warm-up: with ``warmup_steps = N > 0`` the effective value is
 ``λ_eff = λ · min(1, t / N)`` where ``t`` counts the forward passes made in training mode
@@ -28,9 +38,10 @@ from torch import nn
 
 from . import _validate
 
-__all__ = ["LAMBDA_PARAMS", "LambdaMix", "lambdas"]
+__all__ = ["LAMBDA_PARAMS", "LAMBDA_SHAPES", "LambdaMix", "lambdas"]
 
-LAMBDA_PARAMS = ("sigmoid", "linear")
+LAMBDA_PARAMS = ("sigmoid", "linear", "depth")
+LAMBDA_SHAPES = ("scalar", "channel")
 _SIGMOID_CLAMP = 1e-4
 
 
@@ -40,9 +51,11 @@ class LambdaMix(nn.Module):
     Args:
         lam: initial λ in [0, 1].
         learnable: store the raw value as an ``nn.Parameter`` (else as a buffer).
-        param: ``"sigmoid"`` (raw value is ``logit``) or ``"linear"`` (raw value is λ).
+        param: ``"sigmoid"`` (raw value is ``logit``), ``"linear"`` or ``"depth"`` (raw
+            value is λ).
         warmup_steps: ramp λ_eff linearly from 0 over this many training forward passes
             (0: off); ``AttentionSpec.lam_warmup_steps``.
+        channels: ``C`` for one λ per channel (shape (C,)); ``None``: one λ (0-dim).
 
     The raw value is named ``logit`` for ``sigmoid`` and ``lam`` for ``linear`` in the state
     dict; the warm-up counter is ``warmup_step``.
@@ -57,9 +70,13 @@ class LambdaMix(nn.Module):
         learnable: bool = True,
         param: str = "sigmoid",
         warmup_steps: int = 0,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
         lam = _validate.unit_interval("lam", lam)
+        shape: tuple[int, ...] = ()
+        if channels is not None:
+            shape = (_validate.positive_int("channels", channels),)
         self.param = _validate.choice("lam_param", param, LAMBDA_PARAMS)
         self.warmup_steps = _validate.non_negative_int("lam_warmup_steps", warmup_steps)
         self.learnable = bool(learnable)
@@ -69,6 +86,9 @@ class LambdaMix(nn.Module):
             value, self._raw_name = torch.log(p / (1.0 - p)), "logit"
         else:
             value, self._raw_name = torch.tensor(lam, dtype=torch.float32), "lam"
+        value = value.expand(shape).clone() if shape else value
+        self.depth = param == "depth"
+        self.per_channel = bool(shape)  # a Python flag: tracers see no shape test
         if self.learnable:
             self.register_parameter(self._raw_name, nn.Parameter(value))
         else:
@@ -97,15 +117,33 @@ class LambdaMix(nn.Module):
         return lam
 
     def _step(self) -> torch.Tensor:
-        """λ_eff for this forward pass; advances the warm-up counter in training mode."""
+        """λ_eff for this forward pass, shaped to broadcast over (B, C, H, W) (0-dim, or
+        (C, 1, 1) per channel); advances the warm-up counter in training mode."""
         lam = self.value()
         if hasattr(self, "warmup_step"):  # noqa: SIM102  (resolved by TorchScript alone)
             if self.training:
                 self.warmup_step.add_(1)
+        if self.per_channel:
+            lam = lam[:, None, None]
         return lam
 
+    def multiplier(self, gate: torch.Tensor, lam: torch.Tensor | None = None) -> torch.Tensor:
+        """The multiplier ``w`` with ``mix(z, z·g) = z·w`` for a gate ``g`` (broadcastable
+        to z): ``(1 − λ) + λ·g``, or ``1 + λ·(g / mean_CHW(g) − 1)`` for ``depth``.
+        ``lam``: λ_eff shaped as :meth:`_step` returns it (default: the current value)."""
+        if lam is None:
+            lam = self.value()
+            if self.per_channel:
+                lam = lam[:, None, None]
+        lam = lam.to(gate.dtype)
+        if self.depth:
+            mean = gate.mean(dim=(1, 2, 3), keepdim=True)
+            return 1.0 + lam * (gate / mean - 1.0)
+        return (1.0 - lam) + lam * gate
+
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Return ``(1 − λ_eff) · z + λ_eff · a``; ``z`` and ``a`` have the same shape."""
+        """Return ``(1 − λ_eff) · z + λ_eff · a``; ``z`` and ``a`` have the same shape.
+        (``depth`` needs the gate itself: :meth:`attend`.)"""
         lam = self._step().to(z.dtype)
         return (1.0 - lam) * z + lam * a
 
@@ -113,9 +151,12 @@ class LambdaMix(nn.Module):
         """``mix(z, attention(z))``, fused when ``attention`` has a ``mixed(z, λ)`` method.
 
         Gate attention (:class:`~preattn.attention.GateAttention`) computes the mix as
-        ``z · ((1 − λ) + λ·gate(z))`` without materialising ``A(z)`` and the two products.
+        ``z · ((1 − λ) + λ·gate(z))`` without materialising ``A(z)`` and the two products;
+        ``depth`` computes ``z · w`` from the gate (:meth:`multiplier`).
         """
         lam = self._step()
+        if self.depth:
+            return z * self.multiplier(attention.gate(z), lam).to(z.dtype)
         mixed = getattr(attention, "mixed", None)
         if mixed is not None:
             return mixed(z, lam)
@@ -123,10 +164,11 @@ class LambdaMix(nn.Module):
         return (1.0 - lam) * z + lam * attention(z)
 
     def extra_repr(self) -> str:
-        lam = float(self.value().detach())
+        value = self.value().detach()
+        shape = f", channels={value.numel()}" if value.dim() else ""
         return (
-            f"lam={lam:.4g}, param={self.param!r}, learnable={self.learnable}, "
-            f"warmup_steps={self.warmup_steps}"
+            f"lam={float(value.mean()):.4g}{shape}, param={self.param!r}, "
+            f"learnable={self.learnable}, warmup_steps={self.warmup_steps}"
         )
 
 
@@ -134,11 +176,12 @@ def lambdas(model: nn.Module) -> dict[str, float]:
     """Effective λ of every λ-controlled block of ``model``, keyed by the block's name.
 
     The block is the module that owns the :class:`LambdaMix`; the model itself is named
-    ``""``. Values are Python floats (λ_eff, warm-up included).
+    ``""``. Values are Python floats (λ_eff, warm-up included; the mean over channels for
+    a per-channel λ).
     """
     out: dict[str, float] = {}
     for name, module in model.named_modules():
         if isinstance(module, LambdaMix):
             owner = name.rpartition(".")[0]
-            out[owner] = float(module.value().detach())
+            out[owner] = float(module.value().detach().mean())
     return out

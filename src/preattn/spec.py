@@ -13,7 +13,9 @@ Fields (see :class:`~preattn.ResidualBlock` for the placements and
     attention         registered name or factory  channels -> nn.Module
     attention_kwargs  extra arguments of the attention factory (e.g. reduction=8)
     lam               initial λ in [0, 1], or None: uncontrolled, mix(z, a) = a
-    lam_param         sigmoid (λ = σ(logit)) | linear (λ stored as is)
+    lam_param         sigmoid (λ = σ(logit)) | linear (λ stored as is) | depth (gates:
+                      w = 1 + λ·(g / mean(g) − 1), λ is the modulation depth)
+    lam_shape         scalar (one λ per block) | channel (one λ per channel, (C,))
     lam_learnable     λ is an nn.Parameter (True) or a buffer (False)
     lam_warmup_steps  λ_eff = λ · min(1, t / N) over the first N training forwards
 
@@ -39,7 +41,7 @@ from typing import Any
 from . import _validate
 from ._options import check_type, option, parse_bool, parse_kwargs, parse_optional_float
 from .attention import AttentionFactory, attention_names, normalise_name
-from .mixing import LAMBDA_PARAMS, LambdaMix
+from .mixing import LAMBDA_PARAMS, LAMBDA_SHAPES, LambdaMix
 
 __all__ = ["LAMBDA_PARAMS", "PLACEMENTS", "AttentionSpec"]
 
@@ -68,7 +70,15 @@ class AttentionSpec:
     lam: float | None = option(
         0.1, "initial λ in [0, 1]; 'none' for uncontrolled attention", parse_optional_float
     )
-    lam_param: str = option("sigmoid", "λ parameterisation", choices=LAMBDA_PARAMS)
+    lam_param: str = option(
+        "sigmoid",
+        "λ parameterisation: sigmoid (the specification's), linear, or depth (gates only: "
+        "w = 1 + λ·(g/mean(g) − 1))",
+        choices=LAMBDA_PARAMS,
+    )
+    lam_shape: str = option(
+        "scalar", "one λ per block (scalar) or per channel (channel)", choices=LAMBDA_SHAPES
+    )
     lam_learnable: bool = option(True, "learn λ (true) or keep it fixed (false)", parse_bool)
     lam_warmup_steps: int = option(
         0, "ramp λ from 0 over this many training forward passes (optimiser steps)", int
@@ -98,6 +108,7 @@ class AttentionSpec:
             check_type("lam", self.lam, "float")
             object.__setattr__(self, "lam", _validate.unit_interval("lam", self.lam))
         _validate.choice("lam_param", self.lam_param, LAMBDA_PARAMS)
+        _validate.choice("lam_shape", self.lam_shape, LAMBDA_SHAPES)
         check_type("lam_learnable", self.lam_learnable, "bool")
         _validate.non_negative_int("lam_warmup_steps", self.lam_warmup_steps)
         if self.lam is None and self.lam_warmup_steps:
@@ -134,8 +145,11 @@ class AttentionSpec:
         """Whether a :class:`~preattn.LambdaMix` mixes the attention (``lam`` is not None)."""
         return self.has_attention and self.lam is not None
 
-    def make_mix(self) -> LambdaMix:
-        """The :class:`~preattn.LambdaMix` this spec describes (``lam`` must not be None)."""
+    def make_mix(self, channels: int | None = None) -> LambdaMix:
+        """The :class:`~preattn.LambdaMix` this spec describes (``lam`` must not be None)
+        for attention over ``channels`` channels (needed when ``lam_shape="channel"``)."""
+        if self.lam_shape == "channel" and channels is None:
+            raise ValueError("lam_shape='channel' needs the channel count of the attention")
         if self.lam is None:
             raise ValueError("spec.lam is None (uncontrolled attention): there is no λ to mix")
         return LambdaMix(
@@ -143,6 +157,7 @@ class AttentionSpec:
             learnable=self.lam_learnable,
             param=self.lam_param,
             warmup_steps=self.lam_warmup_steps,
+            channels=channels if self.lam_shape == "channel" else None,
         )
 
     def replace(self, **changes: Any) -> AttentionSpec:
@@ -191,7 +206,8 @@ class AttentionSpec:
         else:
             kind = "learnable" if self.lam_learnable else "fixed"
             warm = f", warm-up {self.lam_warmup_steps}" if self.lam_warmup_steps else ""
-            lam = f"λ={self.lam:g} ({self.lam_param}, {kind}{warm})"
+            shape = ", per channel" if self.lam_shape == "channel" else ""
+            lam = f"λ={self.lam:g} ({self.lam_param}{shape}, {kind}{warm})"
         extra = f" {dict(self.attention_kwargs)}" if self.attention_kwargs else ""
         return f"placement={self.placement} attention={name}{extra} {lam}"
 

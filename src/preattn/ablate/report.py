@@ -35,6 +35,7 @@ _RECORD_FIELDS: dict[str, tuple[type, ...]] = {
 _OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
     "elapsed_s": (int, float),
     "test_acc_corrupt": (dict,),
+    "modulation": (dict,),
 }
 
 
@@ -50,7 +51,7 @@ def _check_record(run_dir: RunDir, number: int, row: dict[str, Any]) -> None:
         value = row[name]
         if isinstance(value, bool) or not isinstance(value, kinds):
             raise RunError(f"{where}: {name!r} is {value!r}, not a {kinds[0].__name__}")
-    for name in ("lambda", "test_acc_corrupt"):
+    for name in ("lambda", "test_acc_corrupt", "modulation"):
         values = row.get(name, {})
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
             raise RunError(f"{where}: {name!r} must map names to numbers, got {values!r}")
@@ -147,6 +148,12 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
             for block, value in rows[-1].get("lambda", {}).items():
                 blocks.setdefault(block, []).append(value)
         entry["lambda_final"] = {b: statistics.fmean(v) for b, v in blocks.items()}
+        modulation: dict[str, list[float]] = {}
+        for rows in by_seed.values():
+            for block, value in rows[-1].get("modulation", {}).items():
+                modulation.setdefault(block, []).append(value)
+        # how much attention changes its input at the end (preattn.modulation), per block
+        entry["modulation_final"] = {b: statistics.fmean(v) for b, v in modulation.items()}
         if grid.target_acc is not None:
             hits = [_time_to_target(rows, grid.target_acc) for rows in by_seed.values()]
             reached = [h for h in hits if h is not None]
@@ -201,17 +208,20 @@ def format_report(report: dict[str, Any]) -> str:
         "t-test p.",
         "",
         "| variant | n | test acc % | Δ vs " + ref + " (pts) | p | images/s | params | "
-        "final λ (per block) |",
-        "|---|---|---|---|---|---|---|---|",
+        "final λ (per block) | modulation % (per block) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in report["variants"]:
         diff, p = _diff_cells(v["paired_diff"])
         lam = ", ".join(f"{b} {x:.3f}" for b, x in v["lambda_final"].items()) or "—"
+        mod = (
+            ", ".join(f"{b} {100 * x:.2g}" for b, x in v.get("modulation_final", {}).items()) or "—"
+        )
         speed = "—" if v["images_per_s"] is None else f"{v['images_per_s']:.0f}"
         params = "—" if v["params"] is None else f"{v['params']:,}"
         lines.append(
             f"| {v['name']} | {v['n']} | {_interval(v['test_acc'])} | {diff} | {p} | {speed} | "
-            f"{params} | {lam} |"
+            f"{params} | {lam} | {mod} |"
         )
     for name in report["corruptions"]:
         lines += [

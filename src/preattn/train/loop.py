@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 from tqdm import tqdm
 
 from ..data.registry import DataSplits
+from ..maps import attention_maps
 from ..mixing import lambdas
 from .build import build_data, build_model, corrupted_test_sets
 from .config import TrainConfig
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+# the fixed batch of test images the modulation of each block is measured on, every epoch
+MODULATION_IMAGES = 64
 
 
 class TrainingDiverged(RunError):
@@ -369,6 +373,13 @@ def _train(
         f"{ctx.world_size} process(es) on {device}; run directory {run.path}",
     )
 
+    count = min(MODULATION_IMAGES, len(splits.test))
+    probe = torch.stack([splits.test[i][0] for i in range(count)]).to(device)
+    probe = probe.contiguous(memory_format=memory_format)
+
+    def modulation() -> dict[str, float]:
+        return {name: maps.modulation for name, maps in attention_maps(model, probe).items()}
+
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
@@ -388,6 +399,7 @@ def _train(
             "lr": stats["lr"],
             "lambda": lambdas(model),
             "lambda_start": lambda_start,
+            "modulation": modulation(),
             "images_per_s": stats["seen"] / stats["seconds"],
             "epoch_time_s": stats["seconds"],
             "eval_time_s": eval_seconds,
@@ -435,7 +447,17 @@ def _commit_epoch(
         "config": config.to_dict(),
     }
     run.commit(model, state, record["epoch"])
-    lam_text = ", ".join(f"{k}={v:.3f}" for k, v in record["lambda"].items()) or "-"
+    modulation = record.get("modulation", {})
+    lam_text = (
+        ", ".join(
+            f"{k}={v:.3f}" + (f" m={100 * modulation[k]:.1f}%" if k in modulation else "")
+            for k, v in record["lambda"].items()
+        )
+        or "-"
+    )
+    uncontrolled = [k for k in modulation if k not in record["lambda"]]
+    if uncontrolled:
+        lam_text += "; " + ", ".join(f"{k} m={100 * modulation[k]:.1f}%" for k in uncontrolled)
     print(
         f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f}"
         f" acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "

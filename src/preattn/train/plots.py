@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from ..modulation import MODULATION_FLOOR
+
 __all__ = ["plot_confusion", "plot_history", "plot_lambda"]
 
 
@@ -80,16 +82,40 @@ def plot_history(
     return paths
 
 
-def plot_lambda(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    """λ per block from its value at the start (epoch 0) to the end of each epoch.
+def _plot_modulation(ax: Any, history: Sequence[dict[str, Any]]) -> None:
+    """Modulation per attended block and epoch, in percent, with the 2 % floor."""
+    blocks = sorted({k for r in history for k in r.get("modulation", {})})
+    for block in blocks:
+        xs = [r["epoch"] for r in history if block in r.get("modulation", {})]
+        ys = [100 * r["modulation"][block] for r in history if block in r.get("modulation", {})]
+        ax.plot(xs, ys, "o-", label=block)
+    ax.axhline(100 * MODULATION_FLOOR, color="grey", ls="--", lw=1, label="2 % (check warns)")
+    if not blocks:
+        ax.text(0.5, 0.5, "no modulation recorded", ha="center", transform=ax.transAxes)
+    top = max([100 * v for r in history for v in r.get("modulation", {}).values()] + [3.0])
+    ax.set_ylim(0, top * 1.15)
+    ax.legend(fontsize=7)
+    ax.set(
+        ylabel="modulation (% of the input's scale)",
+        title="how much attention changes its input (std(w)/mean(w))",
+    )
+    _epoch_axis(ax, max((r["epoch"] for r in history), default=1))
 
-    The y axis spans at least 0.1, and each label gives the total change Δλ, so a change of
-    a few ten-thousandths is drawn as the flat line it is.
+
+def plot_lambda(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Two panels: λ per block from its value at the start (epoch 0) to the end of each
+    epoch, and the modulation per block (how much attention changes the tensor it acts on,
+    :mod:`preattn.modulation`) at the end of each epoch, in percent.
+
+    The λ axis spans at least 0.1, and each label gives the total change Δλ, so a change of
+    a few ten-thousandths is drawn as the flat line it is. The modulation axis starts at 0
+    and marks the 2 % below which ``preattn check`` calls attention effectively off.
     """
     first = history[0] if history else {}
     start = first.get("lambda_start") or {}
     blocks = sorted({k for r in history for k in r.get("lambda", {})})
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, (ax, ax_mod) = plt.subplots(1, 2, figsize=(12, 4))
+    _plot_modulation(ax_mod, history)
     values_all: list[float] = []
     for block in blocks:
         xs = ([0] if block in start else []) + [r["epoch"] for r in history]
@@ -108,6 +134,7 @@ def plot_lambda(history: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.text(0.5, 0.5, "no λ-controlled block", ha="center", transform=ax.transAxes)
     ax.set(ylabel="λ (effective)", title="λ per block (epoch 0: at the start)")
     _epoch_axis(ax, max((r["epoch"] for r in history), default=1))
+    ax.ticklabel_format(axis="y", useOffset=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
