@@ -156,6 +156,12 @@ def test_ablate_with_two_jobs_reports_every_run(tmp_path):
         set(pre["lambda_final"]) == {"block1", "block2"} and by_name["none"]["lambda_final"] == {}
     )
     assert pre["params"] > by_name["none"]["params"]
+    expected = {  # the mean over seeds of each run's last record
+        b: sum(_final(out / "pre" / f"seed{s}")["modulation"][b] for s in (0, 1)) / 2
+        for b in ("block1", "block2")
+    }
+    assert pre["modulation_final"] == pytest.approx(expected)
+    assert by_name["none"]["modulation_final"] == {}
     assert pre["time_to_target"] == {
         "reached": 2,
         "of": 2,
@@ -166,6 +172,8 @@ def test_ablate_with_two_jobs_reports_every_run(tmp_path):
     }
     for name in ("report.md", "accuracy.png", "lambda.png", "accuracy_vs_time.png", "grid.yaml"):
         assert (out / name).is_file(), name
+    assert (out / "modulation.png").is_file()
+    assert "modulation % (per block)" in (out / "report.md").read_text()
     assert "| pre | 2 |" in (out / "report.md").read_text()
 
 

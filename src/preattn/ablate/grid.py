@@ -38,6 +38,7 @@ REPORT_FILES = (
     "accuracy.png",
     "lambda.png",
     "accuracy_vs_time.png",
+    "modulation.png",
     ".submitit",
 )
 # options the grid sets itself for each run

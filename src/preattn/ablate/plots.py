@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from .._io import atomic_write
+from ..modulation import MODULATION_FLOOR
 from .grid import Grid
 from .stats import summarise
 
@@ -43,8 +44,42 @@ def _per_epoch(by_seed: dict[int, list[dict[str, Any]]], key: str) -> list[dict[
     ]
 
 
+def _plot_modulation(runs: Runs, root: Path) -> Path | None:
+    """``modulation.png``: per attended block, each variant's modulation per epoch (mean
+    over seeds, in percent), with the 2 % below which attention is effectively off."""
+    blocks = sorted(
+        {
+            b
+            for by_seed in runs.values()
+            for rows in by_seed.values()
+            for b in rows[-1].get("modulation", {})
+        }
+    )
+    if not blocks:
+        return None
+    fig, axes = plt.subplots(1, len(blocks), figsize=(5.2 * len(blocks), 4), squeeze=False)
+    for ax, block in zip(axes[0], blocks, strict=True):
+        for variant, by_seed in runs.items():
+            if not all(block in rows[-1].get("modulation", {}) for rows in by_seed.values()):
+                continue
+            epochs = min(len(rows) for rows in by_seed.values())
+            values = [
+                100 * np.mean([rows[e]["modulation"][block] for rows in by_seed.values()])
+                for e in range(epochs)
+            ]
+            ax.plot(range(1, epochs + 1), values, marker="o", label=variant)
+        ax.axhline(100 * MODULATION_FLOOR, color="grey", ls="--", lw=1, label="2 %")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="modulation (%, log scale)", title=f"{block}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("how much attention changes its input: std(w)/mean(w), mean over seeds")
+    return _save(fig, root / "modulation.png")
+
+
 def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
-    """Write the three plots of ``runs`` (``{variant: {seed: metrics rows}}``) into ``root``."""
+    """Write the plots of ``runs`` (``{variant: {seed: metrics rows}}``) into ``root``."""
     runs = {v: by_seed for v, by_seed in runs.items() if by_seed}
     if not runs:
         return []
@@ -93,7 +128,12 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
         for ax in list(axes.flat)[len(with_lambda) :]:
             ax.set_visible(False)
         axes[0][0].set_ylabel("λ (mean over seeds)")
+        for ax in axes.flat:
+            ax.ticklabel_format(axis="y", useOffset=False)
         written.append(_save(fig, root / "lambda.png"))
+    modulation = _plot_modulation(runs, root)
+    if modulation is not None:
+        written.append(modulation)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, by_seed in runs.items():
