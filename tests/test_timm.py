@@ -124,16 +124,27 @@ def test_a_run_loads_through_timm_pretrained(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
     _, splits, ours, _ = load_run(run, limit_test=4)
+    # the overlay alone: classes, channels (and a ResNet's stem) come from the run
     model = timm.create_model(
-        "preattn_simplecnn",
-        pretrained=True,
-        num_classes=6,
-        in_chans=3,
-        pretrained_cfg_overlay=preattn.timm.run_overlay(run),
+        "preattn_simplecnn", pretrained=True, pretrained_cfg_overlay=preattn.timm.run_overlay(run)
     ).eval()
     assert model.pretrained_cfg["input_size"] == (3, 8, 8)
+    assert (model.num_classes, model.in_chans) == (6, 3)
     x = torch.stack([splits.test[i][0] for i in range(4)])
     torch.testing.assert_close(model(x), ours.eval()(x))
+
+
+def test_the_overlay_alone_never_builds_a_silently_different_network(tmp_path):
+    """What the overlay cannot carry (a width) is an error naming the way that works."""
+    run = tmp_path / "wide"
+    assert main(["train", *TINY_TRAIN_FLAGS, "--width", "0.5", "--out", str(run)]) == 0
+    with pytest.raises(ValueError, match=r"size mismatch .*create_model_from_run\(run\)"):
+        timm.create_model(
+            "preattn_simplecnn",
+            pretrained=True,
+            pretrained_cfg_overlay=preattn.timm.run_overlay(run),
+        )
+    assert preattn.timm.create_model_from_run(run).stem[0].out_channels == 16
 
 
 @pytest.mark.parametrize(

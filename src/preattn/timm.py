@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import timm
 from torch import nn
 
+from .models.factory import model_kwargs
 from .models.resnet import ResNet
 from .models.simple import SimpleCNN
 from .train.build import model_arguments
@@ -96,10 +97,34 @@ default_cfgs = generate_default_cfgs(
 )
 
 
+def _build(builder: Any, variant: str, pretrained: bool, kwargs: dict[str, Any]) -> Any:
+    """timm's ``build_model_with_cfg``, with the input-dependent choices (the ResNets' stem)
+    made from the ``pretrained_cfg_overlay``'s input size by the same rule as
+    :func:`preattn.models.create_model`, and a loading failure as one clear error."""
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    size = overlay.get("input_size")
+    if size is not None:
+        for key, value in model_kwargs(
+            variant.removeprefix("preattn_"), image_size=size[-1]
+        ).items():
+            kwargs.setdefault(key, value)
+    try:
+        return build_model_with_cfg(builder, variant, pretrained, **kwargs)
+    except RuntimeError as exc:
+        if not pretrained:
+            raise
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        first = next((line for line in lines if not line.endswith(":")), lines[0])
+        raise ValueError(
+            f"{variant}: the pretrained weights do not fit the model built from these "
+            f"arguments ({first}); for a preattn run use "
+            "preattn.timm.create_model_from_run(run), which passes the run's arguments"
+        ) from None
+
+
 def _resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet:
     layers, transform = _RESNETS[variant]
-    builder = partial(ResNet, layers, transform)
-    return build_model_with_cfg(builder, variant, pretrained, **kwargs)
+    return _build(partial(ResNet, layers, transform), variant, pretrained, kwargs)
 
 
 for _name in _RESNETS:
@@ -112,11 +137,10 @@ for _name in _RESNETS:
 
 @register_model
 def preattn_simplecnn(pretrained: bool = False, **kwargs: Any) -> SimpleCNN:
-    """The reference SimpleCNN (docs/pattern3.md §6) with timm's model API (default 10
-    classes, 1 channel)."""
-    kwargs.setdefault("num_classes", 10)
-    kwargs.setdefault("in_chans", 1)
-    return build_model_with_cfg(SimpleCNN, "preattn_simplecnn", pretrained, **kwargs)
+    """The reference SimpleCNN (docs/pattern3.md §6) with timm's model API. Classes and
+    input channels default to the pretrained cfg's (10 and 1, Fashion-MNIST; a
+    ``pretrained_cfg_overlay`` of a run gives the run's)."""
+    return _build(SimpleCNN, "preattn_simplecnn", pretrained, kwargs)
 
 
 def timm_name(model: str) -> str:
