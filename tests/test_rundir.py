@@ -423,3 +423,5 @@ def test_viz_and_eval_outputs_never_replace_another_runs_files(tmp_path, capsys)
     assert (b / "lambda.png").read_bytes() == lam
     assert main(["eval", "--checkpoint", str(a), "--limit-test", "4"]) == 0  # its own run: fine
     assert {"confusion.png", "eval.json"} <= set(RunDir(a).recorded())
+    assert main(["viz", "--checkpoint", str(a), "--images", "2", "--out", str(a)]) == 0
+    assert "attention.png" in RunDir(a).recorded()

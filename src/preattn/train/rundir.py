@@ -76,6 +76,18 @@ LOCK_FILE = ".lock"
 MANIFEST_FILE = ".run-files"
 PLOTS = ("curves.png", "lambda.png", "confusion.png", "eval.json")
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, STEPS_FILE, POINTER_FILE, WEIGHTS_FILE, STATE_FILE, *PLOTS)
+# what no command but training may write in a run directory
+_CORE_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    STEPS_FILE,
+    POINTER_FILE,
+    WEIGHTS_FILE,
+    STATE_FILE,
+    CHECKPOINTS_DIR,
+    MANIFEST_FILE,
+    LOCK_FILE,
+)
 # names in checkpoints/ that a run writes: committed epochs and commit temporaries
 _CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
 
@@ -468,13 +480,14 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
 
 def guard_output(path: str | Path, what: str, *, own_run: RunDir | None = None) -> Path:
     """``path``, unless writing it would replace a file of a run: a command's output (an
-    ONNX file, figures) never overwrites a run's config, weights or records. ``own_run``:
-    the run the command writes its own results into (they may be replaced there)."""
+    ONNX file, figures) never overwrites a run's config, weights, records or checkpoints,
+    nor any file of another run. ``own_run``: the run the command reads, whose figures and
+    evaluation (not its config, records or weights) it may write anew."""
     path = Path(path)
     folder = RunDir(path.parent) if path.parent.is_dir() else None
     if folder is not None and folder.holds_run() and folder.owns(path):
         mine = own_run is not None and os.path.abspath(own_run.path) == os.path.abspath(path.parent)
-        if not (mine and path.name in PLOTS):
+        if not (mine and path.name not in _CORE_FILES):
             raise ValueError(
                 f"{what} {path} would overwrite a file of the run in {path.parent}; "
                 "choose another path"
