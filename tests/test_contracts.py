@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.export import Dim, export
 
+from _helpers import assert_fx_trace_equals_eager
 from preattn import PLACEMENTS, attention_names
 from preattn.data.registry import DATASET_SPECS
 from preattn.models.factory import create_model, model_names
@@ -107,14 +108,7 @@ def test_forward_shape_and_backward_to_every_parameter(case):
 @pytest.mark.parametrize("case", _params(CASES))
 def test_fx_trace_equals_eager_in_train_and_eval(case):
     # float64: train-mode BatchNorm over a 2-image batch magnifies rounding differences
-    model, x = _build(case).double(), _input(dtype=torch.float64)
-    for training in (True, False):
-        model.train(training)
-        graph = torch.fx.symbolic_trace(model)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        expected = model(x)
-        model.load_state_dict(state)  # BatchNorm statistics moved: start again
-        torch.testing.assert_close(graph(x), expected, atol=1e-10, rtol=1e-8)
+    assert_fx_trace_equals_eager(_build(case).double(), _input(dtype=torch.float64))
 
 
 @pytest.mark.parametrize("case", _params(CASES))

@@ -10,6 +10,7 @@ import torchvision
 from torch.export import Dim, export
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from _helpers import assert_fx_trace_equals_eager
 from preattn import retrofit
 from preattn.models import SimpleCNN, resnet18
 
@@ -90,11 +91,4 @@ def test_torch_jit_script_equals_eager(build, attention):
 def test_retrofitted_resnets_trace_in_train_and_eval(build):
     torch.manual_seed(0)
     model = retrofit(build(), placement="pre", lam=0.3, stages=(3, 4)).double()
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    for training in (True, False):
-        model.train(training)
-        graph = torch.fx.symbolic_trace(model)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        expected = model(x)
-        model.load_state_dict(state)
-        torch.testing.assert_close(graph(x), expected, atol=1e-10, rtol=1e-8)
+    assert_fx_trace_equals_eager(model, torch.randn(2, 3, 32, 32, dtype=torch.float64))

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 import preattn.train.rundir as rundir
-from _helpers import TINY_CONFIG, metrics_without_timings
+from _helpers import TINY_CONFIG, metrics_without_timings, one_line_error
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.cli import main
 from preattn.train import RunDir, TrainConfig, TrainingDiverged, train
@@ -28,12 +28,6 @@ CONFIG = TINY_CONFIG
 def _rows(run: Path) -> list[dict]:
     """Metrics records without the timings (they differ between identical runs)."""
     return metrics_without_timings(run)
-
-
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 # --- 1. resume to extend ------------------------------------------------------------------
@@ -75,7 +69,7 @@ def test_resume_refuses_options_the_run_fixed(tmp_path, capsys, flags, names):
     assert main(["train", *TINY, "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["train", "--resume", str(run), *flags]) == 2
-    err = _error(capsys)
+    err = one_line_error(capsys)
     assert f"cannot change on resume: {names}" in err
     assert yaml.safe_load((run / "config.yaml").read_text())["history"] == []
 
@@ -97,7 +91,7 @@ def test_a_run_directory_is_never_replaced_without_overwrite(tmp_path, capsys):
     config, metrics = (run / "config.yaml").read_text(), (run / "metrics.jsonl").read_text()
     capsys.readouterr()
     assert main(["train", *TINY, "--lr", "0.2", "--out", str(run)]) == 2
-    err = _error(capsys)
+    err = one_line_error(capsys)
     assert f"{run} already holds a run; use --resume {run}" in err and "--overwrite" in err
     assert (run / "config.yaml").read_text() == config
     assert (run / "metrics.jsonl").read_text() == metrics
@@ -225,7 +219,7 @@ def test_a_second_training_in_the_same_directory_fails_at_once(tmp_path, capsys)
         started = time.monotonic()
         assert main(["train", *TINY, "--out", str(run)]) == 2
         assert time.monotonic() - started < 30
-        assert "is in use by another training process" in _error(capsys)
+        assert "is in use by another training process" in one_line_error(capsys)
         assert not (run / "config.yaml").exists()
     finally:
         holder.kill()
@@ -271,7 +265,7 @@ def test_diverged_cli_exit_status_is_1(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(loop, "train_one_epoch", explode)
     assert main(["train", *TINY, "--out", str(tmp_path / "r")]) == 1
-    assert "training loss became nan at epoch 1" in _error(capsys)
+    assert "training loss became nan at epoch 1" in one_line_error(capsys)
 
 
 # --- 8. half-precision modules: tests/test_blocks.py -------------------------------------
@@ -285,7 +279,7 @@ def test_truncated_weights_give_one_line(tmp_path, capsys):
     committed.write_bytes(committed.read_bytes()[:100])
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run)]) == 2
-    assert "model.safetensors: not a readable safetensors file" in _error(capsys)
+    assert "model.safetensors: not a readable safetensors file" in one_line_error(capsys)
 
 
 def test_unreadable_state_gives_one_line(tmp_path, capsys):
@@ -296,19 +290,19 @@ def test_unreadable_state_gives_one_line(tmp_path, capsys):
     state.mkdir()  # blocked: a directory where the file should be
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
-    assert "state.pt" in _error(capsys)
+    assert "state.pt" in one_line_error(capsys)
 
 
 def test_out_that_is_a_file_and_onnx_to_a_directory(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")
     assert main(["train", *TINY, "--out", str(target)]) == 2
-    assert "is a file, not a run directory" in _error(capsys)
+    assert "is a file, not a run directory" in one_line_error(capsys)
     run = tmp_path / "r"
     assert main(["train", *TINY, "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path)]) == 2
-    assert "is a directory; give a file name" in _error(capsys)
+    assert "is a directory; give a file name" in one_line_error(capsys)
 
 
 # --- 10. minor ----------------------------------------------------------------------------
@@ -352,7 +346,7 @@ def test_a_refused_train_deletes_nothing(tmp_path, capsys):
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     capsys.readouterr()
     assert main(["train", *TINY, "--out", str(run)]) == 2
-    assert "already holds a run" in _error(capsys)
+    assert "already holds a run" in one_line_error(capsys)
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
     assert all(path.read_bytes() == data for path, data in foreign.items())
 
@@ -391,7 +385,7 @@ def test_a_linked_checkpoints_folder_is_never_followed(tmp_path, capsys, overwri
     flags = ["--overwrite"] if overwrite else ["--resume", str(run), "--epochs", "2"]
     argv = ["train", *flags] if not overwrite else ["train", *TINY, "--out", str(run), *flags]
     assert main(argv) == 2
-    assert "checkpoints is a symbolic link" in _error(capsys)
+    assert "checkpoints is a symbolic link" in one_line_error(capsys)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["epoch-0001", "precious.txt"]
 
 
@@ -417,9 +411,9 @@ def test_viz_and_eval_outputs_never_replace_another_runs_files(tmp_path, capsys)
     lam = (b / "lambda.png").read_bytes()
     capsys.readouterr()
     assert main(["viz", "--checkpoint", str(a), "--images", "2", "--out", str(b)]) == 2
-    assert f"would overwrite a file of the run in {b}" in _error(capsys)
+    assert f"would overwrite a file of the run in {b}" in one_line_error(capsys)
     assert main(["eval", "--checkpoint", str(a), "--out", str(b)]) == 2
-    assert f"would overwrite a file of the run in {b}" in _error(capsys)
+    assert f"would overwrite a file of the run in {b}" in one_line_error(capsys)
     assert (b / "lambda.png").read_bytes() == lam
     assert main(["eval", "--checkpoint", str(a), "--limit-test", "4"]) == 0  # its own run: fine
     assert {"confusion.png", "eval.json"} <= set(RunDir(a).recorded())

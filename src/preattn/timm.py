@@ -49,8 +49,8 @@ from .models.factory import model_kwargs
 from .models.resnet import ResNet
 from .models.simple import SimpleCNN
 from .train.build import model_arguments
-from .train.load import run_data_info
-from .train.rundir import WEIGHTS_FILE, RunDir
+from .train.load import read_saved_run
+from .train.rundir import WEIGHTS_FILE
 
 __all__ = ["MODEL_NAMES", "create_model_from_run", "run_overlay", "timm_name"]
 
@@ -154,12 +154,10 @@ def timm_name(model: str) -> str:
 def run_overlay(run_dir: str | Path) -> dict[str, Any]:
     """``pretrained_cfg_overlay`` that loads a preattn run's weights through timm: the
     weights file, and the run's classes, input size and normalisation."""
-    run = RunDir(run_dir)
-    config, _ = run.read_config()
-    weights, _ = run.load_weights()
-    info = run_data_info(run, config, weights)
+    saved = read_saved_run(run_dir)
+    info = saved.info
     overlay: dict[str, Any] = {
-        "file": str(run.path / WEIGHTS_FILE),
+        "file": str(saved.run.path / WEIGHTS_FILE),
         "input_size": (info.in_chans, info.image_size, info.image_size),
         "num_classes": info.num_classes,
         "label_names": list(info.classes),
@@ -178,10 +176,8 @@ def create_model_from_run(run_dir: str | Path, **overrides: Any) -> nn.Module:
     ``drop_rate``, ...). An override that changes the shape of a trained weight
     (``in_chans``, ``width``) is refused by the weights' loading, naming the tensor.
     """
-    run = RunDir(run_dir)
-    config, _ = run.read_config()
-    weights, _ = run.load_weights()
-    info = run_data_info(run, config, weights)
+    saved = read_saved_run(run_dir)
+    config, info, run = saved.config, saved.info, saved.run
     arguments = {**model_arguments(config, info), **overrides}
     overlay = run_overlay(run_dir)
     if arguments.get("num_classes") != info.num_classes:

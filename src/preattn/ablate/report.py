@@ -80,6 +80,15 @@ def _parameters(grid: Grid, root: Path, variant: str, seeds: list[int]) -> int |
     return sum(p.numel() for p in loaded.model.parameters())
 
 
+def _final_per_block(by_seed: dict[int, list[dict[str, Any]]], key: str) -> dict[str, float]:
+    """The mean over seeds of each block's value of ``key`` in the last epoch's record."""
+    values: dict[str, list[float]] = {}
+    for rows in by_seed.values():
+        for block, value in rows[-1].get(key, {}).items():
+            values.setdefault(block, []).append(value)
+    return {block: statistics.fmean(v) for block, v in values.items()}
+
+
 def _time_to_target(rows: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
     for row in rows:
         if row["test_acc"] >= target:
@@ -143,17 +152,9 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         entry["params"] = (
             _parameters(grid, root, name, sorted(by_seed)) if count_parameters else None
         )
-        blocks: dict[str, list[float]] = {}
-        for rows in by_seed.values():
-            for block, value in rows[-1].get("lambda", {}).items():
-                blocks.setdefault(block, []).append(value)
-        entry["lambda_final"] = {b: statistics.fmean(v) for b, v in blocks.items()}
-        modulation: dict[str, list[float]] = {}
-        for rows in by_seed.values():
-            for block, value in rows[-1].get("modulation", {}).items():
-                modulation.setdefault(block, []).append(value)
+        entry["lambda_final"] = _final_per_block(by_seed, "lambda")
         # how much attention changes its input at the end (preattn.modulation), per block
-        entry["modulation_final"] = {b: statistics.fmean(v) for b, v in modulation.items()}
+        entry["modulation_final"] = _final_per_block(by_seed, "modulation")
         if grid.target_acc is not None:
             hits = [_time_to_target(rows, grid.target_acc) for rows in by_seed.values()]
             reached = [h for h in hits if h is not None]

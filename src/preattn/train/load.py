@@ -24,7 +24,15 @@ from .build import build_data, build_model
 from .config import TrainConfig
 from .rundir import RunDir, RunError
 
-__all__ = ["LoadedModel", "check_same_data", "load_model", "load_run", "run_data_info"]
+__all__ = [
+    "LoadedModel",
+    "SavedRun",
+    "check_same_data",
+    "load_model",
+    "load_run",
+    "read_saved_run",
+    "run_data_info",
+]
 
 
 @dataclass
@@ -101,15 +109,32 @@ def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], run: RunDir) 
         ) from None
 
 
-def load_model(run_dir: str | Path) -> LoadedModel:
-    """Rebuild a run's network from its config and weights alone (no data set is read)."""
+@dataclass
+class SavedRun:
+    """What a run directory holds for rebuilding its network: the config, the committed
+    weights and their epoch, and the data set description."""
+
+    run: RunDir
+    config: TrainConfig
+    weights: dict[str, torch.Tensor]
+    epoch: int
+    info: DatasetInfo
+
+
+def read_saved_run(run_dir: str | Path) -> SavedRun:
+    """The config, committed weights and data description of the run in ``run_dir``."""
     run = RunDir(run_dir)
     config, _ = run.read_config()
     weights, epoch = run.load_weights()
-    info = run_data_info(run, config, weights)
-    model = build_model(config, info)
-    _load_into(model, weights, run)
-    return LoadedModel(config, model, epoch, info)
+    return SavedRun(run, config, weights, epoch, run_data_info(run, config, weights))
+
+
+def load_model(run_dir: str | Path) -> LoadedModel:
+    """Rebuild a run's network from its config and weights alone (no data set is read)."""
+    saved = read_saved_run(run_dir)
+    model = build_model(saved.config, saved.info)
+    _load_into(model, saved.weights, saved.run)
+    return LoadedModel(saved.config, model, saved.epoch, saved.info)
 
 
 def load_run(
