@@ -11,6 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
+from _helpers import TINY_TRAIN_FLAGS
 from preattn import AttentionSpec, ResidualBlock, lambdas, retrofit
 from preattn.cli import main
 from preattn.models import SimpleCNN, create_model, resnet18
@@ -194,3 +195,29 @@ def test_simplecnn_stages_choose_the_attended_blocks():
     assert model.block2.attention is not None
     assert list(lambdas(model)) == ["block2"]
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_presets_are_named_designs_and_flags_override_them(tmp_path):
+    from preattn.spec import PRESETS
+
+    assert AttentionSpec.preset("pattern3") == AttentionSpec()
+    depth = AttentionSpec.preset("pattern3-depth")
+    assert (depth.placement, depth.attention, depth.lam_param, depth.lam) == (
+        "pre",
+        "cbam",
+        "depth",
+        0.5,
+    )
+    cbam = AttentionSpec.preset("cbam", attention="eca")
+    assert (cbam.placement, cbam.lam, cbam.attention) == ("branch", None, "eca")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        AttentionSpec.preset("pattern4")
+    assert set(PRESETS) >= {"pattern3", "pattern3-depth", "cbam", "se-resnet"}
+    # on the command line the preset replaces a config file's attention fields, flags win
+    config = tmp_path / "c.yaml"
+    config.write_text("attention: se\nlam: 0.3\n")
+    run = tmp_path / "r"
+    flags = ["--config", str(config), "--preset", "pattern3-depth", "--lam", "0.2"]
+    assert main(["train", *TINY_TRAIN_FLAGS, *flags, "--out", str(run)]) == 0
+    saved = TrainConfig.from_yaml(run / "config.yaml").spec
+    assert (saved.attention, saved.lam_param, saved.lam) == ("cbam", "depth", 0.2)

@@ -22,7 +22,7 @@ from ._options import parse_bool, parse_int_list
 from .data.errors import DatasetError
 from .data.registry import find_idx_files
 from .models.factory import MODELS
-from .spec import AttentionSpec
+from .spec import PRESETS, AttentionSpec
 
 __all__ = ["build_parser", "main"]
 
@@ -75,8 +75,24 @@ def _add_attention_flags(
 ) -> None:
     """``--placement``, ``--attention``, ``--lam`` ...: one flag per AttentionSpec field."""
     group = parser.add_argument_group("attention (preattn.AttentionSpec)")
+    group.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=argparse.SUPPRESS,
+        help="a named design (docs/lambda.md); the flags below override its fields",
+    )
     spec_fields = [f for f in fields(AttentionSpec) if f.name not in exclude]
     _add_field_flags(group, spec_fields, defaults)  # type: ignore[arg-type]
+
+
+def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The AttentionSpec fields given on the command line, on top of ``--preset``'s (all
+    fields of the preset, so it replaces what a config file said)."""
+    given = _given(args, AttentionSpec.names())
+    preset = getattr(args, "preset", None)
+    if preset is None:
+        return given
+    return {**AttentionSpec.preset(preset).to_dict(), **given}
 
 
 def _add_train_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
@@ -96,7 +112,7 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 def _train_config(args: argparse.Namespace) -> Any:
     from .train.config import TrainConfig
 
-    given = _given(args, TrainConfig.keys())
+    given = {**_given(args, TrainConfig.keys()), **_spec_values(args)}
     if getattr(args, "resume", None):
         if args.config:
             raise ValueError("--resume continues a run with its own config; drop --config")
@@ -299,7 +315,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from .models.factory import create_model
     from .summary import summary
 
-    spec = AttentionSpec(**_given(args, AttentionSpec.names()))
+    spec = AttentionSpec(**_spec_values(args))
     model = create_model(
         args.model,
         image_size=args.input_size[1],
@@ -432,7 +448,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         from .models.factory import create_model
 
         size = args.input_size
-        spec = AttentionSpec(**_given(args, AttentionSpec.names()))
+        spec = AttentionSpec(**_spec_values(args))
         model = create_model(
             args.model,
             image_size=size[1],

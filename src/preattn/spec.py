@@ -43,9 +43,21 @@ from ._options import check_type, option, parse_bool, parse_kwargs, parse_option
 from .attention import AttentionFactory, attention_names, normalise_name
 from .mixing import LAMBDA_PARAMS, LAMBDA_SHAPES, LambdaMix
 
-__all__ = ["LAMBDA_PARAMS", "PLACEMENTS", "AttentionSpec"]
+__all__ = ["LAMBDA_PARAMS", "PLACEMENTS", "PRESETS", "AttentionSpec"]
 
 PLACEMENTS = ("none", "pre", "branch", "post", "skip")
+
+# named designs (docs/lambda.md): the fields that differ from the defaults
+PRESETS: dict[str, dict[str, Any]] = {
+    # the specification's controlled Pattern-3: CBAM on the input, λ = 0.1 (sigmoid)
+    "pattern3": {},
+    # λ as the modulation depth of the mean-one gate: λ learns and attention acts
+    "pattern3-depth": {"lam_param": "depth", "lam": 0.5},
+    "pattern3-uncontrolled": {"lam": None},
+    # the usual placements at full strength: standard CBAM and SE-ResNet blocks
+    "cbam": {"placement": "branch", "lam": None},
+    "se-resnet": {"placement": "branch", "attention": "se", "lam": None},
+}
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,14 @@ class AttentionSpec:
             warmup_steps=self.lam_warmup_steps,
             channels=channels if self.lam_shape == "channel" else None,
         )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> AttentionSpec:
+        """The named design ``name`` (:data:`PRESETS`), with ``overrides`` on top:
+        ``AttentionSpec.preset("pattern3-depth")``."""
+        fields_ = PRESETS[_validate.choice("preset", name, PRESETS)]
+        cls.check_names(overrides)
+        return cls(**{**fields_, **overrides})
 
     def replace(self, **changes: Any) -> AttentionSpec:
         """A copy with ``changes`` (field names only), validated again."""
