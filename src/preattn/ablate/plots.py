@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from .._io import atomic_write
 from ..modulation import MODULATION_FLOOR
@@ -70,6 +70,8 @@ def _plot_modulation(runs: Runs, root: Path) -> Path | None:
             ax.plot(range(1, epochs + 1), values, marker="o", label=variant)
         ax.axhline(100 * MODULATION_FLOOR, color="grey", ls="--", lw=1, label="2 %")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="modulation (%, log scale)", title=f"{block}")
         ax.grid(alpha=0.3, which="both")
