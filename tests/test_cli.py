@@ -166,3 +166,16 @@ def test_demo_never_replaces_an_earlier_run(tmp_path, capsys, monkeypatch):
 def test_width_beyond_the_limit_is_refused(tmp_path, capsys):
     assert main(["train", *TINY, "--width", "100", "--out", str(tmp_path / "r")]) == 2
     assert "width must be at most 8.0, got 100.0" in capsys.readouterr().err
+
+
+def test_viz_compare_labels_tell_runs_with_the_same_last_name_apart():
+    from pathlib import Path
+
+    from preattn.cli import _distinct_labels
+
+    assert _distinct_labels(Path("/g/pre/seed0"), Path("/g/none/seed0")) == (
+        "pre/seed0",
+        "none/seed0",
+    )
+    assert _distinct_labels(Path("/a/r1"), Path("/b/r2")) == ("r1", "r2")
+    assert _distinct_labels(Path("/a/r"), Path("/a/r")) == ("/a/r (1)", "/a/r (2)")

@@ -367,6 +367,17 @@ def _sample_batch(run_dir: str, split: str, count: int) -> tuple[Any, Any]:
     return loaded, Batch(images, labels, loaded.classes, loaded.config.dataset)
 
 
+def _distinct_labels(a: Path, b: Path) -> tuple[str, str]:
+    """The shortest trailing parts of two run paths that tell them apart (ablate's
+    ``variant/seedK`` runs share their last name)."""
+    parts_a, parts_b = a.resolve().parts, b.resolve().parts
+    for depth in range(1, max(len(parts_a), len(parts_b)) + 1):
+        label_a, label_b = "/".join(parts_a[-depth:]), "/".join(parts_b[-depth:])
+        if label_a != label_b:
+            return label_a, label_b
+    return f"{a} (1)", f"{b} (2)"  # the same run twice
+
+
 def _cmd_viz(args: argparse.Namespace) -> int:
     from .maps import attention_maps
     from .train.load import load_model
@@ -394,7 +405,8 @@ def _cmd_viz(args: argparse.Namespace) -> int:
         written.append(plot_lambda(history, target["lambda.png"]))
     if args.compare:
         other = load_model(args.compare)
-        models = {Path(args.checkpoint).name: loaded.model, Path(args.compare).name: other.model}
+        first, second = _distinct_labels(Path(args.checkpoint), Path(args.compare))
+        models = {first: loaded.model, second: other.model}
         path, cam = draw_comparison(models, batch, target["compare.png"])
         written.append(path)
         with_cam = with_cam and cam
