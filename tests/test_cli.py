@@ -179,3 +179,17 @@ def test_viz_compare_labels_tell_runs_with_the_same_last_name_apart():
     )
     assert _distinct_labels(Path("/a/r1"), Path("/b/r2")) == ("r1", "r2")
     assert _distinct_labels(Path("/a/r"), Path("/a/r")) == ("/a/r (1)", "/a/r (2)")
+
+
+def test_summary_defaults_to_each_networks_usual_input_and_reads_a_run(tmp_path, capsys):
+    assert main(["summary", "--model", "simplecnn"]) == 0
+    out = capsys.readouterr().out
+    assert "1x28x28" in out  # not 3x224x224: the reference network's Fashion-MNIST size
+    assert main(["summary", "--model", "resnet18"]) == 0
+    assert "3x224x224" in capsys.readouterr().out
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--width", "0.5", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["summary", "--checkpoint", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "simplecnn width x0.5" in out and "3x8x8" in out

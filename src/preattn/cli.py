@@ -315,12 +315,24 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from .models.factory import create_model
     from .summary import summary
 
+    if args.checkpoint:  # the run's own network, built as training built it
+        from .train.load import load_model
+
+        loaded = load_model(args.checkpoint)
+        size = (loaded.in_chans, loaded.image_size, loaded.image_size)
+        config = loaded.config
+        width = f" width x{config.width:g}" if config.width != 1.0 else ""
+        title = f"{args.checkpoint}: {config.model}{width} {config.spec.describe()}"
+        print(summary(loaded.model, size, name=title))
+        return 0
+    entry = MODELS[args.model]
+    size = args.input_size or entry.input_size
     spec = AttentionSpec(**_spec_values(args))
     model = create_model(
         args.model,
-        image_size=args.input_size[1],
-        num_classes=args.num_classes,
-        in_chans=args.input_size[0],
+        image_size=size[1],
+        num_classes=args.num_classes or entry.num_classes,
+        in_chans=size[0],
         stages=args.stages,
         spec=spec,
         width=args.width,
@@ -328,7 +340,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     )
     width = f" width x{args.width:g}" if args.width != 1.0 else ""
     title = f"{args.model}{width} {spec.describe()}"
-    print(summary(model, args.input_size, name=title))
+    print(summary(model, size, name=title))
     return 0
 
 
@@ -620,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="resnet18", choices=list(MODELS))
     p.add_argument(
+        "--checkpoint", metavar="DIR", help="summarise a run's network (the other flags: unused)"
+    )
+    p.add_argument(
         "--stages",
         type=_argparse_type(parse_int_list),
         default=None,
@@ -630,8 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("imagenet", "cifar"),
         help="ResNet stem (default: cifar up to 64 pixels, else imagenet)",
     )
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--input-size", type=_input_size, default=(3, 224, 224), help="C,H,W")
+    p.add_argument(
+        "--num-classes", type=int, help="classes (default: simplecnn 10, the ResNets 1000)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=_input_size,
+        help="C,H,W (default: simplecnn 1,28,28 as Fashion-MNIST, the ResNets 3,224,224)",
+    )
     p.add_argument(
         "--width",
         type=float,

@@ -36,16 +36,22 @@ class ModelEntry:
     """How to build one named network.
 
     ``builder(num_classes=, in_chans=, stages=, spec=, **options)`` builds it;
-    ``input_options(image_size)`` returns the options the input size decides (``stem``).
+    ``input_options(image_size)`` returns the options the input size decides (``stem``);
+    ``input_size`` (C, H, W) and ``num_classes`` are what it is usually run on (the
+    defaults of ``preattn summary``).
     """
 
     builder: Callable[..., nn.Module]
     input_options: Callable[[int], dict[str, Any]]
     description: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    num_classes: int = 1000
 
 
 MODELS: dict[str, ModelEntry] = {
-    "simplecnn": ModelEntry(SimpleCNN, _no_input_options, "the reference SimpleCNN"),
+    "simplecnn": ModelEntry(
+        SimpleCNN, _no_input_options, "the reference SimpleCNN", (1, 28, 28), 10
+    ),
     "resnet18": ModelEntry(resnet18, _resnet_input_options, "ResNet-18, basic blocks"),
     "resnet34": ModelEntry(resnet34, _resnet_input_options, "ResNet-34, basic blocks"),
     "resnet50": ModelEntry(resnet50, _resnet_input_options, "ResNet-50, bottlenecks"),
