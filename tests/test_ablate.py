@@ -61,6 +61,16 @@ def test_summary_matches_the_formulas_by_hand():
     assert summarise([0.5]) == {"n": 1, "mean": 0.5, "std": None, "ci95": None}
 
 
+def test_accuracy_intervals_never_leave_zero_to_one():
+    # two seeds far apart: the t interval (12.7 standard errors) spans far beyond [0, 1]
+    values = [0.20, 0.95]
+    mean, std = 0.575, math.sqrt(2 * 0.375**2)
+    half = T975[1] * std / math.sqrt(2)
+    assert summarise(values)["ci95"] == pytest.approx([mean - half, mean + half])
+    assert summarise(values, (0.0, 1.0))["ci95"] == [0.0, 1.0]
+    assert summarise([0.90, 0.92], (0.0, 1.0))["ci95"][1] == 1.0  # only the side that leaves
+
+
 def test_paired_difference_matches_the_t_test_by_hand():
     # df = 2: the t distribution's CDF is 1/2 + t / (2 sqrt(2 + t^2)), so the two-sided
     # p-value of |t| is 1 - |t| / sqrt(2 + t^2)
@@ -174,6 +184,7 @@ def test_ablate_with_two_jobs_reports_every_run(tmp_path):
         assert (out / name).is_file(), name
     assert (out / "modulation.png").is_file()
     assert "modulation % (per block)" in (out / "report.md").read_text()
+    assert "Only 2 seed(s) per variant" in (out / "report.md").read_text()
     assert "| pre | 2 |" in (out / "report.md").read_text()
 
 

@@ -36,12 +36,25 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _per_epoch(by_seed: dict[int, list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+def _per_epoch(
+    by_seed: dict[int, list[dict[str, Any]]],
+    key: str,
+    bounds: tuple[float, float] | None = None,
+) -> list[dict[str, Any]]:
     epochs = min(len(rows) for rows in by_seed.values())
     return [
-        summarise([rows[e].get(key, float("nan")) for rows in by_seed.values()])
+        summarise([rows[e].get(key, float("nan")) for rows in by_seed.values()], bounds)
         for e in range(epochs)
     ]
+
+
+def _epoch_ticks(ax: Any, epochs: int) -> None:
+    """Whole epochs on the x axis, with room around the first and the last point."""
+    ax.set_xlim(0.5, epochs + 0.5)
+    if epochs <= 20:
+        ax.set_xticks(range(1, epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _plot_modulation(runs: Runs, root: Path) -> Path | None:
@@ -88,7 +101,7 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, by_seed in runs.items():
-        stats = _per_epoch(by_seed, "test_acc")
+        stats = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
         x = np.arange(1, len(stats) + 1)
         mean = np.array([100 * s["mean"] for s in stats])
         (line,) = ax.plot(x, mean, marker="o", label=f"{variant} (n={len(by_seed)})")
@@ -96,7 +109,7 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
             low = [100 * s["ci95"][0] for s in stats]
             high = [100 * s["ci95"][1] for s in stats]
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_ticks(ax, max(min(len(r) for r in b.values()) for b in runs.values()))
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy, mean and 95 % band")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

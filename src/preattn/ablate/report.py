@@ -80,6 +80,10 @@ def _parameters(grid: Grid, root: Path, variant: str, seeds: list[int]) -> int |
     return sum(p.numel() for p in loaded.model.parameters())
 
 
+# accuracy intervals are clipped to the range accuracy can take
+ACCURACY = (0.0, 1.0)
+
+
 def _final_per_block(by_seed: dict[int, list[dict[str, Any]]], key: str) -> dict[str, float]:
     """The mean over seeds of each block's value of ``key`` in the last epoch's record."""
     values: dict[str, list[float]] = {}
@@ -128,14 +132,14 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
             "n": len(accs),
             "seeds": sorted(by_seed),
             "missing_seeds": [s for s in grid.seeds if s not in by_seed],
-            "test_acc": {k: v for k, v in summarise(accs).items() if k != "n"},
+            "test_acc": {k: v for k, v in summarise(accs, ACCURACY).items() if k != "n"},
             "paired_diff": None
             if name == grid.reference
             else paired_difference(final[name], reference),
         }
         entry["corrupt"] = {
             c: {
-                "test_acc": {k: v for k, v in summarise(list(corrupt(name, c).values())).items()},
+                "test_acc": summarise(list(corrupt(name, c).values()), ACCURACY),
                 "paired_diff": None
                 if name == grid.reference
                 else paired_difference(corrupt(name, c), corrupt(grid.reference, c)),
@@ -212,6 +216,14 @@ def format_report(report: dict[str, Any]) -> str:
         "final λ (per block) | modulation % (per block) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    fewest = min((v["n"] for v in report["variants"]), default=0)
+    if 0 < fewest < 3:
+        lines[1:1] = [
+            "",
+            f"Only {fewest} seed(s) per variant: with n = 2 the 95 % interval is ±12.7 standard "
+            "errors (Student t, 1 degree of freedom), so it can say almost nothing; run more "
+            "seeds before reading a difference.",
+        ]
     for v in report["variants"]:
         diff, p = _diff_cells(v["paired_diff"])
         lam = ", ".join(f"{b} {x:.3f}" for b, x in v["lambda_final"].items()) or "—"

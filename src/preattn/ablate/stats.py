@@ -21,8 +21,9 @@ from typing import Any
 __all__ = ["paired_difference", "summarise"]
 
 
-def summarise(values: Sequence[float]) -> dict[str, Any]:
-    """``{"n", "mean", "std", "ci95": [lo, hi] | None}`` of ``values``."""
+def summarise(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """``{"n", "mean", "std", "ci95": [lo, hi] | None}`` of ``values``; ``bounds``: the
+    range the quantity cannot leave (accuracy: (0, 1)), to which the interval is clipped."""
     from scipy import stats
 
     n = len(values)
@@ -33,7 +34,10 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
         return {"n": 1, "mean": mean, "std": None, "ci95": None}
     std = statistics.stdev(values)
     half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean": mean, "std": std, "ci95": [low, high]}
 
 
 def paired_difference(
