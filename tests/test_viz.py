@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+import preattn
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from _reference import channel_by_hand, spatial_by_hand
 from preattn import ResidualBlock, attention_maps, attention_names, check, retrofit
@@ -128,6 +129,32 @@ def test_check_probes_the_wiring_rather_than_the_placement_string():
     errors = [f for f in check(model, (1, 8, 8), trained=False) if f.severity == "error"]
     assert {f.block for f in errors} == {"block1", "block2"}
     assert "does not receive mix(x, A(x))" in errors[0].message
+
+
+def test_check_probes_a_custom_cnn_with_its_own_channels():
+    """A user's 1-channel network without ``in_chans``: probed with 1 channel (its first
+    convolution's), not 3, so every block is reached and checked."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), preattn.ResidualBlock(8, 8), preattn.ResidualBlock(8, 16, 2)
+    )
+    findings = check(model, trained=False)
+    assert not any("not reached" in f.message for f in findings)
+    assert {f.block for f in findings} == {"1", "2"}
+
+
+def test_check_of_a_fresh_retrofit_says_it_starts_at_the_plain_function():
+    model = retrofit(torchvision.models.resnet18(), stages=(4,))
+    findings = check(model, (3, 64, 64))  # trained=True, the default
+    assert _warnings(findings) == []
+    starts = [f for f in findings if "a retrofit's start" in f.message]
+    assert {f.block for f in starts} == {"layer4.0", "layer4.1"} and len(starts) == 2
+
+
+def test_check_reports_macs_per_image():
+    block = preattn.ResidualBlock(8, 8, lam=0.3)
+    (cost,) = [f for f in check(block, (8, 16, 16), trained=False) if "MACs" in f.message]
+    summary_macs = preattn.summary(block, (8, 16, 16)).macs
+    assert f"of {summary_macs:,} MACs per image" in cost.message
 
 
 def test_check_cli_exit_status(capsys):

@@ -53,6 +53,29 @@ class Finding:
         return f"{self.severity:<7}  {self.block or '(model)'}: {self.message}"
 
 
+def _at_start(block: ResidualBlock) -> bool:
+    """λ stored linearly, learnable and exactly 0: the identity start of ``retrofit``."""
+    mix = block.mix
+    return (
+        mix is not None
+        and mix.learnable
+        and mix.param == "linear"
+        and bool((mix.value() == 0).all())
+    )
+
+
+def _input_channels(model: nn.Module) -> int:
+    """The channels a model takes: its ``in_chans``, a block's ``in_ch``, else its first
+    convolution's input channels (3 when it has none)."""
+    if isinstance(model, ResidualBlock):
+        return model.in_ch
+    channels = getattr(model, "in_chans", None)
+    if isinstance(channels, int):
+        return channels
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
 def _is_early(name: str, index: int) -> bool:
     """The network's first block, or a block of its first stage (``layer1``)."""
     return index == 0 or name.split(".", 1)[0] == "layer1"
@@ -98,10 +121,11 @@ def _probe_branch_input(block: ResidualBlock, x: torch.Tensor) -> tuple[torch.Te
 
 
 def _macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of ``module`` per image of the batch ``x``."""
     mode = FlopCounterMode(display=False)
     with mode:
         module(x.clone())
-    return mode.get_total_flops() // 2
+    return mode.get_total_flops() // 2 // max(1, x.shape[0])
 
 
 def _cost(name: str, block: ResidualBlock, x: torch.Tensor, attended: torch.Tensor) -> Finding:
@@ -116,7 +140,7 @@ def _cost(name: str, block: ResidualBlock, x: torch.Tensor, attended: torch.Tens
         name,
         f"attention cost: {attention_params:,} of {block_params:,} parameters "
         f"({100 * attention_params / max(block_params, 1):.2f}%), "
-        f"{attention_macs:,} of {block_macs:,} MACs "
+        f"{attention_macs:,} of {block_macs:,} MACs per image "
         f"({100 * attention_macs / max(block_macs, 1):.2f}%)",
     )
 
@@ -153,7 +177,7 @@ def _check_block(
             )
         else:
             say(
-                "warning" if trained else "info",
+                "warning" if trained and not _at_start(block) else "info",
                 "Pattern-3 wiring, but F's input equals x: attention has no effect at the "
                 "current λ",
             )
@@ -187,10 +211,16 @@ def _check_block(
         say("info", f"λ-controlled: λ = {lam:.4g} ({block.mix.param}, {kind})")
         if not block.mix.learnable and lam == 0.0:
             say("warning", "λ is fixed at 0: this attention can never act")
+        elif _at_start(block):
+            say(
+                "info",
+                "λ = 0 (linear, learnable): the block computes exactly its plain function "
+                "(a retrofit's start); λ learns from here",
+            )
         elif trained and (lam < SATURATED or lam > 1 - SATURATED):
             side = "off (λ < 0.01)" if lam < SATURATED else "fully on (λ > 0.99)"
             say("warning", f"λ is saturated after training: attention is {side}")
-    if modulation is not None:
+    if modulation is not None and not _at_start(block):
         text = f"modulation {100 * modulation:.2g} %"
         if modulation < MODULATION_FLOOR:
             say(
@@ -226,8 +256,9 @@ def check(
     Args:
         model: any module holding :class:`~preattn.ResidualBlock` s (preattn networks,
             retrofitted torchvision/timm models, a single block).
-        input_size: ``(C, H, W)`` of one input; default ``(in_chans, 32, 32)`` from the
-            model's ``in_chans`` (3 when it has none), or the block's ``in_ch``.
+        input_size: ``(C, H, W)`` of one input; default ``(C, 32, 32)`` with ``C`` the
+            model's ``in_chans``, a block's ``in_ch``, or its first convolution's input
+            channels.
         trained: the weights are trained, so a saturated λ or attention that is
             effectively off (modulation below 2 %) is a warning.
         images: real inputs (N, C, H, W) to probe with (default: two random images of
@@ -237,10 +268,7 @@ def check(
         The findings, blocks in model order; a model without attention gives one warning.
     """
     if input_size is None:
-        channels = getattr(model, "in_chans", None)
-        if isinstance(model, ResidualBlock):
-            channels = model.in_ch
-        input_size = (channels or 3, 32, 32)
+        input_size = (_input_channels(model), 32, 32)
     was_training = model.training
     model.eval()
     try:
