@@ -193,3 +193,19 @@ def test_summary_defaults_to_each_networks_usual_input_and_reads_a_run(tmp_path,
     assert main(["summary", "--checkpoint", str(run)]) == 0
     out = capsys.readouterr().out
     assert "simplecnn width x0.5" in out and "3x8x8" in out
+
+
+def test_predict_reports_a_file_that_is_not_an_image_and_goes_on(tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    good = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(good)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run), str(bad), str(good), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["file"] == str(good)  # the good one still predicted
+    assert err.count("\n") == 1 and f"{bad}: not a readable image" in err
