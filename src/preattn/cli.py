@@ -49,7 +49,9 @@ def _add_field_flags(
         parse = f.metadata.get("parse", str)
         default = defaults.get(f.name)
         shown = default if not isinstance(default, Mapping) else dict(default)
-        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        text = f.metadata.get("help", "")
+        # a help text that states its own default (per model, say) is not told it again
+        help_text = text if "(default" in text else f"{text} (default: {shown})"
         choices = f.metadata.get("choices")
         if parse is parse_bool:
             parser.add_argument(
