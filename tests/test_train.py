@@ -282,3 +282,12 @@ def test_amp_dtype_per_device():
     assert _amp_dtype(config, torch.device("cpu")) == torch.bfloat16
     assert _amp_dtype(config, torch.device("cuda")) == torch.float16
     assert _amp_dtype(TrainConfig(), torch.device("cuda")) is None
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    from preattn.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"cuda:3 requested \(LOCAL_RANK=3\) but only 2 CUDA"):
+        distributed._pick_device("cuda", local_rank=3)

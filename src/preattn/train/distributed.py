@@ -45,6 +45,13 @@ def _pick_device(requested: str, local_rank: int) -> torch.device:
             raise ValueError("device 'cuda' requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ValueError(
+                f"device cuda:{device.index} requested (LOCAL_RANK={local_rank}) but only "
+                f"{count} CUDA device(s) are visible; start at most {count} process(es) per "
+                "machine (torchrun --nproc-per-node) or choose another --device"
+            )
         torch.cuda.set_device(device)
     return device
 
