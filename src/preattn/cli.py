@@ -435,21 +435,17 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from .data.images import open_image
     from .predict import predict
     from .train.load import load_model
 
     loaded = load_model(args.checkpoint)
-    readable, failed = [], 0
-    for path in args.images:  # a file that is not an image is reported; the others go on
-        try:
-            open_image(path, loaded.in_chans)
-        except DatasetError as exc:
-            print(f"preattn predict: error: {_one_line(exc)}", file=sys.stderr)
-            failed += 1
-        else:
-            readable.append(path)
-    results = predict(loaded.model, readable, loaded.info, top_k=args.top_k) if readable else []
+    failed: list[str] = []
+
+    def report(path: str | Path, exc: DatasetError) -> None:  # the others go on
+        print(f"preattn predict: error: {_one_line(exc)}", file=sys.stderr)
+        failed.append(str(path))
+
+    results = predict(loaded.model, args.images, loaded.info, top_k=args.top_k, on_error=report)
     for result in results:
         print(json.dumps(result.to_dict()) if args.json else str(result))
     return 2 if failed else 0

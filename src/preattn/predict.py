@@ -9,7 +9,7 @@ synthetic set: [-1, 1]).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from .data.errors import DatasetError
 from .data.images import open_image
 from .data.registry import DatasetInfo
 
@@ -72,13 +73,30 @@ def predict(
     info: DatasetInfo,
     *,
     top_k: int = 5,
+    on_error: Callable[[str | Path, DatasetError], None] | None = None,
 ) -> list[Prediction]:
     """Top-``top_k`` predictions of ``model`` (eval mode) for each file in ``paths``, with
-    the class names of ``info`` (the data set the model was trained on)."""
+    the class names of ``info`` (the data set the model was trained on).
+
+    A file that cannot be read raises its :class:`~preattn.data.errors.DatasetError`; with
+    ``on_error`` it is passed to ``on_error(path, error)`` instead and left out of the
+    result (each file is decoded once either way)."""
     if top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k}")
     classes = info.classes
-    batch = torch.stack([preprocess_image(p, info) for p in paths])
+    images, kept = [], []
+    for path in paths:
+        try:
+            images.append(preprocess_image(path, info))
+        except DatasetError as exc:
+            if on_error is None:
+                raise
+            on_error(path, exc)
+        else:
+            kept.append(path)
+    if not images:
+        return []
+    batch = torch.stack(images)
     parameter = next(model.parameters(), None)
     if parameter is not None:
         batch = batch.to(parameter.device)
@@ -97,5 +115,5 @@ def predict(
             idx.tolist(),
             [float(v) for v in vals],
         )
-        for path, vals, idx in zip(paths, values, indices, strict=True)
+        for path, vals, idx in zip(kept, values, indices, strict=True)
     ]
