@@ -12,17 +12,15 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 from preattn import attention_maps
+from preattn.data.registry import first_images
 from preattn.modulation import gate_modulation
 from preattn.train import build_data, load_model
 
 
 def contrast(run: Path, images: int = 256) -> dict[str, float]:
     loaded = load_model(run)
-    test = build_data(loaded.config, limit_train=1, limit_test=images).test
-    x = torch.stack([test[i][0] for i in range(min(images, len(test)))])
+    x = first_images(build_data(loaded.config, limit_train=1, limit_test=images).test, images)
     out = {}
     for name, maps in attention_maps(loaded.model, x).items():
         if maps.channel is None or maps.spatial is None:

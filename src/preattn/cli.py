@@ -454,8 +454,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _test_images(config: Any, count: int) -> Any:
     """The first ``count`` test images of a run's data set, or None (with a note on stderr)
     when the data set cannot be read here."""
-    import torch
-
+    from .data.registry import first_images
     from .train.build import build_data
 
     try:
@@ -463,7 +462,7 @@ def _test_images(config: Any, count: int) -> Any:
     except DatasetError as exc:
         print(f"note: probing with random images ({exc})", file=sys.stderr)
         return None
-    return torch.stack([test[i][0] for i in range(min(count, len(test)))])
+    return first_images(test, count)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

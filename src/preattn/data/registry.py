@@ -45,6 +45,7 @@ __all__ = [
     "DatasetSpec",
     "build_datasets",
     "find_idx_files",
+    "first_images",
 ]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -441,6 +442,12 @@ def _verify_images(paths: Iterable[str]) -> None:
         for path, problem in zip(paths, pool.map(_check_image, paths), strict=True):
             if problem is not None:
                 raise DatasetError(f"{path}: {problem}")
+
+
+def first_images(dataset: Dataset, count: int) -> torch.Tensor:
+    """The first ``count`` images of ``dataset`` (fewer if it is smaller), stacked as
+    (N, C, H, W): a fixed batch for probing a network."""
+    return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])  # type: ignore[arg-type]
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:

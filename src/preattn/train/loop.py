@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from ..data.registry import DataSplits
+from ..data.registry import DataSplits, first_images
 from ..maps import attention_maps
 from ..mixing import lambdas
 from .build import build_data, build_model, corrupted_test_sets
@@ -373,8 +373,7 @@ def _train(
         f"{ctx.world_size} process(es) on {device}; run directory {run.path}",
     )
 
-    count = min(MODULATION_IMAGES, len(splits.test))
-    probe = torch.stack([splits.test[i][0] for i in range(count)]).to(device)
+    probe = first_images(splits.test, MODULATION_IMAGES).to(device)
     probe = probe.contiguous(memory_format=memory_format)
 
     def modulation() -> dict[str, float]:
