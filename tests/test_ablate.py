@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -297,10 +298,11 @@ def test_a_report_on_a_damaged_run_names_the_run_and_the_record(tmp_path, capsys
     assert f"{metrics}: record 1 has no 'test_acc'" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # three processes and two 3-epoch runs: ~40 s
+@pytest.mark.slow  # three processes and two 4-epoch runs: ~40 s
 def test_interrupted_grid_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    epochs = 4
     grid = {
-        "base": {**BASE, "epochs": 3, "limit_train": 256, "batch_size": 16},
+        "base": {**BASE, "epochs": epochs, "limit_train": 256, "batch_size": 16},
         "variants": {"pre": {}},
         "seeds": [0],
     }
@@ -316,13 +318,19 @@ def test_interrupted_grid_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     deadline = time.monotonic() + 120
     while run.committed_epoch() < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # the ablate process only: its worker must follow
+    # Freeze ablate and its worker where they are (an epoch takes a fraction of a second,
+    # less than the worker's watchdog interval), kill ablate only, then let the worker go
+    # on: it must notice that its parent is gone and stop by itself.
+    os.killpg(proc.pid, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    with contextlib.suppress(ProcessLookupError):  # nothing left of the group to continue
+        os.killpg(proc.pid, signal.SIGCONT)
     assert _lock_released(run.path / ".lock", within=10.0), "the worker outlived ablate"
-    assert 1 <= run.committed_epoch() < 3, "the run was not caught in the middle"
+    assert 1 <= run.committed_epoch() < epochs, "the run was not caught in the middle"
     lines: list[str] = []
     assert main(["ablate", str(tmp_path / "g.yaml"), "--out", str(out)]) == 0
-    assert run.committed_epoch() == 3
+    assert run.committed_epoch() == epochs
     whole = tmp_path / "whole"
     ablate(Grid.from_dict(grid), whole, plots=False, progress=lines.append)
     cut_rows = run.read_metrics()
