@@ -68,12 +68,14 @@ def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
 
 def assert_fx_trace_equals_eager(model: nn.Module, x: torch.Tensor) -> None:
     """``torch.fx.symbolic_trace(model)`` computes what ``model`` computes on ``x``, in train
-    and in eval mode (train-mode BatchNorm statistics reset between the two runs)."""
+    and in eval mode (train-mode BatchNorm statistics reset between the two runs, and the
+    same random numbers drawn by both, for dropout and stochastic depth)."""
     for training in (True, False):
         model.train(training)
         graph = torch.fx.symbolic_trace(model)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        expected = model(x)
+        with torch.random.fork_rng():
+            expected = model(x)
         model.load_state_dict(state)  # BatchNorm statistics moved: start again
         torch.testing.assert_close(graph(x), expected, atol=1e-10, rtol=1e-8)
 

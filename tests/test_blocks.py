@@ -217,7 +217,10 @@ def test_torch_compile_training_gradients_match_eager():
             r"'skip'\], got 'middle'",
         ),
         ({"attention": "transformer"}, r"attention must be one of .*got 'transformer'"),
-        ({"transform": "wide"}, r"transform must be one of \['basic', 'bottleneck'\], got 'wide'"),
+        (
+            {"transform": "wide"},
+            r"transform must be one of \['basic', 'bottleneck', 'inverted'\], got 'wide'",
+        ),
         ({"lam": 2.0}, r"lam must be a float in \[0, 1\], got 2.0"),
         ({"lam_param": "exp"}, "lam_param must be one of"),
         ({"stride": 0}, "stride must be an int >= 1, got 0"),

@@ -33,20 +33,31 @@ NETWORKS = {
     "resnet50": {"width": 0.125, "stages": [1, 2, 3, 4]},
     "resnet101": {"width": 0.0625, "stages": [3]},
     "resnet152": {"width": 0.0625, "stages": [3]},
+    "mobilenet_v2": {"width": 0.25, "stages": [1, 2, 3, 4, 5]},
+    "mobilenet_v3_small": {"width": 0.25, "stages": [1, 2, 3, 4]},
+    "mobilenet_v3_large": {"width": 0.25, "stages": [1, 5]},
 }
-# every network with CBAM in every placement, SimpleCNN and ResNet-50 with every attention
+# every network with CBAM in every placement; SimpleCNN, ResNet-50 and MobileNetV2 with
+# every attention
+ALL_ATTENTIONS = ("simplecnn", "resnet50", "mobilenet_v2")
 CASES = sorted(
     {(m, "cbam", p) for m in NETWORKS for p in PLACEMENTS}
-    | {(m, a, p) for m in ("simplecnn", "resnet50") for a in attention_names() for p in PLACEMENTS}
+    | {(m, a, p) for m in ALL_ATTENTIONS for a in attention_names() for p in PLACEMENTS}
 )
 # `make test` runs these cases (and the costlier contracts on FAST only); `make test-slow`
 # every case
-CHEAP = {c for c in CASES if c[0] == "simplecnn"} | {
-    (m, "cbam", p) for m in ("resnet18", "resnet50") for p in PLACEMENTS
-}
-FAST = {("simplecnn", a, "pre") for a in attention_names()} | {
-    ("resnet18", "cbam", p) for p in PLACEMENTS
-}
+CHEAP = (
+    {c for c in CASES if c[0] == "simplecnn"}
+    | {(m, "cbam", p) for m in ("resnet18", "resnet50", "mobilenet_v2") for p in PLACEMENTS}
+    | {(m, "cbam", "pre") for m in ("mobilenet_v3_small", "mobilenet_v3_large")}
+    | {("mobilenet_v2", "coord", p) for p in PLACEMENTS}
+)
+FAST = (
+    {("simplecnn", a, "pre") for a in attention_names()}
+    | {("resnet18", "cbam", p) for p in PLACEMENTS}
+    | {(m, "cbam", "pre") for m in ("mobilenet_v2", "mobilenet_v3_small")}
+    | {("mobilenet_v2", "coord", "pre")}
+)
 
 
 def _ids(case: tuple[str, str, str]) -> str:

@@ -23,14 +23,15 @@ NAMES = [
     "preattn_resnet101",
     "preattn_resnet152",
     "preattn_simplecnn",
+    "preattn_mobilenetv2_100",
+    "preattn_mobilenetv3_small_100",
+    "preattn_mobilenetv3_large_100",
 ]
 
 
 def test_every_model_is_registered_with_a_pretrained_cfg():
-    assert timm.list_models("preattn_*") == sorted(NAMES) or set(
-        timm.list_models("preattn_*")
-    ) == set(NAMES)
-    for name in ("preattn_resnet18", "preattn_simplecnn"):
+    assert set(timm.list_models("preattn_*")) == set(NAMES)
+    for name in ("preattn_resnet18", "preattn_simplecnn", "preattn_mobilenetv3_small_100"):
         model = timm.create_model(name)
         cfg = model.pretrained_cfg
         assert cfg["architecture"] == name

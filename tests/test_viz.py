@@ -24,8 +24,8 @@ from preattn.mixing import LambdaMix
 from preattn.models import SimpleCNN, resnet18
 
 ATTENDED = ["pre", "branch", "post", "skip"]
-HAS_SPATIAL = {"cbam", "cbam-official", "spatial"}
-HAS_CHANNEL = {"cbam", "cbam-official", "channel", "se", "eca"}
+HAS_SPATIAL = {"cbam", "cbam-official", "spatial", "coord"}
+HAS_CHANNEL = {"cbam", "cbam-official", "channel", "se", "eca", "coord"}
 
 
 # --- attention_maps -----------------------------------------------------------------------
@@ -54,6 +54,18 @@ def test_maps_have_the_gates_the_attention_has(attention, placement):
         else:
             assert m.channel is None
         assert not (m.spatial if m.spatial is not None else m.channel).requires_grad
+
+
+def test_coordinate_attention_maps_are_its_gate_averaged_each_way():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(ResidualBlock(4, 4, attention="coord")).eval()
+    x = torch.randn(2, 4, 5, 7)
+    maps = attention_maps(model, x)["0"]
+    with torch.no_grad():
+        gate = model[0].attention.gate(x)  # a_h · a_w: (2, 4, 5, 7)
+    assert gate.shape == x.shape
+    torch.testing.assert_close(maps.spatial, gate.mean(dim=1, keepdim=True))
+    torch.testing.assert_close(maps.channel, gate.mean(dim=(2, 3)))
 
 
 def test_pre_maps_equal_cbam_by_hand_on_the_block_input():

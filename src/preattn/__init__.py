@@ -10,6 +10,7 @@ from .attention import (
     ECA,
     SE,
     ChannelAttention,
+    CoordAttention,
     SpatialAttention,
     attention_names,
     create_attention,
@@ -19,6 +20,7 @@ from .attention import (
 from .blocks import BasicTransform, BottleneckTransform, ResidualBlock, make_skip
 from .check import Finding, check
 from .deploy import export_onnx, fuse
+from .inverted_residual import InvertedResidualTransform
 from .lean_autograd import fast_attention, set_fast_attention, use_fast_attention
 from .maps import AttentionMaps, attention_maps
 from .mixing import LambdaMix, lambdas
@@ -39,7 +41,9 @@ __all__ = [
     "BasicTransform",
     "BottleneckTransform",
     "ChannelAttention",
+    "CoordAttention",
     "Finding",
+    "InvertedResidualTransform",
     "LambdaMix",
     "ModelSummary",
     "ResidualBlock",

@@ -19,9 +19,16 @@ pooling order ``[mean, max]``, ``h = max(C // 16, 4)``); ``cbam-official`` is th
 released code
 (MLP bias, BatchNorm after the spatial conv, order ``[max, mean]``, ``h = C // 16``).
 
-SE (Hu et al. 2018): ``x * sigmoid(W2 act(W1 avg_hw(x) + b1) + b2)``, ``h = max(C // r, 1)``.
+SE (Hu et al. 2018): ``x * sigmoid(W2 act(W1 avg_hw(x) + b1) + b2)``, ``h = max(C // r, 1)``
+(MobileNetV3's: hard sigmoid, ``h = make_divisible(C // 4, 8)``).
 ECA (Wang et al. 2020): ``x * sigmoid(conv1d_k(avg_hw(x)))`` over the channel axis, with
 ``k = t if t odd else t + 1``, ``t = int(|(log2 C + b) / gamma|)``.
+
+Coordinate attention (Hou et al. 2021, eqs. 4-9), with ``m = max(min_hidden, C // r)``::
+
+    z_h = mean_w(x) (B, C, H, 1),  z_w = mean_h(x) (B, C, W, 1)
+    [f_h; f_w] = h_swish(BN(conv1x1_{C->m}([z_h; z_w])))      (along H + W)
+    gate = sigmoid(conv1x1_{m->C}(f_h)) · sigmoid(conv1x1_{m->C}(f_w))ᵀ   (B, C, H, W)
 
 Reductions use ``mean``/``amax`` rather than adaptive pooling layers or ``torch.max(dim)``:
 they produce no indices, are faster on CPU and export to ONNX as plain reductions.
@@ -50,10 +57,12 @@ __all__ = [
     "ECA",
     "SE",
     "ChannelAttention",
+    "CoordAttention",
     "GateAttention",
     "SpatialAttention",
     "attention_names",
     "create_attention",
+    "make_divisible",
     "normalise_name",
     "register_attention",
     "unregister_attention",
@@ -169,24 +178,13 @@ class GateAttention(nn.Module):
 class _ChannelMLP(GateAttention):
     """Shared part of channel attention and SE: ``fc2(act(fc1(v)))`` on descriptors (N, C).
 
-    ``fc1`` (C -> h) and ``fc2`` (h -> C) are 1x1 convs, ``h = max(C // r, min_hidden)``;
-    they are applied to (N, C) vectors as matrix products (the same numbers, without
-    oneDNN's slow backward of 1x1 convs on (N, C, 1, 1)).
+    ``fc1`` (C -> h) and ``fc2`` (h -> C) are 1x1 convs; they are applied to (N, C) vectors
+    as matrix products (the same numbers, without oneDNN's slow backward of 1x1 convs on
+    (N, C, 1, 1)).
     """
 
-    def __init__(
-        self,
-        channels: int,
-        reduction: int,
-        min_hidden: int,
-        bias: bool,
-        act_layer: type[nn.Module],
-    ) -> None:
+    def __init__(self, channels: int, hidden: int, bias: bool, act_layer: type[nn.Module]) -> None:
         super().__init__()
-        _validate.positive_int("channels", channels)
-        _validate.positive_int("reduction", reduction)
-        _validate.positive_int("min_hidden", min_hidden)
-        hidden = max(channels // reduction, min_hidden)
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
         self.act = act_layer()
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
@@ -195,6 +193,14 @@ class _ChannelMLP(GateAttention):
         """(N, C) -> (N, C) logits."""
         hidden = self.act(nn.functional.linear(v, self.fc1.weight.flatten(1), self.fc1.bias))
         return nn.functional.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
+
+
+def _hidden_width(channels: int, reduction: int, min_hidden: int) -> int:
+    """``max(C // r, min_hidden)``, the arguments checked."""
+    _validate.positive_int("channels", channels)
+    _validate.positive_int("reduction", reduction)
+    _validate.positive_int("min_hidden", min_hidden)
+    return max(channels // reduction, min_hidden)
 
 
 class ChannelAttention(_ChannelMLP):
@@ -220,7 +226,7 @@ class ChannelAttention(_ChannelMLP):
         bias: bool = False,
         act_layer: type[nn.Module] = nn.ReLU,
     ) -> None:
-        super().__init__(channels, reduction, min_hidden, bias, act_layer)
+        super().__init__(channels, _hidden_width(channels, reduction, min_hidden), bias, act_layer)
 
     def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
         """Channel mask of shape (B, C, 1, 1) for ``t`` of shape (B, C, H, W)."""
@@ -341,15 +347,29 @@ class CBAM(GateAttention):
         return torch.addcmul(attended * spatial, x, keep)  # the same rounding as in place
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``), one
+    ``divisor`` more if that lost over 10 %: MobileNet's channel rounding."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+_SE_GATES = ("sigmoid", "hardsigmoid")
+
+
 class SE(_ChannelMLP):
-    """Squeeze-and-Excitation: ``x * sigmoid(fc2(act(fc1(avg_hw x))))``.
+    """Squeeze-and-Excitation: ``x * gate_fn(fc2(act(fc1(avg_hw x))))``.
 
     Args:
         channels: ``C`` of the input (B, C, H, W).
-        reduction: ``r``; hidden width ``max(C // r, min_hidden)``.
+        reduction: ``r``; hidden width ``max(C // r, min_hidden)``, or
+            ``make_divisible(C // r, divisor)`` when ``divisor`` is given.
         min_hidden: lower bound of the hidden width.
         bias: bias of the two 1x1 convs (SENet: True).
         act_layer: activation between them.
+        gate: ``"sigmoid"`` (SENet) or ``"hardsigmoid"`` (``relu6(v + 3) / 6``, MobileNetV3).
+        divisor: round the hidden width to a multiple of it (MobileNetV3: ``reduction=4,
+            divisor=8, gate="hardsigmoid"``, as ``torchvision.ops.SqueezeExcitation`` there).
     """
 
     def __init__(
@@ -360,13 +380,61 @@ class SE(_ChannelMLP):
         min_hidden: int = 1,
         bias: bool = True,
         act_layer: type[nn.Module] = nn.ReLU,
+        gate: str = "sigmoid",
+        divisor: int | None = None,
     ) -> None:
-        super().__init__(channels, reduction, min_hidden, bias, act_layer)
+        hidden = _hidden_width(channels, reduction, min_hidden)
+        if divisor is not None:
+            hidden = make_divisible(
+                channels // reduction, _validate.positive_int("divisor", divisor)
+            )
+        super().__init__(channels, hidden, bias, act_layer)
+        self.hard = _validate.choice("gate", gate, _SE_GATES) == "hardsigmoid"
 
     def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
         """Channel mask of shape (B, C, 1, 1) for ``t`` of shape (B, C, H, W)."""
-        pooled = _pool_spatial(t, _gate_dtype(t, self.fc1.weight))
-        return torch.sigmoid(self.mlp(pooled))[:, :, None, None]
+        logits = self.mlp(_pool_spatial(t, _gate_dtype(t, self.fc1.weight)))
+        gate = nn.functional.hardsigmoid(logits) if self.hard else torch.sigmoid(logits)
+        return gate[:, :, None, None]
+
+
+class CoordAttention(GateAttention):
+    """Coordinate attention: ``x * a_h · a_w`` from direction-aware pooling (module docstring).
+
+    Args:
+        channels: ``C`` of the input (B, C, H, W).
+        reduction: ``r``; the shared 1x1 conv has ``max(min_hidden, C // r)`` outputs
+            (the paper: ``r = 32``, at least 8).
+        min_hidden: lower bound of that width.
+
+    The three 1x1 convs have biases and the shared one is followed by BatchNorm and
+    hard-swish, as the authors' code. The gate is (B, C, H, W): ``a_h`` (B, C, H, 1)
+    times ``a_w`` (B, C, 1, W).
+    """
+
+    def __init__(self, channels: int, reduction: int = 32, *, min_hidden: int = 8) -> None:
+        super().__init__()
+        _validate.positive_int("channels", channels)
+        _validate.positive_int("reduction", reduction)
+        _validate.positive_int("min_hidden", min_hidden)
+        hidden = max(min_hidden, channels // reduction)
+        self.conv1 = nn.Conv2d(channels, hidden, 1)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.act = nn.Hardswish()
+        self.conv_h = nn.Conv2d(hidden, channels, 1)
+        self.conv_w = nn.Conv2d(hidden, channels, 1)
+
+    def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """The gate ``a_h · a_w`` (B, C, H, W) for ``t`` of shape (B, C, H, W)."""
+        dtype = _gate_dtype(t, self.conv1.weight)
+        height = t.shape[2]
+        pooled_h = t.mean(dim=3, keepdim=True, dtype=dtype)  # (B, C, H, 1)
+        pooled_w = t.mean(dim=2, keepdim=True, dtype=dtype).transpose(2, 3)  # (B, C, W, 1)
+        shared = self.act(self.bn1(self.conv1(torch.cat([pooled_h, pooled_w], dim=2))))
+        along_h, along_w = shared[:, :, :height], shared[:, :, height:]
+        gate_h = torch.sigmoid(self.conv_h(along_h))  # (B, C, H, 1)
+        gate_w = torch.sigmoid(self.conv_w(along_w)).transpose(2, 3)  # (B, C, 1, W)
+        return gate_h * gate_w
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int:
@@ -426,6 +494,7 @@ _REGISTRY: dict[str, AttentionFactory] = {
     "spatial": SpatialAttention,
     "se": SE,
     "eca": ECA,
+    "coord": CoordAttention,
 }
 
 

@@ -10,9 +10,22 @@ activation ``act``, the placements are::
     post    y = mix(r, A(r)),  r = act(S(x) + F(x)) SE-POST             (A on C_out)
     skip    y = act(mix(s, A(s)) + F(x)), s = S(x)  SE-Identity         (A on C_out)
 
-``F`` is ``basic`` (conv3x3(s)-BN-ReLU-conv3x3-BN) or ``bottleneck`` (conv1x1-BN-ReLU-
-conv3x3(s)-BN-ReLU-conv1x1-BN, width ``C_out // 4``), all convs without bias. ``S`` is
-the identity, or conv1x1(s)-BN when the stride or the channel count changes.
+``F`` is ``basic`` (conv3x3(s)-BN-ReLU-conv3x3-BN), ``bottleneck`` (conv1x1-BN-ReLU-
+conv3x3(s)-BN-ReLU-conv1x1-BN, width ``C_out // 4``) or ``inverted`` (MobileNet's inverted
+residual, :mod:`preattn.inverted_residual`), all convs without bias. ``S`` is the identity,
+or conv1x1(s)-BN when the stride or the channel count changes.
+
+A transform may say that its block is built otherwise, by two class attributes:
+``projection_skip = False``: no projection, so a block whose shapes change has no residual
+at all (``y = F(x)`` with its attention, and placement ``skip`` has nothing to act on);
+``output_act = False``: no activation after the sum. The inverted residual sets both, as
+in MobileNetV2/V3, so there the placements read::
+
+    none    y = S(x) + F(x)                 (y = F(x) without a residual)
+    pre     y = S(x) + F(mix(x, A(x)))      (y = F(mix(x, A(x))): attention on the input)
+    branch  y = S(x) + mix(f, A(f))          (y = mix(f, A(f)))
+    post    y = mix(r, A(r)), r = S(x) + F(x) (the same as branch without a residual)
+    skip    y = mix(s, A(s)) + F(x)          (an error without a residual)
 """
 
 from collections.abc import Callable
@@ -23,7 +36,16 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from . import _validate
-from .attention import CBAM, ECA, SE, ChannelAttention, SpatialAttention, create_attention
+from .attention import (
+    CBAM,
+    ECA,
+    SE,
+    ChannelAttention,
+    CoordAttention,
+    SpatialAttention,
+    create_attention,
+)
+from .inverted_residual import InvertedResidualTransform
 from .mixing import LambdaMix
 from .spec import PLACEMENTS, AttentionSpec
 
@@ -98,7 +120,9 @@ class BottleneckTransform(nn.Module):
 TRANSFORMS: dict[str, Callable[..., nn.Module]] = {
     "basic": BasicTransform,
     "bottleneck": BottleneckTransform,
+    "inverted": InvertedResidualTransform,
 }
+_OWN_TRANSFORMS = (BasicTransform, BottleneckTransform, InvertedResidualTransform)
 
 
 def make_skip(in_ch: int, out_ch: int, stride: int) -> nn.Module:
@@ -113,7 +137,7 @@ def make_skip(in_ch: int, out_ch: int, stride: int) -> nn.Module:
 
 def _built_in(attention: nn.Module | None) -> bool:
     """An attention module of this library's registry, whose output is a fresh product."""
-    return type(attention) in (CBAM, ChannelAttention, SpatialAttention, SE, ECA)
+    return type(attention) in (CBAM, ChannelAttention, SpatialAttention, SE, ECA, CoordAttention)
 
 
 class ResidualBlock(nn.Module):
@@ -125,7 +149,9 @@ class ResidualBlock(nn.Module):
         stride: stride of ``F``'s spatial conv and of the projection skip.
         spec: the attention, its placement and λ-control (:class:`~preattn.AttentionSpec`);
             default ``AttentionSpec()``.
-        transform: ``"basic"`` or ``"bottleneck"``, or a factory ``(in_ch, out_ch, stride)``.
+        transform: ``"basic"``, ``"bottleneck"`` or ``"inverted"``, or a factory
+            ``(in_ch, out_ch, stride) -> nn.Module`` (e.g. a ``functools.partial`` of
+            :class:`~preattn.InvertedResidualTransform` with its options).
         zero_init_last: set the last BN's weight of ``F`` to 0, so the block starts as
             ``act(S(x))``. Then ``F``'s input (and ``pre`` attention) gets no gradient until
             that weight moves off 0, which it does after the first optimiser step.
@@ -166,8 +192,18 @@ class ResidualBlock(nn.Module):
         else:
             raise TypeError(f"transform must be a str or callable, got {type(transform).__name__}")
         self.transform = build(in_ch, out_ch, stride)
-        self.skip = make_skip(in_ch, out_ch, stride)
-        self.act = nn.ReLU(inplace=True)
+        residual = getattr(self.transform, "projection_skip", True) or (
+            stride == 1 and in_ch == out_ch
+        )
+        self.skip: nn.Module | None = make_skip(in_ch, out_ch, stride) if residual else None
+        if self.skip is None and spec.placement == "skip":
+            raise ValueError(
+                f"placement 'skip' needs a residual connection, and this "
+                f"{type(self.transform).__name__} block (in_ch={in_ch}, out_ch={out_ch}, "
+                f"stride={stride}) has none; use 'pre', 'branch' or 'post'"
+            )
+        output_act = getattr(self.transform, "output_act", True)
+        self.act: nn.Module = nn.ReLU(inplace=True) if output_act else nn.Identity()
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path else nn.Identity()
@@ -188,7 +224,7 @@ class ResidualBlock(nn.Module):
                     )
         # F's output (a BatchNorm's, or a λ-mix's or built-in attention's product) is a new
         # tensor no backward reads: the residual sum is taken in it, as in torchvision's blocks
-        self._sum_in_place = isinstance(transform, str) and (
+        self._sum_in_place = isinstance(self.transform, _OWN_TRANSFORMS) and (
             spec.placement != "branch" or self.mix is not None or _built_in(self.attention)
         )
         if zero_init_last:
@@ -224,14 +260,18 @@ class ResidualBlock(nn.Module):
         if not torch.jit.is_scripting():
             _validate.image_batch(x, self.in_ch, self._describe)
         placement = self.placement
-        identity = self.skip(x)
+        skip = self.skip
+        identity = skip(x) if skip is not None else None
         f = self.transform(self._attend(x) if placement == "pre" else x)
         if placement == "branch":
             f = self._attend(f)
-        elif placement == "skip":
-            identity = self._attend(identity)
-        f = self.drop_path(f)
-        y = f.add_(identity) if self._sum_in_place else identity + f
+        if identity is None:  # a block without residual: y = F(x)
+            y = f
+        else:
+            if placement == "skip":
+                identity = self._attend(identity)
+            f = self.drop_path(f)
+            y = f.add_(identity) if self._sum_in_place else identity + f
         y = self.act(y)
         if placement == "post":
             y = self._attend(y)

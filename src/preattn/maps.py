@@ -8,6 +8,8 @@ retrofitted torchvision/timm blocks alike), keyed by the block's module name:
   the forward pass;
 - ``channel``: the channel gate ``M_c`` (N, C) in [0, 1], where it has one (CBAM, channel
   attention, SE, ECA);
+- for coordinate attention, whose gate ``a_h · a_w`` is (N, C, H, W): its mean over
+  channels as ``spatial`` and its mean over (H, W) as ``channel``;
 - ``lam``: the effective λ (1.0 for uncontrolled attention, ``controlled=False``; the mean
   over channels for a per-channel λ);
 - ``modulation``: how much the λ-mixed attention changes the tensor it acts on, scale-free
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import CBAM, ECA, SE, ChannelAttention, SpatialAttention
+from .attention import CBAM, ECA, SE, ChannelAttention, CoordAttention, SpatialAttention
 from .blocks import ResidualBlock
 from .modulation import modulation_of
 
@@ -58,6 +60,9 @@ def gates_of(attention: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor | None
         return attention.gate(z), None
     if isinstance(attention, ChannelAttention | SE | ECA):
         return None, attention.gate(z).flatten(1)
+    if isinstance(attention, CoordAttention):  # a_h · a_w (N, C, H, W), summarised both ways
+        gate = attention.gate(z)
+        return gate.mean(dim=1, keepdim=True), gate.mean(dim=(2, 3))
     return None, None
 
 

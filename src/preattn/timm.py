@@ -1,10 +1,12 @@
 """preattn's networks in timm's registry: ``import preattn.timm``, then
 ``timm.create_model("preattn_resnet50", placement="pre", num_classes=10, ...)``.
 
-Registers ``preattn_resnet18/34/50/101/152`` and ``preattn_simplecnn``, each built through
-timm's ``build_model_with_cfg`` with a ``pretrained_cfg`` (ImageNet input and
-normalisation for the ResNets, 28×28 Fashion-MNIST for SimpleCNN). Every keyword of
-:class:`~preattn.models.ResNet` / :class:`~preattn.models.SimpleCNN` passes through,
+Registers ``preattn_resnet18/34/50/101/152``, ``preattn_mobilenetv2_100``,
+``preattn_mobilenetv3_small_100``, ``preattn_mobilenetv3_large_100`` and
+``preattn_simplecnn``, each built through timm's ``build_model_with_cfg`` with a
+``pretrained_cfg`` (ImageNet input and normalisation for the ResNets and MobileNets,
+28×28 Fashion-MNIST for SimpleCNN). Every keyword of :class:`~preattn.models.ResNet` /
+:class:`~preattn.models.MobileNet` / :class:`~preattn.models.SimpleCNN` passes through,
 the :class:`~preattn.AttentionSpec` fields included, with timm's own ``num_classes``,
 ``in_chans``, ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``features_only`` and
 ``out_indices``.
@@ -46,6 +48,7 @@ import timm
 from torch import nn
 
 from .models.factory import model_kwargs
+from .models.mobilenet import MobileNet, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .models.resnet import ResNet
 from .models.simple import SimpleCNN
 from .train.build import model_arguments
@@ -61,7 +64,18 @@ _RESNETS = {
     "preattn_resnet101": ((3, 4, 23, 3), "bottleneck"),
     "preattn_resnet152": ((3, 8, 36, 3), "bottleneck"),
 }
-MODEL_NAMES = (*_RESNETS, "preattn_simplecnn")
+_MOBILENETS = {
+    "preattn_mobilenetv2_100": ("mobilenet_v2", mobilenet_v2),
+    "preattn_mobilenetv3_small_100": ("mobilenet_v3_small", mobilenet_v3_small),
+    "preattn_mobilenetv3_large_100": ("mobilenet_v3_large", mobilenet_v3_large),
+}
+# preattn's model name (preattn.models.create_model) -> its timm registry name
+_REGISTERED = {
+    **{name.removeprefix("preattn_"): name for name in _RESNETS},
+    **{model: name for name, (model, _) in _MOBILENETS.items()},
+    "simplecnn": "preattn_simplecnn",
+}
+MODEL_NAMES = tuple(_REGISTERED.values())
 
 
 def _cfg(**overrides: Any) -> dict[str, Any]:
@@ -84,6 +98,7 @@ def _cfg(**overrides: Any) -> dict[str, Any]:
 default_cfgs = generate_default_cfgs(
     {
         **{f"{name}.untrained": _cfg() for name in _RESNETS},
+        **{f"{name}.untrained": _cfg(first_conv="stem.0") for name in _MOBILENETS},
         "preattn_simplecnn.untrained": _cfg(
             num_classes=10,
             input_size=(1, 28, 28),
@@ -97,16 +112,14 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _build(builder: Any, variant: str, pretrained: bool, kwargs: dict[str, Any]) -> Any:
+def _build(builder: Any, variant: str, pretrained: bool, kwargs: dict[str, Any], model: str) -> Any:
     """timm's ``build_model_with_cfg``, with the input-dependent choices (the ResNets' stem)
     made from the ``pretrained_cfg_overlay``'s input size by the same rule as
     :func:`preattn.models.create_model`, and a loading failure as one clear error."""
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     size = overlay.get("input_size")
     if size is not None:
-        for key, value in model_kwargs(
-            variant.removeprefix("preattn_"), image_size=size[-1]
-        ).items():
+        for key, value in model_kwargs(model, image_size=size[-1]).items():
             kwargs.setdefault(key, value)
     try:
         return build_model_with_cfg(builder, variant, pretrained, **kwargs)
@@ -124,15 +137,30 @@ def _build(builder: Any, variant: str, pretrained: bool, kwargs: dict[str, Any])
 
 def _resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet:
     layers, transform = _RESNETS[variant]
-    return _build(partial(ResNet, layers, transform), variant, pretrained, kwargs)
+    return _build(
+        partial(ResNet, layers, transform),
+        variant,
+        pretrained,
+        kwargs,
+        variant.removeprefix("preattn_"),
+    )
 
 
-for _name in _RESNETS:
-    _fn = partial(_resnet, _name)
-    _fn.__name__ = _name  # type: ignore[attr-defined]
-    _fn.__module__ = __name__
-    _fn.__doc__ = f"{_name}: a preattn ResNet with timm's model API."
-    globals()[_name] = register_model(_fn)
+def _mobilenet(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileNet:
+    model, builder = _MOBILENETS[variant]
+    return _build(builder, variant, pretrained, kwargs, model)
+
+
+for _names, _factory, _kind in (
+    (_RESNETS, _resnet, "ResNet"),
+    (_MOBILENETS, _mobilenet, "MobileNet"),
+):
+    for _name in _names:
+        _fn = partial(_factory, _name)
+        _fn.__name__ = _name  # type: ignore[attr-defined]
+        _fn.__module__ = __name__
+        _fn.__doc__ = f"{_name}: a preattn {_kind} with timm's model API."
+        globals()[_name] = register_model(_fn)
 
 
 @register_model
@@ -140,15 +168,17 @@ def preattn_simplecnn(pretrained: bool = False, **kwargs: Any) -> SimpleCNN:
     """The reference SimpleCNN (docs/pattern3.md §6) with timm's model API. Classes and
     input channels default to the pretrained cfg's (10 and 1, Fashion-MNIST; a
     ``pretrained_cfg_overlay`` of a run gives the run's)."""
-    return _build(SimpleCNN, "preattn_simplecnn", pretrained, kwargs)
+    return _build(SimpleCNN, "preattn_simplecnn", pretrained, kwargs, "simplecnn")
 
 
 def timm_name(model: str) -> str:
-    """The timm registry name of preattn model ``model`` (``resnet18`` -> ``preattn_resnet18``)."""
-    name = f"preattn_{model}"
-    if name not in MODEL_NAMES:
-        raise ValueError(f"model {model!r} has no timm registration; registered: {MODEL_NAMES}")
-    return name
+    """The timm registry name of preattn model ``model`` (``resnet18`` -> ``preattn_resnet18``,
+    ``mobilenet_v2`` -> ``preattn_mobilenetv2_100``)."""
+    if model not in _REGISTERED:
+        raise ValueError(
+            f"model {model!r} has no timm registration; registered: {sorted(_REGISTERED)}"
+        )
+    return _REGISTERED[model]
 
 
 def run_overlay(run_dir: str | Path) -> dict[str, Any]:

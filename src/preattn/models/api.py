@@ -6,10 +6,11 @@ A network built on :class:`ClassifierNet` has ``num_classes``, ``num_features``,
 ``get_classifier``, ``reset_classifier(num_classes, global_pool=None)``,
 ``set_grad_checkpointing`` and ``forward_intermediates``, as timm's models do.
 
-Head: ``logits = fc(dropout(pool(features)))`` with ``pool`` one of ``avg`` (mean over
-H, W), ``max``, ``avgmax`` (their average) or ``""`` (no pooling, only with
-``num_classes=0``); ``num_classes=0`` makes ``fc`` the identity, so the network returns
-pooled features (B, num_features).
+Head: ``logits = fc(dropout(hidden(pool(features))))`` with ``pool`` one of ``avg`` (mean
+over H, W), ``max``, ``avgmax`` (their average) or ``""`` (no pooling, only with
+``num_classes=0``), and ``hidden`` the identity or, for MobileNetV3, ``hardswish(Linear)``
+(B, num_features) -> (B, head_hidden_size); ``num_classes=0`` makes ``fc`` the identity, so
+the network returns the pooled (and hidden) features.
 """
 
 from collections.abc import Sequence
@@ -47,10 +48,19 @@ class ClassifierNet(nn.Module):
     __jit_ignored_attributes__ = ["feature_info"]  # noqa: RUF012
 
     def _init_head(
-        self, num_features: int, num_classes: int, global_pool: str, drop_rate: float
+        self,
+        num_features: int,
+        num_classes: int,
+        global_pool: str,
+        drop_rate: float,
+        hidden: int = 0,
     ) -> None:
         _validate.non_negative_int("num_classes", num_classes)
         self.num_features = self.head_hidden_size = num_features
+        self.head_hidden: nn.Module = nn.Identity()
+        if hidden:
+            self.head_hidden = nn.Sequential(nn.Linear(num_features, hidden), nn.Hardswish())
+            self.head_hidden_size = hidden
         self.drop_rate = float(drop_rate)
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
@@ -68,12 +78,16 @@ class ClassifierNet(nn.Module):
             self.global_pool = global_pool
         if self.global_pool == "" and num_classes:
             raise ValueError("global_pool='' (no pooling) needs num_classes=0")
+        if self.global_pool == "" and not isinstance(self.head_hidden, nn.Identity):
+            # unpooled feature maps: the hidden layer (on pooled vectors) goes too, as timm's
+            self.head_hidden = nn.Identity()
+            self.head_hidden_size = self.num_features
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, num_features, h, w) -> logits (B, num_classes), or the pooled features."""
-        x = _pool(x, self.global_pool)
+        x = self.head_hidden(_pool(x, self.global_pool))
         if self.drop_rate:
             x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.fc(x)

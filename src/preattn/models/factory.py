@@ -14,16 +14,18 @@ from typing import Any
 from torch import nn
 
 from .. import _validate
+from .mobilenet import mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from .simple import SimpleCNN
 
 __all__ = ["MODELS", "ModelEntry", "create_model", "model_kwargs", "model_names"]
 
-# images up to this side length get the ResNets' CIFAR stem (3x3/1 conv, no max-pool)
+# images up to this side length get the CIFAR stem (ResNets: 3x3/1 conv, no max-pool;
+# MobileNets: the stem conv and the first stride-2 block at stride 1)
 SMALL_IMAGE_SIZE = 64
 
 
-def _resnet_input_options(image_size: int) -> dict[str, Any]:
+def _stem_for_size(image_size: int) -> dict[str, Any]:
     return {"stem": "cifar" if image_size <= SMALL_IMAGE_SIZE else "imagenet"}
 
 
@@ -52,11 +54,18 @@ MODELS: dict[str, ModelEntry] = {
     "simplecnn": ModelEntry(
         SimpleCNN, _no_input_options, "the reference SimpleCNN", (1, 28, 28), 10
     ),
-    "resnet18": ModelEntry(resnet18, _resnet_input_options, "ResNet-18, basic blocks"),
-    "resnet34": ModelEntry(resnet34, _resnet_input_options, "ResNet-34, basic blocks"),
-    "resnet50": ModelEntry(resnet50, _resnet_input_options, "ResNet-50, bottlenecks"),
-    "resnet101": ModelEntry(resnet101, _resnet_input_options, "ResNet-101, bottlenecks"),
-    "resnet152": ModelEntry(resnet152, _resnet_input_options, "ResNet-152, bottlenecks"),
+    "resnet18": ModelEntry(resnet18, _stem_for_size, "ResNet-18, basic blocks"),
+    "resnet34": ModelEntry(resnet34, _stem_for_size, "ResNet-34, basic blocks"),
+    "resnet50": ModelEntry(resnet50, _stem_for_size, "ResNet-50, bottlenecks"),
+    "resnet101": ModelEntry(resnet101, _stem_for_size, "ResNet-101, bottlenecks"),
+    "resnet152": ModelEntry(resnet152, _stem_for_size, "ResNet-152, bottlenecks"),
+    "mobilenet_v2": ModelEntry(mobilenet_v2, _stem_for_size, "MobileNetV2, inverted residuals"),
+    "mobilenet_v3_small": ModelEntry(
+        mobilenet_v3_small, _stem_for_size, "MobileNetV3-Small, inverted residuals with SE"
+    ),
+    "mobilenet_v3_large": ModelEntry(
+        mobilenet_v3_large, _stem_for_size, "MobileNetV3-Large, inverted residuals with SE"
+    ),
 }
 
 
@@ -67,7 +76,7 @@ def model_names() -> list[str]:
 
 def model_kwargs(name: str, *, image_size: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """The builder arguments of model ``name``: ``kwargs`` plus the choices ``image_size``
-    decides (ResNets: ``stem``) where ``kwargs`` does not make them."""
+    decides (ResNets, MobileNets: ``stem``) where ``kwargs`` does not make them."""
     entry = MODELS[_validate.choice("model", name, MODELS)]
     if image_size is None:
         return dict(kwargs)
@@ -80,8 +89,8 @@ def create_model(name: str, *, image_size: int | None = None, **kwargs: Any) -> 
     Args:
         name: the network's name.
         image_size: side length of the input images; when given, the network makes its
-            input-dependent choices from it (ResNets: the CIFAR stem up to 64 pixels, the
-            ImageNet stem above), unless ``kwargs`` makes them explicitly.
+            input-dependent choices from it (ResNets, MobileNets: the CIFAR stem up to 64
+            pixels, the ImageNet stem above), unless ``kwargs`` makes them explicitly.
         **kwargs: the builder's arguments (``num_classes``, ``in_chans``, ``stages``,
             ``spec`` and the :class:`~preattn.AttentionSpec` fields, ...).
     """
