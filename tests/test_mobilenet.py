@@ -14,7 +14,15 @@ from torchvision.models._utils import _make_divisible
 from torchvision.ops import SqueezeExcitation
 
 from _helpers import randomise_batchnorm
-from preattn import SE, CoordAttention, InvertedResidualTransform, ResidualBlock
+from preattn import (
+    SE,
+    CoordAttention,
+    InvertedResidualTransform,
+    ResidualBlock,
+    attention_maps,
+    check,
+    summary,
+)
 from preattn.attention import make_divisible
 from preattn.models import create_model, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 
@@ -239,3 +247,31 @@ def test_stages_choose_the_attended_layers():
         mobilenet_v3_small(stages=[5])  # V3-small has four layers
     with pytest.raises(ValueError, match="width_mult or width"):
         mobilenet_v2(width_mult=0.5, width=0.5)
+
+
+@pytest.mark.parametrize("placement", ["pre", "branch", "post"])
+def test_maps_of_a_block_without_residual_are_of_the_tensor_its_attention_acts_on(placement):
+    torch.manual_seed(0)
+    block = ResidualBlock(8, 16, 2, transform="inverted", placement=placement, lam=0.5)
+    model = nn.Sequential(randomise_batchnorm(block)).eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        z = x if placement == "pre" else block.transform(x)  # post: y = F(x), no residual
+        channel = block.attention.channel.gate(z).flatten(1)  # CBAM's channel gate on it
+    maps = attention_maps(model, x)["0"]
+    assert maps.input_size == tuple(z.shape[-2:])
+    torch.testing.assert_close(maps.channel, channel)
+
+
+def test_check_and_summary_read_mobilenets():
+    model = mobilenet_v2(width_mult=0.35, stem="cifar", num_classes=10, stages=[1, 2, 3, 4, 5])
+    findings = check(model, input_size=(3, 32, 32))
+    assert not [f for f in findings if f.severity == "error"]
+    assert any("no residual connection" in f.message for f in findings)
+    report = summary(model, input_size=(3, 32, 32))
+    plain = summary(
+        mobilenet_v2(width_mult=0.35, stem="cifar", num_classes=10, placement="none"),
+        input_size=(3, 32, 32),
+    )
+    assert report.params - plain.params == report.attention_params > 0
+    assert report.macs - plain.macs == report.attention_macs > 0

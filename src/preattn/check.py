@@ -134,7 +134,8 @@ def _cost(name: str, block: ResidualBlock, x: torch.Tensor, attended: torch.Tens
     attention_params = sum(p.numel() for m in parts for p in m.parameters())
     block_params = sum(p.numel() for p in block.parameters())
     block_macs = _macs(block, x)
-    attention_macs = block_macs - _macs(block.transform, attended) - _macs(block.skip, x)
+    skip_macs = _macs(block.skip, x) if block.skip is not None else 0
+    attention_macs = block_macs - _macs(block.transform, attended) - skip_macs
     return Finding(
         "info",
         name,
@@ -189,19 +190,22 @@ def _check_block(
     else:
         say("error", f"placement '{block.placement}', yet F's input differs from x")
     # 2. the skip
-    with torch.no_grad():
-        s, f = block.skip(x), block.transform(attended)
     changes = block.stride != 1 or block.in_ch != block.out_ch
-    if s.shape != f.shape:
-        say("error", f"skip S(x) has shape {tuple(s.shape)} but F(x) has {tuple(f.shape)}")
-    elif changes and isinstance(block.skip, nn.Identity):
-        say("error", "stride or channels change but the skip is the identity")
-    elif changes:
-        say(
-            "info",
-            f"skip matched by a projection (stride {block.stride}, "
-            f"{block.in_ch} -> {block.out_ch} channels)",
-        )
+    if block.skip is None:
+        say("info", "no residual connection: y = F(x) (its shape changes, as MobileNet's)")
+    else:
+        with torch.no_grad():
+            s, f = block.skip(x), block.transform(attended)
+        if s.shape != f.shape:
+            say("error", f"skip S(x) has shape {tuple(s.shape)} but F(x) has {tuple(f.shape)}")
+        elif changes and isinstance(block.skip, nn.Identity):
+            say("error", "stride or channels change but the skip is the identity")
+        elif changes:
+            say(
+                "info",
+                f"skip matched by a projection (stride {block.stride}, "
+                f"{block.in_ch} -> {block.out_ch} channels)",
+            )
     # 3. λ-control
     if block.mix is None:
         say("info", "uncontrolled attention (λ = None): A(x) replaces x entirely")

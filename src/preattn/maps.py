@@ -84,6 +84,8 @@ def _attended_input(block: ResidualBlock, seen: dict[str, torch.Tensor]) -> torc
         return seen["f"]
     if placement == "skip":
         return seen["s"]
+    if "s" not in seen:  # post without a residual: r = act(F(x))
+        return block.act(seen["f"].clone())
     return block.act(seen["s"] + seen["f"])  # post: r = act(S(x) + F(x)), a new tensor
 
 
@@ -127,7 +129,8 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> dict[str, AttentionMaps
 
         handles.append(block.register_forward_pre_hook(block_input))
         handles.append(block.transform.register_forward_hook(keep("f")))
-        handles.append(block.skip.register_forward_hook(keep("s")))
+        if block.skip is not None:
+            handles.append(block.skip.register_forward_hook(keep("s")))
         handles.append(block.register_forward_hook(block_done))
 
     for name, block in blocks.items():

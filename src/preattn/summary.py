@@ -129,7 +129,7 @@ def summary(
     counters = [
         _MacCounter(blocks, mode),
         _MacCounter([b.transform for b in blocks], mode),
-        _MacCounter([b.skip for b in blocks], mode),
+        _MacCounter([b.skip for b in blocks if b.skip is not None], mode),
     ]
     try:
         with mode:
