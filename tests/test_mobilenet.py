@@ -209,10 +209,9 @@ def test_feature_levels_are_what_the_network_computes(name, size):
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         final, levels = model.forward_intermediates(x)
-    assert len(levels) == len(model.feature_info)
-    # five levels, one per resolution; V3-small's first block already halves the stem's
-    # resolution, so its stem is a level (the small-image stem runs both at stride 1)
-    assert len(levels) == (4 if (name, size) == ("mobilenet_v3_small", 32) else 5)
+    # five levels, as timm's features_only expects: V3-small's stem is one (its first
+    # block already halves the stem's resolution)
+    assert len(levels) == len(model.feature_info) == 5
     for level, info in zip(levels, model.feature_info, strict=True):
         assert level.shape[1:] == (
             info["num_chs"],
@@ -275,3 +274,27 @@ def test_check_and_summary_read_mobilenets():
     )
     assert report.params - plain.params == report.attention_params > 0
     assert report.macs - plain.macs == report.attention_macs > 0
+
+
+def test_dw_attention_is_a_training_option_of_the_mobilenets_only():
+    from preattn.data.registry import DATASET_SPECS
+    from preattn.train import TrainConfig, build_model
+
+    config = TrainConfig(
+        model="mobilenet_v2", width=0.25, dw_attention="coord", dw_attention_kwargs={"reduction": 4}
+    ).validate()
+    model = build_model(config, DATASET_SPECS["synthetic"].info(32))
+    assert all(isinstance(t.dw_attention, CoordAttention) for t in _transforms(model))
+    plain = TrainConfig(model="mobilenet_v3_small", width=0.25, dw_attention="none").validate()
+    model = build_model(plain, DATASET_SPECS["synthetic"].info(32))
+    assert all(isinstance(t.dw_attention, nn.Identity) for t in _transforms(model))
+    with pytest.raises(ValueError, match=r"dw_attention applies to .*got model 'simplecnn'"):
+        TrainConfig(dw_attention="se").validate()
+    with pytest.raises(ValueError, match=r"dw_attention must be 'default', 'none' or one of"):
+        TrainConfig(model="mobilenet_v2", dw_attention="sse").validate()
+    with pytest.raises(ValueError, match=r"stages must be a subset of \[1, 2, 3, 4\]"):
+        TrainConfig(model="mobilenet_v3_small", stages=[5]).validate()
+
+
+def _transforms(model: nn.Module) -> list[InvertedResidualTransform]:
+    return [m for m in model.modules() if isinstance(m, InvertedResidualTransform)]

@@ -45,6 +45,13 @@ RUNS: dict[str, dict] = {
     "grey": {"dataset": "mnist"},
     "imagefolder": {"dataset": "imagefolder", "image_size": 8},
     "channels-last": {"channels_last": True},
+    "mobilenet": {"model": "mobilenet_v2", "width": 0.25, "stages": [1, 5]},
+    "dw-attention": {
+        "model": "mobilenet_v3_small",
+        "width": 0.25,
+        "dw_attention": "coord",
+        "dw_attention_kwargs": {"reduction": 4},
+    },
 }
 # ONNX export takes seconds per network: these runs in `make test`, all in `make test-slow`
 EXPORT_FAST = ("default", "width", "resnet18", "grey")

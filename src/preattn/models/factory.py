@@ -40,31 +40,52 @@ class ModelEntry:
     ``builder(num_classes=, in_chans=, stages=, spec=, **options)`` builds it;
     ``input_options(image_size)`` returns the options the input size decides (``stem``);
     ``input_size`` (C, H, W) and ``num_classes`` are what it is usually run on (the
-    defaults of ``preattn summary``).
+    defaults of ``preattn summary``); ``stage_count`` is how many stages ``stages=`` can
+    choose from; ``extra_options`` names the builder's arguments beyond the common ones
+    (MobileNets: ``dw_attention``, ``dw_attention_kwargs``).
     """
 
     builder: Callable[..., nn.Module]
     input_options: Callable[[int], dict[str, Any]]
     description: str
+    stage_count: int = 4
     input_size: tuple[int, int, int] = (3, 224, 224)
     num_classes: int = 1000
+    extra_options: tuple[str, ...] = ()
+
+
+_MOBILENET_OPTIONS = ("dw_attention", "dw_attention_kwargs")
 
 
 MODELS: dict[str, ModelEntry] = {
     "simplecnn": ModelEntry(
-        SimpleCNN, _no_input_options, "the reference SimpleCNN", (1, 28, 28), 10
+        SimpleCNN, _no_input_options, "the reference SimpleCNN", 2, (1, 28, 28), 10
     ),
     "resnet18": ModelEntry(resnet18, _stem_for_size, "ResNet-18, basic blocks"),
     "resnet34": ModelEntry(resnet34, _stem_for_size, "ResNet-34, basic blocks"),
     "resnet50": ModelEntry(resnet50, _stem_for_size, "ResNet-50, bottlenecks"),
     "resnet101": ModelEntry(resnet101, _stem_for_size, "ResNet-101, bottlenecks"),
     "resnet152": ModelEntry(resnet152, _stem_for_size, "ResNet-152, bottlenecks"),
-    "mobilenet_v2": ModelEntry(mobilenet_v2, _stem_for_size, "MobileNetV2, inverted residuals"),
+    "mobilenet_v2": ModelEntry(
+        mobilenet_v2,
+        _stem_for_size,
+        "MobileNetV2, inverted residuals",
+        stage_count=5,
+        extra_options=_MOBILENET_OPTIONS,
+    ),
     "mobilenet_v3_small": ModelEntry(
-        mobilenet_v3_small, _stem_for_size, "MobileNetV3-Small, inverted residuals with SE"
+        mobilenet_v3_small,
+        _stem_for_size,
+        "MobileNetV3-Small, inverted residuals with SE",
+        stage_count=4,
+        extra_options=_MOBILENET_OPTIONS,
     ),
     "mobilenet_v3_large": ModelEntry(
-        mobilenet_v3_large, _stem_for_size, "MobileNetV3-Large, inverted residuals with SE"
+        mobilenet_v3_large,
+        _stem_for_size,
+        "MobileNetV3-Large, inverted residuals with SE",
+        stage_count=5,
+        extra_options=_MOBILENET_OPTIONS,
     ),
 }
 

@@ -8,7 +8,7 @@ in place); attention is added at a placement to the blocks of the chosen ``stage
     stem     conv3x3/2 (in_chans -> 32 | 16)-BN-act               (B, 32|16, H/2, W/2)
     layer1.. inverted-residual blocks, grouped by resolution: a layer starts at each
              stride-2 block (V2 and V3-large: 5 layers, at H/2 ... H/32; V3-small: 4,
-             at H/4 ... H/32)
+             at H/4 ... H/32, its stem being the first of its five feature levels)
     conv_head conv1x1 (-> 1280 | 576 | 960)-BN-act                (B, num_features, ...)
     head     global average pool, [V3: Linear -> 1024 | 1280, hard-swish], dropout 0.2,
              Linear (-> num_classes)
@@ -254,7 +254,8 @@ class MobileNet(ClassifierNet):
                     )
                 )
                 in_ch = out_ch
-            if stage == 1 and reduction > stem_stride:  # V3-small: the stem is a level
+            if stage == 1 and len(layers) < 5:  # V3-small: the stem is a level, so every
+                # MobileNet has five (timm's default out_indices of features_only)
                 feature_info.append(
                     {"num_chs": stem_out, "reduction": stem_stride, "module": "stem"}
                 )

@@ -65,9 +65,15 @@ def corrupted_test_sets(config: TrainConfig, splits: DataSplits) -> dict[str, Da
 
 def model_arguments(config: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
     """The builder arguments of ``config.model`` for data described by ``info``: classes,
-    input channels, the choices the image size makes (ResNets: ``stem``), attended
-    ``stages``, ``spec`` and ``width``. ``create_model(config.model, **arguments)`` builds
-    the run's network; timm's ``preattn_<model>`` takes the same arguments."""
+    input channels, the choices the image size makes (ResNets, MobileNets: ``stem``),
+    attended ``stages``, ``spec``, ``width`` and the MobileNets' ``dw_attention``.
+    ``create_model(config.model, **arguments)`` builds the run's network; timm's
+    ``preattn_<model>`` takes the same arguments."""
+    extra: dict[str, Any] = {}
+    if config.dw_attention != "default":
+        extra["dw_attention"] = None if config.dw_attention == "none" else config.dw_attention
+    if config.dw_attention_kwargs:
+        extra["dw_attention_kwargs"] = dict(config.dw_attention_kwargs)
     return model_kwargs(
         config.model,
         image_size=info.image_size,
@@ -76,6 +82,7 @@ def model_arguments(config: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
         stages=config.stages,
         spec=config.spec,
         width=config.width,
+        **extra,
     )
 
 

@@ -23,9 +23,11 @@ from .._options import (
     option,
     parse_bool,
     parse_int_list,
+    parse_kwargs,
     parse_optional_int,
 )
 from .._yaml import YamlError
+from ..attention import attention_names
 from ..data.corrupt import Corruption, parse_corruptions
 from ..data.registry import DATASET_SPECS
 from ..models.factory import MODELS
@@ -67,8 +69,17 @@ class TrainConfig:
     width: float = option(1.0, "channel-width multiplier of the network (> 0)", float)
     stages: list[int] | None = option(
         None,
-        "stages with attention: ResNets 1-4 (default 2,3,4), simplecnn 1-2 (default 1,2)",
+        "stages with attention: ResNets 1-4 (default 2,3,4), simplecnn 1-2 (default 1,2), "
+        "MobileNets 1-5 (V3-small 1-4; default all but 1)",
         parse_int_list,
+    )
+    dw_attention: str = option(
+        "default",
+        "MobileNets: attention after each block's depthwise conv (inside F, uncontrolled): "
+        "default (the network's own: none for V2, its SE for V3), none, or an attention name",
+    )
+    dw_attention_kwargs: dict[str, Any] = option(
+        {}, "options of dw_attention, e.g. reduction=4,divisor=8,gate=hardsigmoid", parse_kwargs
     )
     epochs: int = option(10, "training epochs", int)
     batch_size: int = option(128, "batch size per process", int)
@@ -172,9 +183,21 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _validate.positive_int(name, getattr(self, name))
         DATASET_SPECS[self.dataset].image_size_for(self.image_size)
+        entry = MODELS[self.model]
         if self.stages is not None:
-            count = 2 if self.model == "simplecnn" else 4
-            _validate.stages(self.stages, count=count, default=())
+            _validate.stages(self.stages, count=entry.stage_count, default=())
+        if self.dw_attention != "default" or self.dw_attention_kwargs:
+            takes = [name for name, e in MODELS.items() if "dw_attention" in e.extra_options]
+            if "dw_attention" not in entry.extra_options:
+                raise ValueError(
+                    f"dw_attention applies to the networks with depthwise blocks {takes}, "
+                    f"got model {self.model!r}"
+                )
+            if self.dw_attention not in ("default", "none", *attention_names()):
+                raise ValueError(
+                    f"dw_attention must be 'default', 'none' or one of {attention_names()}, "
+                    f"got {self.dw_attention!r}"
+                )
         if self.out is not None and not self.out.strip():
             raise ValueError("out must name a run directory, got ''")
         if self.device != "auto":
