@@ -298,3 +298,19 @@ def test_dw_attention_is_a_training_option_of_the_mobilenets_only():
 
 def _transforms(model: nn.Module) -> list[InvertedResidualTransform]:
     return [m for m in model.modules() if isinstance(m, InvertedResidualTransform)]
+
+
+def test_summary_command_reads_the_depthwise_position(capsys):
+    from preattn.cli import main
+
+    assert (
+        main(
+            ["summary", "--model", "mobilenet_v2", "--placement", "none", "--dw-attention", "coord"]
+        )
+        == 0
+    )
+    assert "3,951,504" in capsys.readouterr().out  # CA in the paper's position: 3.95M
+    assert main(["summary", "--model", "resnet18", "--dw-attention", "se"]) == 2
+    assert (
+        "--dw-attention applies to the MobileNets, got --model resnet18" in capsys.readouterr().err
+    )

@@ -339,11 +339,21 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         spec=spec,
         width=args.width,
         **({"stem": args.stem} if args.stem else {}),
+        **_dw_attention(args.model, args.dw_attention),
     )
     width = f" width x{args.width:g}" if args.width != 1.0 else ""
     title = f"{args.model}{width} {spec.describe()}"
     print(summary(model, size, name=title))
     return 0
+
+
+def _dw_attention(model: str, name: str | None) -> dict[str, Any]:
+    """``--dw-attention`` as builder arguments (refused for a network without it)."""
+    if name is None:
+        return {}
+    if "dw_attention" not in MODELS[model].extra_options:
+        raise ValueError(f"--dw-attention applies to the MobileNets, got --model {model}")
+    return {"dw_attention": None if name == "none" else name}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -650,15 +660,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stem",
         choices=("imagenet", "cifar"),
-        help="ResNet stem (default: cifar up to 64 pixels, else imagenet)",
+        help="ResNet and MobileNet stem (default: cifar up to 64 pixels, else imagenet)",
     )
     p.add_argument(
-        "--num-classes", type=int, help="classes (default: simplecnn 10, the ResNets 1000)"
+        "--num-classes", type=int, help="classes (default: simplecnn 10, the others 1000)"
     )
     p.add_argument(
         "--input-size",
         type=_input_size,
-        help="C,H,W (default: simplecnn 1,28,28 as Fashion-MNIST, the ResNets 3,224,224)",
+        help="C,H,W (default: simplecnn 1,28,28 as Fashion-MNIST, the others 3,224,224)",
+    )
+    p.add_argument(
+        "--dw-attention",
+        metavar="NAME",
+        help="MobileNets: attention after each block's depthwise conv (none, or an attention "
+        "name; default: the network's own)",
     )
     p.add_argument(
         "--width",
