@@ -225,7 +225,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     loader = torch.utils.data.DataLoader(splits.test, batch_size=args.batch_size)
     result = evaluate(model, loader, splits.num_classes, ctx.device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_confusion(result.confusion, splits.classes, targets[0])
+    title = (
+        f"{run_dir}: epoch {epoch}, {config.dataset} test, accuracy {100 * result.accuracy:.2f} %"
+    )
+    png = plot_confusion(result.confusion, splits.classes, targets[0], title)
     print(
         f"{run_dir} (epoch {epoch}) on {config.dataset} test, {int(result.confusion.sum())} "
         f"images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}"
@@ -418,15 +421,16 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     loaded, batch = _sample_batch(args.checkpoint, args.split, args.images)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    path, with_cam = draw_attention(loaded.model, batch, target["attention.png"])
+    name = str(run.path)
+    path, with_cam = draw_attention(loaded.model, batch, target["attention.png"], name=name)
     written.append(path)
     maps = attention_maps(loaded.model, batch.images)
-    gates = draw_channel_gates(maps, batch, target["channel_gates.png"])
+    gates = draw_channel_gates(maps, batch, target["channel_gates.png"], name=name)
     if gates:
         written.append(gates)
     history = run.read_metrics()
     if history:
-        written.append(plot_lambda(history, target["lambda.png"]))
+        written.append(plot_lambda(history, target["lambda.png"], name))
     if args.compare:
         other = load_model(args.compare)
         first, second = _distinct_labels(Path(args.checkpoint), Path(args.compare))

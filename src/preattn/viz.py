@@ -3,8 +3,10 @@
 - ``attention.png``: one row per image: the input, each block's spatial gate upsampled and
   laid over it, and a Grad-CAM map of the last stage for the predicted class (optional
   ``grad-cam`` package), titled with the true and predicted class and its probability;
+  overlays in viridis (perceptually uniform, colour-blind safe), with a colour bar;
 - ``channel_gates.png``: per block, the distribution of channel-gate values over the
-  images, and the mean gate per channel for each class (SENet's excitation plots);
+  images, and the mean gate per channel for each class (SENet's excitation plots), one
+  legend of the classes for the figure;
 - ``lambda.png``: λ per block over training, from the run's metrics;
 - ``compare.png`` (with a second run): the same images side by side, one column per run.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -24,14 +27,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .data.registry import DATASET_SPECS
 from .maps import AttentionMaps, attention_maps
 
-__all__ = ["GRADCAM_HINT", "Batch", "draw_attention", "draw_channel_gates", "gradcam"]
+__all__ = [
+    "GRADCAM_HINT",
+    "OVERLAY_CMAP",
+    "Batch",
+    "attention_figure",
+    "channel_gates_figure",
+    "draw_attention",
+    "draw_channel_gates",
+    "gradcam",
+]
 
 GRADCAM_HINT = "Grad-CAM skipped: install it with pip install 'preattn[viz]' (grad-cam)"
+OVERLAY_CMAP = "viridis"
+_OVERLAY_ALPHA = 0.5
 
 
 @dataclass
@@ -110,16 +127,34 @@ def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None, title: str =
         up = torch.nn.functional.interpolate(
             torch.as_tensor(overlay)[None, None].float(), size=size, mode="bilinear"
         )[0, 0].numpy()
-        ax.imshow(up, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.imshow(up, cmap=OVERLAY_CMAP, alpha=_OVERLAY_ALPHA, vmin=0, vmax=1)
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
+def _overlay_colour_bar(fig: Any, axes: Any, label: str) -> None:
+    """One colour bar for every overlay of the figure: the value a colour stands for."""
+    mappable = ScalarMappable(norm=Normalize(0, 1), cmap=OVERLAY_CMAP)
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.6, fraction=0.05, pad=0.02)
+    bar.set_label(label, fontsize=8)
+
+
 def draw_attention(
-    model: nn.Module, batch: Batch, path: Path, *, with_gradcam: bool = True
+    model: nn.Module, batch: Batch, path: Path, *, with_gradcam: bool = True, name: str = ""
 ) -> tuple[Path, bool]:
-    """``attention.png``; returns the path and whether a Grad-CAM column was drawn."""
+    """Write ``attention.png`` (:func:`attention_figure`); returns the path and whether a
+    Grad-CAM column was drawn."""
+    fig, with_cam = attention_figure(model, batch, with_gradcam=with_gradcam, name=name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, with_cam
+
+
+def attention_figure(
+    model: nn.Module, batch: Batch, *, with_gradcam: bool = True, name: str = ""
+) -> tuple[Any, bool]:
+    """The ``attention.png`` figure of run ``name`` and whether it has a Grad-CAM column."""
     maps = attention_maps(model, batch.images)
     spatial = {k: v for k, v in maps.items() if v.spatial is not None}
     probs = _probabilities(model, batch.images)
@@ -129,16 +164,20 @@ def draw_attention(
     columns = 1 + len(spatial) + (cams is not None)
     rows = len(shown)
     fig, axes = plt.subplots(
-        rows, columns, figsize=(1.7 * columns + 0.5, 1.8 * rows), squeeze=False
+        rows,
+        columns,
+        figsize=(1.7 * columns + 1.3, 1.8 * rows + 0.4),
+        squeeze=False,
+        layout="constrained",
     )
     for i in range(rows):
         truth = batch.classes[batch.labels[i]]
         guess = batch.classes[predicted[i]]
         p = float(probs[i, predicted[i]])
         _show(axes[i, 0], shown[i], title=f"true {truth}\npred {guess} ({100 * p:.0f}%)")
-        for j, (name, m) in enumerate(spatial.items(), start=1):
+        for j, (block, m) in enumerate(spatial.items(), start=1):
             assert m.spatial is not None
-            label = f"{name} M_s\n{m.placement}, λ={m.lam:.2f}" if i == 0 else ""
+            label = f"{block} M_s\n{m.placement}, λ={m.lam:.2f}" if i == 0 else ""
             _show(axes[i, j], shown[i], m.spatial[i, 0].numpy(), label)
         if cams is not None:
             _show(axes[i, -1], shown[i], cams[i], "Grad-CAM (pred)" if i == 0 else "")
@@ -146,35 +185,64 @@ def draw_attention(
         axes[0, 0].text(
             0.0, -0.25, "no block has a spatial gate", transform=axes[0, 0].transAxes, fontsize=7
         )
-    fig.suptitle("spatial attention (jet: gate value 0 → 1) and Grad-CAM", fontsize=9)
-    fig.tight_layout()
+    what = "spatial attention gates" + (" and Grad-CAM" if cams is not None else "")
+    fig.suptitle(f"{name}: {what}" if name else what, fontsize=9)
+    label = "gate value" + (" / Grad-CAM relevance" if cams is not None else "")
+    _overlay_colour_bar(fig, axes, label)
+    return fig, cams is not None
+
+
+def draw_channel_gates(
+    maps: dict[str, AttentionMaps], batch: Batch, path: Path, name: str = ""
+) -> Path | None:
+    """Write ``channel_gates.png`` (:func:`channel_gates_figure`; None when no block has a
+    channel gate)."""
+    fig = channel_gates_figure(maps, batch, name)
+    if fig is None:
+        return None
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path, cams is not None
+    return path
 
 
-def draw_channel_gates(maps: dict[str, AttentionMaps], batch: Batch, path: Path) -> Path | None:
-    """``channel_gates.png`` (None when no block has a channel gate)."""
+def channel_gates_figure(
+    maps: dict[str, AttentionMaps], batch: Batch, name: str = ""
+) -> Any | None:
+    """Per block: the histogram of channel-gate values, the mean gate per channel by class."""
     channel = {k: v for k, v in maps.items() if v.channel is not None}
     if not channel:
         return None
     labels = np.asarray(batch.labels)
-    fig, axes = plt.subplots(2, len(channel), figsize=(3.2 * len(channel), 5.6), squeeze=False)
-    for j, (name, m) in enumerate(channel.items()):
+    fig, axes = plt.subplots(
+        2,
+        len(channel),
+        figsize=(3.2 * len(channel) + 1.6, 5.8),
+        squeeze=False,
+        layout="constrained",
+    )
+    for j, (block, m) in enumerate(channel.items()):
         assert m.channel is not None
         gates = m.channel.numpy()  # (N, C)
         axes[0, j].hist(gates.ravel(), bins=40, range=(0, 1), color="tab:blue")
-        axes[0, j].set(title=f"{name}: M_c over {len(gates)} images", xlabel="gate value")
+        axes[0, j].set(
+            title=f"{block}: M_c over {len(gates)} images",
+            xlabel="channel gate value",
+            ylabel="count (images × channels)",
+        )
         for c in np.unique(labels):
             axes[1, j].plot(gates[labels == c].mean(0), lw=0.8, label=batch.classes[int(c)])
         axes[1, j].set(
-            title="mean gate per channel, by class", xlabel="channel", ylim=(0, 1), ylabel="M_c"
+            title=f"{block}: mean M_c by class",
+            xlabel="channel index",
+            ylim=(0, 1),
+            ylabel="mean M_c",
         )
-    axes[1, -1].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        axes[1, j].xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, names = axes[1, 0].get_legend_handles_labels()
+    fig.legend(handles, names, title="class", fontsize=6, loc="outside right center")
+    what = "channel attention gates"
+    fig.suptitle(f"{name}: {what}" if name else what, fontsize=9)
+    return fig
 
 
 def draw_comparison(models: dict[str, nn.Module], batch: Batch, path: Path) -> tuple[Path, bool]:
@@ -205,8 +273,9 @@ def draw_comparison(models: dict[str, nn.Module], batch: Batch, path: Path) -> t
     fig, axes = plt.subplots(
         len(shown),
         1 + len(columns),
-        figsize=(2.0 * (1 + len(columns)), 1.9 * len(shown)),
+        figsize=(2.0 * (1 + len(columns)) + 1.2, 1.9 * len(shown) + 0.4),
         squeeze=False,
+        layout="constrained",
     )
     for i in range(len(shown)):
         _show(axes[i, 0], shown[i], title=f"true {batch.classes[batch.labels[i]]}")
@@ -214,7 +283,7 @@ def draw_comparison(models: dict[str, nn.Module], batch: Batch, path: Path) -> t
             _show(axes[i, j], shown[i], overlay[i], titles[i])
     kind = "Grad-CAM for each run's prediction" if used_cam else "last spatial gate per run"
     fig.suptitle(kind, fontsize=9)
-    fig.tight_layout()
+    _overlay_colour_bar(fig, axes, "Grad-CAM relevance" if used_cam else "gate value")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path, used_cam

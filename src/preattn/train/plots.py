@@ -1,4 +1,10 @@
-"""PNG plots of a run: loss per step and epoch, accuracy, LR, λ per block, confusion."""
+"""PNG plots of a run: loss per step and epoch, accuracy, LR, λ per block, confusion.
+
+Every figure says what it shows in its title (the run, its last epoch, its accuracy),
+labels its axes, gives a colour bar wherever colour carries a value, uses perceptually
+uniform colour maps (viridis), integer epoch ticks and no offset notation. The ``*_figure``
+functions build the matplotlib figures; the ``plot_*`` functions write them.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +21,31 @@ from matplotlib.ticker import MaxNLocator
 
 from ..modulation import MODULATION_FLOOR
 
-__all__ = ["plot_confusion", "plot_history", "plot_lambda"]
+__all__ = [
+    "confusion_figure",
+    "history_figure",
+    "lambda_figure",
+    "plot_confusion",
+    "plot_history",
+    "plot_lambda",
+]
+
+CMAP = "viridis"
 
 
 def _epoch_axis(ax, last_epoch: float) -> None:
+    """Integer epoch ticks from 0 to the last epoch, with a margin so end points show whole."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(0, max(last_epoch, 1))
+    span = max(last_epoch, 1)
+    ax.set_xlim(-0.04 * span, span * 1.04)
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
+
+
+def _save(fig: Any, path: Path, dpi: int = 100) -> Path:
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def _smooth(values: Sequence[float], span: int) -> np.ndarray:
@@ -36,12 +59,32 @@ def _smooth(values: Sequence[float], span: int) -> np.ndarray:
     return np.asarray(out)
 
 
+def _run_title(history: Sequence[dict[str, Any]], name: str) -> str:
+    """``"runs/fm: epoch 10, test accuracy 91.20 %"``."""
+    last = history[-1] if history else {}
+    where = f"{name}: " if name else ""
+    if "test_acc" not in last:
+        return f"{where}no epoch recorded"
+    return f"{where}epoch {last['epoch']}, test accuracy {100 * last['test_acc']:.2f} %"
+
+
 def plot_history(
     history: Sequence[dict[str, Any]],
     out_dir: Path,
     steps: Sequence[dict[str, Any]] = (),
+    name: str = "",
 ) -> list[Path]:
-    """Write ``curves.png`` (loss per step and epoch, accuracy, LR) and ``lambda.png``.
+    """Write ``curves.png`` (:func:`history_figure`) and ``lambda.png``
+    (:func:`lambda_figure`) of run ``name``."""
+    paths = [_save(history_figure(history, steps, name), out_dir / "curves.png")]
+    paths.append(plot_lambda(history, out_dir / "lambda.png", name))
+    return paths
+
+
+def history_figure(
+    history: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]] = (), name: str = ""
+) -> Any:
+    """Loss per step and epoch, accuracy per epoch, learning rate per step.
 
     ``steps`` are the per-step records (``step``, ``epoch``, ``loss``, ``lr``); steps of
     epoch ``e`` are drawn between ``e − 1`` and ``e`` on the epoch axis.
@@ -65,21 +108,19 @@ def plot_history(
     ax_loss.plot(
         epochs, [r["test_loss"] for r in history], "o-", color="tab:orange", label="test (epoch)"
     )
-    ax_loss.set(ylabel="loss", title="loss")
+    ax_loss.set(ylabel="cross-entropy (nats)", title="loss")
     ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
     ax_acc.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
-    ax_acc.set(ylabel="accuracy", title="accuracy (end of each epoch)")
+    ax_acc.set(ylabel="accuracy (fraction)", title="accuracy (end of each epoch)")
     ax_lr.set(ylabel="learning rate", title="learning rate per optimiser step")
     for ax in (ax_loss, ax_acc, ax_lr):
         _epoch_axis(ax, last)
+    ax_acc.set_ylim(0, 1)
     ax_loss.legend(fontsize=7)
     ax_acc.legend(fontsize=7)
+    fig.suptitle(_run_title(history, name), fontsize=10)
     fig.tight_layout()
-    paths = [out_dir / "curves.png"]
-    fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
-    paths.append(plot_lambda(history, out_dir / "lambda.png"))
-    return paths
+    return fig
 
 
 def _plot_modulation(ax: Any, history: Sequence[dict[str, Any]]) -> None:
@@ -102,7 +143,12 @@ def _plot_modulation(ax: Any, history: Sequence[dict[str, Any]]) -> None:
     _epoch_axis(ax, max((r["epoch"] for r in history), default=1))
 
 
-def plot_lambda(history: Sequence[dict[str, Any]], path: Path) -> Path:
+def plot_lambda(history: Sequence[dict[str, Any]], path: Path, name: str = "") -> Path:
+    """Write ``lambda.png`` (:func:`lambda_figure`)."""
+    return _save(lambda_figure(history, name), path)
+
+
+def lambda_figure(history: Sequence[dict[str, Any]], name: str = "") -> Any:
     """Two panels: λ per block from its value at the start (epoch 0) to the end of each
     epoch, and the modulation per block (how much attention changes the tensor it acts on,
     :mod:`preattn.modulation`) at the end of each epoch, in percent.
@@ -135,20 +181,29 @@ def plot_lambda(history: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.set(ylabel="λ (effective)", title="λ per block (epoch 0: at the start)")
     _epoch_axis(ax, max((r["epoch"] for r in history), default=1))
     ax.ticklabel_format(axis="y", useOffset=False)
+    fig.suptitle(_run_title(history, name), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:
-    """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
+def plot_confusion(
+    matrix: np.ndarray, classes: Sequence[str], path: Path, title: str = "confusion matrix"
+) -> Path:
+    """Write ``confusion.png`` (:func:`confusion_figure`)."""
+    return _save(confusion_figure(matrix, classes, title), path)
+
+
+def confusion_figure(
+    matrix: np.ndarray, classes: Sequence[str], title: str = "confusion matrix"
+) -> Any:
+    """The confusion matrix (rows: true class, columns: predicted): each cell shows its
+    image count, its colour the share of the true class's images (row-normalised)."""
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     n = len(classes)
     size = max(5.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(normalised, cmap=CMAP, vmin=0, vmax=1)
     if n <= 30:
         ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(n), classes, fontsize=7)
@@ -162,11 +217,10 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Pa
                         ha="center",
                         va="center",
                         fontsize=6,
-                        color="white" if normalised[i, j] > 0.5 else "black",
+                        color="black" if normalised[i, j] > 0.5 else "white",
                     )
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title}\n(cells: images)")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046)
+    bar.set_label("share of the true class's images")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
