@@ -426,3 +426,17 @@ def test_compare_refuses_repeated_placements_and_seeds(tmp_path, capsys):
     assert "placements must not repeat" in one_line_error(capsys)
     assert main(["compare", *TINY, "--seeds", "1,1", "--out", out]) == 2
     assert "seeds must not repeat" in one_line_error(capsys)
+
+
+def test_report_gives_the_spread_of_images_per_second_and_says_it_is_no_benchmark(tmp_path):
+    out = tmp_path / "grid"
+    report = ablate(_grid(seeds=[0, 1]), out, plots=False, progress=lambda _: None)
+    entry = report["variants"][0]
+    speeds = [
+        json.loads((out / entry["name"] / f"seed{s}" / "metrics.jsonl").read_text())["images_per_s"]
+        for s in (0, 1)
+    ]
+    assert entry["images_per_s_range"] == [min(speeds), max(speeds)]
+    text = (out / "report.md").read_text()
+    assert f"{entry['images_per_s']:.0f} ({min(speeds):.0f}–{max(speeds):.0f})" in text
+    assert "not a benchmark" in text

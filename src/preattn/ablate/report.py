@@ -3,8 +3,9 @@
 Only finished runs (all of the grid's epochs committed) count. Per variant: the number of
 seeds ``n``; final test accuracy (mean, sample std, Student-t 95 % interval); the paired
 difference to the reference (mean, interval, p; :mod:`preattn.ablate.stats`); the same for
-each corrupted test set (``eval_corrupt``); images/s; parameters; final λ per block (mean
-over seeds); epochs and seconds (training + evaluation) to reach ``target_acc``.
+each corrupted test set (``eval_corrupt``); images/s (mean and min–max over seeds);
+parameters; final λ per block (mean over seeds); epochs and seconds (training +
+evaluation) to reach ``target_acc``.
 Accuracies are fractions in [0, 1].
 """
 
@@ -148,6 +149,7 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         }
         speeds = [statistics.fmean(r["images_per_s"] for r in rows) for rows in by_seed.values()]
         entry["images_per_s"] = statistics.fmean(speeds) if speeds else None
+        entry["images_per_s_range"] = [min(speeds), max(speeds)] if speeds else None
         entry["seconds"] = (
             statistics.fmean(rows[-1].get("elapsed_s", 0.0) for rows in by_seed.values())
             if by_seed
@@ -231,11 +233,20 @@ def format_report(report: dict[str, Any]) -> str:
             ", ".join(f"{b} {100 * x:.2g}" for b, x in v.get("modulation_final", {}).items()) or "—"
         )
         speed = "—" if v["images_per_s"] is None else f"{v['images_per_s']:.0f}"
+        if v.get("images_per_s_range") and v["n"] > 1:
+            low, high = v["images_per_s_range"]
+            speed += f" ({low:.0f}–{high:.0f})"
         params = "—" if v["params"] is None else f"{v['params']:,}"
         lines.append(
             f"| {v['name']} | {v['n']} | {_interval(v['test_acc'])} | {diff} | {p} | {speed} | "
             f"{params} | {lam} | {mod} |"
         )
+    lines += [
+        "",
+        "images/s: training throughput, mean (min–max) over seeds, as each run measured it "
+        "while other runs may have shared the machine: not a benchmark "
+        "(benchmarks/ times variants interleaved).",
+    ]
     for name in report["corruptions"]:
         lines += [
             "",
