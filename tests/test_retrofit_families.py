@@ -181,3 +181,20 @@ def test_an_unsupported_network_is_refused_naming_its_block_types():
         ValueError, match=r"in Sequential \(it holds .*test_retrofit_families._MyBlock\)"
     ):
         retrofit(nn.Sequential(_MyBlock(), _MyBlock()))
+
+
+def test_a_network_with_its_own_se_is_told_and_can_replace_it(caplog):
+    model = timm.create_model("seresnet18")
+    with caplog.at_level("WARNING", logger="preattn"):
+        retrofit(model)
+    assert "8 converted blocks have attention of their own inside F (layer1.0.se" in caplog.text
+    assert sum(type(m).__name__ == "SEModule" for m in model.modules()) == 8  # kept, stacked
+    original = timm.create_model("seresnet18")
+    replaced = retrofit(timm.create_model("seresnet18"), own_attention="replace")
+    assert not any(type(m).__name__ == "SEModule" for m in replaced.modules())
+    result = replaced.load_state_dict(original.state_dict(), strict=False)
+    assert result.unexpected_keys and all(".se." in k for k in result.unexpected_keys)
+    v3 = retrofit(torchvision.models.mobilenet_v3_small(), own_attention="replace")
+    assert not any(isinstance(m, torchvision.ops.SqueezeExcitation) for m in v3.modules())
+    with pytest.raises(ValueError, match=r"own_attention must be one of \['keep', 'replace'\]"):
+        retrofit(timm.create_model("resnet18"), own_attention="drop")

@@ -26,6 +26,12 @@ and V3 ``InvertedResidual``, EfficientNet ``MBConv``/``FusedMBConv``, RegNet
 
 Blocks without a residual (MobileNet's strided blocks) take ``pre``, ``branch`` and
 ``post``; with ``placement="skip"`` they are left as they are.
+
+Blocks that have attention of their own inside ``F`` (SE-ResNets, MobileNetV3,
+EfficientNet, RegNetY: :data:`OWN_ATTENTION` types) keep it by default, and retrofit says
+so (a warning naming them): the new attention is added to theirs.
+``own_attention="replace"`` removes theirs (their weights then go unused, and the function
+changes even at λ = 0).
 """
 
 from __future__ import annotations
@@ -45,7 +51,14 @@ from . import _validate
 from .blocks import ResidualBlock
 from .spec import AttentionSpec
 
-__all__ = ["BLOCK_LAYOUTS", "RETROFIT_SPEC", "SUPPORTED_BLOCKS", "BlockLayout", "retrofit"]
+__all__ = [
+    "BLOCK_LAYOUTS",
+    "OWN_ATTENTION",
+    "RETROFIT_SPEC",
+    "SUPPORTED_BLOCKS",
+    "BlockLayout",
+    "retrofit",
+]
 
 # the starting point of retrofit's options: Pattern-3, CBAM, λ = 0 stored linearly
 RETROFIT_SPEC = AttentionSpec(lam=0.0, lam_param="linear")
@@ -139,6 +152,15 @@ BLOCK_LAYOUTS: dict[str, BlockLayout] = {
     ),
 }
 SUPPORTED_BLOCKS = tuple(BLOCK_LAYOUTS)
+
+# attention modules the supported networks carry inside their blocks
+OWN_ATTENTION = (
+    "torchvision.ops.misc.SqueezeExcitation",
+    "timm.layers.squeeze_excite.SEModule",
+    "timm.layers.squeeze_excite.EffectiveSEModule",
+    "timm.models._efficientnet_blocks.SqueezeExcite",
+)
+_OWN_ATTENTION_CHOICES = ("keep", "replace")
 
 
 def _qualified_name(module: nn.Module) -> str:
@@ -262,6 +284,19 @@ def _parts(model: nn.Module, within: Iterable[str] | None) -> list[str] | None:
     return parts
 
 
+def _own_attention(block: nn.Module) -> list[str]:
+    """Names (inside ``block``) of the attention modules it carries itself."""
+    return [
+        name for name, m in block.named_modules() if name and _qualified_name(m) in OWN_ATTENTION
+    ]
+
+
+def _remove_own_attention(block: nn.Module) -> None:
+    for name in _own_attention(block):
+        parent, _, attr = name.rpartition(".")
+        setattr(block.get_submodule(parent) if parent else block, attr, nn.Identity())
+
+
 def _convert(block: nn.Module, layout: BlockLayout, spec: AttentionSpec) -> ResidualBlock:
     """``block`` as a ResidualBlock holding its own modules (module docstring)."""
     branch = _branch_of(block, layout)
@@ -289,6 +324,7 @@ def retrofit(
     *,
     stages: Iterable[int] | None = None,
     within: Iterable[str] | None = None,
+    own_attention: str = "keep",
     **attention_options: Any,
 ) -> nn.Module:
     """Convert the residual blocks of ``model`` in place and return ``model``.
@@ -303,6 +339,9 @@ def retrofit(
             layout; default: all).
         within: convert only blocks that are, or lie inside, the submodules of these names
             (any layout: ``within=["features.14", "features.15"]``, ``within=["blocks.5"]``).
+        own_attention: what happens to attention a block already has inside ``F`` (SE):
+            ``"keep"`` (the default; a warning names those blocks) or ``"replace"``
+            (removed: only the new attention acts, and the function changes at λ = 0).
         **attention_options: fields of :class:`~preattn.AttentionSpec` applied on top of
             ``spec`` (``placement="branch"``, ``attention="se"``, ``lam_warmup_steps=100``,
             ...).
@@ -321,6 +360,7 @@ def retrofit(
             ones).
     """
     spec = AttentionSpec.build(spec, base=RETROFIT_SPEC, **attention_options)
+    _validate.choice("own_attention", own_attention, _OWN_ATTENTION_CHOICES)
     if not spec.has_attention:
         raise ValueError(
             "placement must be one of ['pre', 'branch', 'post', 'skip'] for retrofit, got 'none'"
@@ -361,6 +401,19 @@ def retrofit(
             f"{type(model).__name__}{held}; supported block types are {list(SUPPORTED_BLOCKS)}"
         )
 
+    stacked = [f"{name}.{inner}" for name, block, _ in targets for inner in _own_attention(block)]
+    if stacked and own_attention == "replace":
+        for _, block, _ in targets:
+            _remove_own_attention(block)
+        logger.info("retrofit: removed the blocks' own attention: %s", ", ".join(stacked))
+    elif stacked:
+        logger.warning(
+            "retrofit: %d converted blocks have attention of their own inside F (%s%s); "
+            "the new attention is added to it. own_attention='replace' removes theirs",
+            len(stacked),
+            ", ".join(stacked[:3]),
+            ", ..." if len(stacked) > 3 else "",
+        )
     converted: list[str] = []
     for name, block, layout in targets:
         new = _convert(block, layout, spec)
