@@ -253,3 +253,36 @@ def test_predict_names_a_bad_file(run, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(run), str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad}: not a readable image" in err
+
+
+class _Logits(torch.nn.Module):
+    """A classifier that answers ``logits`` whatever the image."""
+
+    def __init__(self, logits) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_predict_hints_when_an_image_lies_outside_the_training_data(tmp_path):
+    from preattn.data.registry import DatasetInfo
+    from preattn.predict import predict
+
+    info = DatasetInfo("fashion-mnist", 1, 8, ("a", "b", "c", "d"), (0.286,), (0.353,))
+    dark, white = tmp_path / "dark.png", tmp_path / "white.png"
+    Image.fromarray(np.full((8, 8), 70, np.uint8)).save(dark)  # mean 0.27, as the data
+    Image.new("RGB", (8, 8), (250, 240, 230)).save(white)  # a bright colour photo
+    sure = _Logits([9.0, 0.0, 0.0, 0.0])
+    (fine,) = predict(sure, [dark], info)
+    assert fine.hint is None and str(fine).endswith("%")
+    p = torch.tensor([9.0, 0, 0, 0]).softmax(0)
+    assert fine.entropy == pytest.approx(float(-(p * p.log()).sum() / np.log(4)), abs=1e-6)
+    (odd,) = predict(sure, [white], info)
+    # read as grey: (0.299·250 + 0.587·240 + 0.114·230) / 255 = 0.948
+    assert odd.hint == "unlike the training images: pixel mean 0.95 vs 0.29"
+    (unsure,) = predict(_Logits([0.0, 0.0, 0.0, 0.0]), [dark], info)
+    assert unsure.entropy == pytest.approx(1.0)
+    assert unsure.hint == "uncertain: entropy 100 % of the maximum"
+    assert unsure.to_dict()["hint"] == unsure.hint and str(unsure).endswith(f"[{unsure.hint}]")

@@ -5,10 +5,17 @@
 the data set's channels, the image size (resize to the side length; image folders: resize
 to ``size / 0.875`` then centre crop), scaling to [0, 1] and the data set's mean/std (the
 synthetic set: [-1, 1]).
+
+Each prediction carries two signs that the image may lie outside what the run was trained
+on, and a ``hint`` when either fires: the normalised entropy of the class probabilities
+(``H / log K``, 0 for certainty, 1 for a uniform guess; hint above
+:data:`UNCERTAIN_ENTROPY`), and the image's pixel mean against the training set's (hint
+when they differ by more than the training set's pixel standard deviation).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +28,9 @@ from .data.errors import DatasetError
 from .data.images import open_image
 from .data.registry import DatasetInfo
 
-__all__ = ["Prediction", "predict", "preprocess_image"]
+__all__ = ["UNCERTAIN_ENTROPY", "Prediction", "predict", "preprocess_image"]
+
+UNCERTAIN_ENTROPY = 0.6
 
 
 @dataclass
@@ -32,6 +41,8 @@ class Prediction:
     classes: list[str]
     indices: list[int]
     probabilities: list[float]
+    entropy: float = 0.0  # of all K probabilities, divided by log K: in [0, 1]
+    hint: str | None = None  # why the image may lie outside the training data
 
     def to_dict(self) -> dict:
         return {
@@ -40,13 +51,31 @@ class Prediction:
                 {"class": c, "index": i, "probability": p}
                 for c, i, p in zip(self.classes, self.indices, self.probabilities, strict=True)
             ],
+            "entropy": self.entropy,
+            "hint": self.hint,
         }
 
     def __str__(self) -> str:
         shown = ", ".join(
             f"{c} {100 * p:.1f}%" for c, p in zip(self.classes, self.probabilities, strict=True)
         )
-        return f"{self.path}: {shown}"
+        return f"{self.path}: {shown}" + (f"  [{self.hint}]" if self.hint else "")
+
+
+def _hint(x: torch.Tensor, entropy: float, info: DatasetInfo) -> str | None:
+    """Why the preprocessed image ``x`` may lie outside the data ``info`` describes."""
+    reasons = []
+    if info.mean is not None and info.std is not None:
+        mean, std = torch.tensor(info.mean), torch.tensor(info.std)
+        pixels = x * std[:, None, None] + mean[:, None, None]  # back in [0, 1]
+        image_mean, train_mean = float(pixels.mean()), float(mean.mean())
+        if abs(image_mean - train_mean) > float(std.mean()):
+            reasons.append(
+                f"unlike the training images: pixel mean {image_mean:.2f} vs {train_mean:.2f}"
+            )
+    if entropy > UNCERTAIN_ENTROPY:
+        reasons.append(f"uncertain: entropy {100 * entropy:.0f} % of the maximum")
+    return "; ".join(reasons) or None
 
 
 def preprocess_image(path: str | Path, info: DatasetInfo) -> torch.Tensor:
@@ -108,12 +137,19 @@ def predict(
         model.train(was_training)
     k = min(top_k, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=1)
+    count = probabilities.shape[1]
+    plogp = probabilities * probabilities.clamp_min(1e-12).log()
+    entropies = (-plogp.sum(dim=1) / math.log(count)).tolist() if count > 1 else [0.0] * len(kept)
     return [
         Prediction(
             str(path),
             [classes[i] for i in idx.tolist()],
             idx.tolist(),
             [float(v) for v in vals],
+            entropy,
+            _hint(x, entropy, info),
         )
-        for path, vals, idx in zip(kept, values, indices, strict=True)
+        for path, vals, idx, entropy, x in zip(
+            kept, values, indices, entropies, images, strict=True
+        )
     ]
