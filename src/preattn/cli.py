@@ -263,7 +263,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if dataset == "fashion-mnist":
         print(
             "demo: the reference SimpleCNN of docs/pattern3.md (Pattern-3, CBAM, λ=0.1) on "
-            f"Fashion-MNIST from {source}"
+            f"Fashion-MNIST from {source}; a few-minute recipe: 8,000 images x 3 epochs, "
+            "lr 0.05 with a 0.2-epoch warm-up (`preattn train` defaults to the full data "
+            "and lr 0.1 over 10 epochs)"
         )
         config = TrainConfig(
             dataset="fashion-mnist",
@@ -310,7 +312,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .viz import GRADCAM_HINT, draw_attention
 
     loaded, batch = _sample_batch(str(config.out), "test", 6)
-    path, with_cam = draw_attention(loaded.model, batch, Path(config.out) / "attention.png")
+    path, with_cam = draw_attention(
+        loaded.model, batch, Path(config.out) / "attention.png", name=str(config.out)
+    )
     RunDir(config.out).record(path)
     print(f"attention maps: {path}" + ("" if with_cam else f" ({GRADCAM_HINT})"))
     return 0
@@ -637,7 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
-        "demo", allow_abbrev=False, help="train the reference SimpleCNN for a few minutes"
+        "demo",
+        allow_abbrev=False,
+        help="train the reference SimpleCNN for a few minutes (8,000 Fashion-MNIST images x 3 "
+        "epochs, lr 0.05: shorter than train's defaults)",
     )
     p.add_argument("--data-dir", help="folder with Fashion-MNIST (default: Debian's)")
     p.add_argument(

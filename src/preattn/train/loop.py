@@ -391,7 +391,8 @@ def _train(
     _log(
         ctx,
         f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
-        f"[{splits.source}]: {len(splits.train)} train / {len(splits.test)} test images, "
+        f"[{splits.source}]: {len(splits.train)} train / {len(splits.test)} test images"
+        f"{' (--limit-test evaluates fewer)' if len(splits.test) > len(splits.train) else ''}, "
         f"{ctx.world_size} process(es) on {device}; run directory {run.path}",
     )
 
