@@ -142,6 +142,8 @@ def test_training_redraws_the_confusion_of_its_last_epoch_and_logs_progress(
 def test_a_run_evaluating_more_images_than_it_trains_on_says_how_to_evaluate_fewer(
     tmp_path, capsys
 ):
-    config = TrainConfig(**{**TINY_CONFIG, "limit_train": 8}, epochs=1, out=str(tmp_path / "r"))
+    config = TrainConfig(
+        **{**TINY_CONFIG, "limit_train": 8, "batch_size": 4}, epochs=1, out=str(tmp_path / "r")
+    )
     train(config)
     assert "8 train / 12 test images (--limit-test evaluates fewer)" in capsys.readouterr().out
