@@ -112,7 +112,15 @@ def test_torch_export_with_a_dynamic_batch(name):
     torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["tv-mobilenet_v2", "tv-efficientnet_b0", "timm-mobilenetv2_100"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        if n in ("tv-mobilenet_v2", "tv-efficientnet_b0", "timm-mobilenetv2_100")
+        else pytest.param(n, marks=pytest.mark.slow)
+        for n in FAMILIES
+    ],
+)
 def test_torchscript_equals_eager(name):
     model = retrofit(_model(name), lam=0.3).eval()
     with warnings.catch_warnings():
