@@ -70,8 +70,12 @@ def _plot_modulation(runs: Runs, root: Path) -> Path | None:
     )
     if not blocks:
         return None
-    fig, axes = plt.subplots(1, len(blocks), figsize=(5.2 * len(blocks), 4), squeeze=False)
-    for ax, block in zip(axes[0], blocks, strict=True):
+    cols = min(4, len(blocks))  # wrapped: a MobileNet has 16 attended blocks
+    rows_n = -(-len(blocks) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.3 * rows_n + 0.5), squeeze=False)
+    for ax in list(axes.flat)[len(blocks) :]:
+        ax.set_visible(False)
+    for ax, block in zip(axes.flat, blocks, strict=False):
         for variant, by_seed in runs.items():
             if not all(block in rows[-1].get("modulation", {}) for rows in by_seed.values()):
                 continue
