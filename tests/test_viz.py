@@ -286,3 +286,20 @@ def test_predict_hints_when_an_image_lies_outside_the_training_data(tmp_path):
     assert unsure.entropy == pytest.approx(1.0)
     assert unsure.hint == "uncertain: entropy 100 % of the maximum"
     assert unsure.to_dict()["hint"] == unsure.hint and str(unsure).endswith(f"[{unsure.hint}]")
+
+
+def test_viz_runs_again_on_its_run_but_never_writes_into_another_runs_figures(
+    run, tmp_path, capsys
+):
+    import shutil
+
+    mine = tmp_path / "mine"
+    shutil.copytree(run, mine)
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    argv = ["viz", "--checkpoint", str(mine), "--images", "2"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # its viz/ holds lambda.png, named like a run file: still its own
+    assert main(["viz", "--checkpoint", str(other), "--images", "2"]) == 0
+    assert main([*argv, "--out", str(other / "viz")]) == 2
+    assert f"would overwrite a file of the run in {other}" in capsys.readouterr().err

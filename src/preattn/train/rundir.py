@@ -484,12 +484,20 @@ def guard_output(path: str | Path, what: str, *, own_run: RunDir | None = None) 
     nor any file of another run. ``own_run``: the run the command reads, whose figures and
     evaluation (not its config, records or weights) it may write anew."""
     path = Path(path)
-    folder = RunDir(path.parent) if path.parent.is_dir() else None
-    if folder is not None and folder.holds_run() and folder.owns(path):
-        mine = own_run is not None and os.path.abspath(own_run.path) == os.path.abspath(path.parent)
+    # the run holding the file: its folder, or the folder above (a run's viz/ figures)
+    for folder in (path.parent, path.parent.parent):
+        run = RunDir(folder)
+        if not (folder.is_dir() and _has_records(folder) and run.owns(path)):
+            continue
+        mine = own_run is not None and os.path.abspath(own_run.path) == os.path.abspath(folder)
         if not (mine and path.name not in _CORE_FILES):
             raise ValueError(
-                f"{what} {path} would overwrite a file of the run in {path.parent}; "
-                "choose another path"
+                f"{what} {path} would overwrite a file of the run in {folder}; choose another path"
             )
     return path
+
+
+def _has_records(folder: Path) -> bool:
+    """Whether ``folder`` holds a run's records (config, metrics, weights, checkpoints, the
+    list of its files), not merely files named like a run's figures (a run's viz/)."""
+    return any(os.path.lexists(folder / name) for name in _CORE_FILES if name != LOCK_FILE)
