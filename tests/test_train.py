@@ -86,6 +86,7 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
         "model.safetensors",
         "curves.png",
         "lambda.png",
+        "confusion.png",
     }
     assert set((run / ".run-files").read_text().split()) == {
         "config.yaml",
@@ -95,6 +96,7 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
         "model.safetensors",
         "curves.png",
         "lambda.png",
+        "confusion.png",
     }
     assert (run / "checkpoint").read_text() == "epoch-0002\n"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0002"]
