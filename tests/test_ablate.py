@@ -440,3 +440,26 @@ def test_report_gives_the_spread_of_images_per_second_and_says_it_is_no_benchmar
     text = (out / "report.md").read_text()
     assert f"{entry['images_per_s']:.0f} ({min(speeds):.0f}–{max(speeds):.0f})" in text
     assert "not a benchmark" in text
+
+
+def test_report_keeps_each_seeds_values_and_the_paired_statistics_recompute_from_them(tmp_path):
+    from scipy import stats
+
+    out = tmp_path / "grid"
+    report = ablate(_grid(seeds=[0, 1, 2]), out, plots=False, progress=lambda _: None)
+    saved = json.loads((out / "report.json").read_text())
+    by_name = {v["name"]: v for v in saved["variants"]}
+    for name, entry in by_name.items():
+        for seed in (0, 1, 2):
+            last = json.loads(
+                (out / name / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()[-1]
+            )
+            assert entry["per_seed"][str(seed)]["test_acc"] == last["test_acc"]
+            assert entry["per_seed"][str(seed)]["lambda"] == last["lambda"]
+    pre = [by_name["pre"]["per_seed"][str(s)]["test_acc"] for s in (0, 1, 2)]
+    none = [by_name["none"]["per_seed"][str(s)]["test_acc"] for s in (0, 1, 2)]
+    diff = by_name["pre"]["paired_diff"]
+    assert diff["mean"] == pytest.approx(sum(p - n for p, n in zip(pre, none, strict=True)) / 3)
+    if len({p - n for p, n in zip(pre, none, strict=True)}) > 1:  # a t-test is defined
+        assert diff["p"] == pytest.approx(stats.ttest_rel(pre, none).pvalue)
+    assert report["variants"][0]["per_seed"].keys() == {"0", "1", "2"}

@@ -5,7 +5,8 @@ seeds ``n``; final test accuracy (mean, sample std, Student-t 95 % interval); th
 difference to the reference (mean, interval, p; :mod:`preattn.ablate.stats`); the same for
 each corrupted test set (``eval_corrupt``); images/s (mean and min–max over seeds);
 parameters; final λ per block (mean over seeds); epochs and seconds (training +
-evaluation) to reach ``target_acc``.
+evaluation) to reach ``target_acc``; and ``per_seed``, each seed's own final values
+(accuracy, corrupted accuracies, λ, modulation, images/s, seconds).
 Accuracies are fractions in [0, 1].
 """
 
@@ -161,6 +162,18 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         entry["lambda_final"] = _final_per_block(by_seed, "lambda")
         # how much attention changes its input at the end (preattn.modulation), per block
         entry["modulation_final"] = _final_per_block(by_seed, "modulation")
+        # every seed's own final values, so the pairing and the statistics can be audited
+        entry["per_seed"] = {
+            str(seed): {
+                "test_acc": rows[-1]["test_acc"],
+                "test_acc_corrupt": dict(rows[-1].get("test_acc_corrupt", {})),
+                "lambda": dict(rows[-1].get("lambda", {})),
+                "modulation": dict(rows[-1].get("modulation", {})),
+                "images_per_s": statistics.fmean(r["images_per_s"] for r in rows),
+                "elapsed_s": rows[-1].get("elapsed_s"),
+            }
+            for seed, rows in sorted(by_seed.items())
+        }
         if grid.target_acc is not None:
             hits = [_time_to_target(rows, grid.target_acc) for rows in by_seed.values()]
             reached = [h for h in hits if h is not None]
