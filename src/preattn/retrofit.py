@@ -313,8 +313,8 @@ def _convert(block: nn.Module, layout: BlockLayout, spec: AttentionSpec) -> Resi
         if part is not None:
             part.to(device=weight.device, dtype=weight.dtype)
     new.train(block.training)
-    has_skip_weights = residual and skip is not None and any(True for _ in skip.parameters())
-    _keep_original_names(new, _name_pairs(branch, layout.skip if has_skip_weights else None))
+    own_skip = layout.skip if residual and skip is not None else None  # S is the block's own
+    _keep_original_names(new, _name_pairs(branch, own_skip))
     return new
 
 
