@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -85,3 +88,31 @@ def one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     return err
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` as an IDX file of unsigned bytes (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_files(
+    folder: Path, n_train: int = 20, n_test: int = 10, gz: bool = True, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The four (Fashion-)MNIST IDX files of random 28x28 images, labels ``i % 10``, in
+    ``folder``; returns the arrays by file stem."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return arrays

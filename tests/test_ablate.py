@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -463,3 +464,97 @@ def test_report_keeps_each_seeds_values_and_the_paired_statistics_recompute_from
     if len({p - n for p, n in zip(pre, none, strict=True)}) > 1:  # a t-test is defined
         assert diff["p"] == pytest.approx(stats.ttest_rel(pre, none).pvalue)
     assert report["variants"][0]["per_seed"].keys() == {"0", "1", "2"}
+
+
+# --- time limit, overrides, GPUs, evaluation -----------------------------------------------
+
+
+class _Clock:
+    """time.time for run_task: ``start`` at the start check, then ``later``."""
+
+    def __init__(self, start: float, later: float) -> None:
+        self.values = [start]
+        self.later = later
+
+    def time(self) -> float:
+        return self.values.pop(0) if self.values else self.later
+
+    @staticmethod
+    def perf_counter() -> float:
+        return time.perf_counter()
+
+
+def test_a_time_limit_stops_runs_after_their_epoch_and_the_grid_resumes_them(tmp_path, monkeypatch):
+    execute = importlib.import_module("preattn.ablate.execute")  # the module, not the function
+    grid = _grid(base={**BASE, "epochs": 3}, seeds=[0])
+    run = grid.runs(tmp_path)[0]
+    task = {"config": run.config.to_dict(), "resume": False, "threads": None, "deadline": 50.0}
+    monkeypatch.setattr(execute, "time", _Clock(start=0.0, later=100.0))
+    assert execute.run_task(task)["stopped_after"] == 1  # started in time, stopped after 1
+    assert RunDir(run.config.out).committed_epoch() == 1
+    assert execute.run_task(task)["stopped_after"] is None  # the limit has passed: no start
+    assert RunDir(run.config.out).committed_epoch() == 1
+    monkeypatch.undo()
+    report = ablate(grid, tmp_path)  # no limit: resumes it and finishes the others
+    assert RunDir(run.config.out).committed_epoch() == 3
+    assert {v["name"]: v["n"] for v in report["variants"]} == {"none": 1, "pre": 1}
+
+
+def test_a_passed_time_limit_reports_runs_as_not_started(tmp_path, capsys):
+    grid = _grid(seeds=[0])
+    with pytest.raises(ValueError, match="time_limit must be a number of seconds > 0, got 0"):
+        ablate(grid, tmp_path, time_limit=0)
+    report = ablate(grid, tmp_path, time_limit=1e-9)
+    out = capsys.readouterr().out
+    assert out.count("not started: time limit reached (the same command resumes it)") == 2
+    assert [v["n"] for v in report["variants"]] == [0, 0]
+
+
+def test_overrides_set_every_run_and_are_kept_with_the_grid(tmp_path, capsys):
+    grid = _grid().with_overrides({"epochs": 2, "limit_train": 16})
+    configs = [r.config for r in grid.runs(tmp_path)]
+    assert {(c.epochs, c.limit_train) for c in configs} == {(2, 16)}
+    assert Grid.from_dict(grid.to_dict()) == grid
+    args = ["ablate", "--out", str(tmp_path / "o"), "--dry-run", "--override", "stages=[2]"]
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(_grid(seeds=[0]).to_dict()))
+    assert main([*args, str(path)]) == 0
+    assert main([*args, "--override", "epochs", str(path)]) == 2
+    assert "--override takes KEY=VALUE, got 'epochs'" in one_line_error(capsys)
+
+
+def test_runs_spread_over_the_visible_gpus(monkeypatch):
+    execute = importlib.import_module("preattn.ablate.execute")
+    grid = _grid(
+        variants={"a": {}, "b": {}, "c": {"device": "cpu"}, "d": {"device": "cuda:1"}, "e": {}}
+    )
+    pending = [execute.PlannedRun(r, "new") for r in grid.runs(Path("/tmp/x"))]
+    tasks = execute._tasks(pending, 1, None, gpus=2)
+    assert [t["config"]["device"] for t in tasks[:5]] == [
+        "cuda:0",
+        "cuda:1",
+        "cpu",
+        "cuda:1",
+        "cuda:0",
+    ]
+    assert {t["config"]["device"] for t in execute._tasks(pending, 1, None)} == {
+        "auto",
+        "cpu",
+        "cuda:1",
+    }
+
+
+def test_grid_runs_evaluate_after_the_last_epoch_unless_told(tmp_path):
+    grid = _grid(base={**BASE, "epochs": 3}, seeds=[0])
+    assert {r.config.eval_every for r in grid.runs(tmp_path)} == {0}
+    assert {r.config.eval_every for r in _grid(target_acc=0.5).runs(tmp_path)} == {1}
+    asked = _grid(base={**BASE, "epochs": 3, "eval_every": 2}, seeds=[0])
+    assert {r.config.eval_every for r in asked.runs(tmp_path)} == {2}
+    by_name = {v["name"]: v for v in ablate(grid, tmp_path)["variants"]}
+    for variant in ("none", "pre"):
+        rows = [
+            json.loads(line)
+            for line in (tmp_path / variant / "seed0" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert ["test_acc" in r for r in rows] == [False, False, True]
+        assert by_name[variant]["per_seed"]["0"]["test_acc"] == rows[-1]["test_acc"]

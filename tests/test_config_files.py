@@ -19,7 +19,7 @@ from preattn.train.config import ConfigError
 @pytest.mark.parametrize(
     "text,message",
     [
-        ('amp: "no"\n', "amp must be bool, got 'no'"),
+        ('amp: "no"\n', r"amp must be one of \['off', 'bf16', 'fp16', 'auto'\], got 'no'"),
         ('lam_learnable: "false"\n', "lam_learnable must be bool, got 'false'"),
         ('lr: "0.1"\n', "lr must be float, got '0.1'"),
         ("seed: -5\n", r"seed must be an int >= 0, got -5"),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,33 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers import idx_bytes as _idx_bytes
+from _helpers import write_idx_files as _write_mnist
 from preattn.data import DatasetError, SyntheticShapes, build_datasets
 from preattn.data.cifar import read_cifar
 from preattn.data.idx import read_idx
 from preattn.data.registry import DEBIAN_FASHION_MNIST, find_idx_files
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def _write_mnist(folder: Path, n_train=20, n_test=10, gz=True, seed=0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
-    }
-    for name, array in arrays.items():
-        data = _idx_bytes(array)
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / name).write_bytes(data)
-    return arrays
 
 
 @pytest.mark.parametrize("gz", [True, False])

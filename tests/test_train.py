@@ -71,8 +71,10 @@ def _metrics(run: Path) -> list[dict]:
     return metrics_without_timings(run)
 
 
-def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
-    config = TrainConfig(**TINY, epochs=2, lam_warmup_steps=3, out=str(tmp_path / "run"))
+def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
+    config = TrainConfig(
+        **TINY, **train_device, epochs=2, lam_warmup_steps=3, out=str(tmp_path / "run")
+    )
     record = train(config)
     run = Path(config.out)
     assert {p.name for p in run.iterdir()} == {
@@ -117,8 +119,20 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
     assert TrainConfig.from_yaml(run / "config.yaml") == config
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
-    base = dict(TINY, epochs=3, lam_warmup_steps=4, warmup_epochs=0.5)
+@pytest.mark.parametrize("device_data", [False, True])
+def test_interrupted_and_resumed_run_equals_uninterrupted(
+    tmp_path, train_device, fashion_files, device_data, capsys
+):
+    """Synthetic images through the data loader; Fashion-MNIST-shaped files on the device
+    path (``device_data``): both resume to the same metrics and weights, bit for bit."""
+    data = (
+        dict(
+            dataset="fashion-mnist", data_dir=str(fashion_files), image_size=None, device_data=True
+        )
+        if device_data
+        else {}
+    )
+    base = dict(TINY, **train_device, **data, epochs=3, lam_warmup_steps=4, warmup_epochs=0.5)
     full = TrainConfig(**base, out=str(tmp_path / "full"))
     train(full)
 
@@ -134,11 +148,29 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     train(interrupted, resume=True)
 
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    assert "using the data loader" not in capsys.readouterr().out
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_device_data_falls_back_to_the_loader_for_generated_images(tmp_path, capsys):
+    train(TrainConfig(**TINY, epochs=1, device_data=True, out=str(tmp_path / "r")))
+    assert "--device-data: synthetic is not an in-memory image set; using the data loader" in (
+        capsys.readouterr().out
+    )
+
+
+def test_eval_every_evaluates_those_epochs_and_the_last(tmp_path):
+    config = TrainConfig(**TINY, epochs=5, eval_every=2, out=str(tmp_path / "r"))
+    train(config)
+    rows = _metrics(tmp_path / "r")
+    assert [r["epoch"] for r in rows if "test_acc" in r] == [2, 4, 5]
+    assert all(("test_loss" in r) == ("test_acc" in r) for r in rows)
+    train(config.replace(epochs=6, eval_every=0), resume=True)  # eval_every may change
+    assert [r["epoch"] for r in _metrics(tmp_path / "r") if "test_acc" in r] == [2, 4, 5, 6]
 
 
 def test_resume_rejects_mismatched_files(tmp_path):
@@ -238,10 +270,10 @@ def test_two_process_ddp_equals_single_process_accumulation(tmp_path):
         assert value == pytest.approx(torch.sigmoid(ddp_weights[f"{block}.mix.logit"]).item())
 
 
-@pytest.mark.parametrize("flags", [{"amp": True}, {"channels_last": True}])
-def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, flags):
-    """bf16 autocast on CPU (the fp16 + GradScaler path is CUDA's) and channels-last inputs
-    arrive in the model's forward during training, and the run still learns finitely."""
+@pytest.mark.parametrize("flags", [{"amp": "bf16"}, {"channels_last": True}])
+def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, flags, train_device):
+    """bf16 autocast and channels-last inputs arrive in the model's forward during training,
+    and the run still learns finitely."""
     import preattn.train.loop as loop
 
     seen: list[tuple[torch.dtype, bool]] = []
@@ -259,17 +291,18 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
         return model
 
     monkeypatch.setattr(loop, "build_model", spying_build)
-    record = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "r"), **flags))
+    record = train(TrainConfig(**TINY, **train_device, epochs=1, out=str(tmp_path / "r"), **flags))
     assert seen and math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])
     dtypes, channels_last = zip(*seen, strict=True)
     assert set(dtypes) == {torch.bfloat16 if flags.get("amp") else torch.float32}
     assert set(channels_last) == {bool(flags.get("channels_last"))}
 
 
-def test_amp_dtype_per_device():
+def test_amp_modes_per_device(monkeypatch):
     import warnings
 
-    from preattn.train.loop import _amp_dtype, make_scaler
+    from preattn.train import precision
+    from preattn.train.precision import amp_dtype, make_scaler, parse_amp
 
     # the fp16 path's loss scaler is built for CUDA (it disables itself without a GPU);
     # bf16 and float32 training get a disabled one
@@ -280,10 +313,42 @@ def test_amp_dtype_per_device():
     assert not make_scaler(torch.bfloat16, torch.device("cpu")).is_enabled()
     assert not make_scaler(None, torch.device("cuda")).is_enabled()
 
-    config = TrainConfig(amp=True)
-    assert _amp_dtype(config, torch.device("cpu")) == torch.bfloat16
-    assert _amp_dtype(config, torch.device("cuda")) == torch.float16
-    assert _amp_dtype(TrainConfig(), torch.device("cuda")) is None
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype("off", cuda) is None and amp_dtype("off", cpu) is None
+    assert amp_dtype("bf16", cpu) == amp_dtype("bf16", cuda) == torch.bfloat16
+    assert amp_dtype("fp16", cuda) == torch.float16
+    with pytest.raises(ValueError, match="amp='fp16' is for CUDA"):
+        amp_dtype("fp16", cpu)
+    # auto: bf16 where the hardware has it, fp16 on older GPUs, float32 on other CPUs
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda n=native: n)
+        assert amp_dtype("auto", cpu) == expected
+    for bf16, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda b=bf16: b)
+        assert amp_dtype("auto", cuda) == expected
+    # the earlier boolean option reads as auto / off, in flags and in saved configurations
+    assert [parse_amp(v) for v in (True, False, "true", "no", "BF16")] == [
+        "auto",
+        "off",
+        "auto",
+        "off",
+        "bf16",
+    ]
+    assert TrainConfig(amp=True).amp == "auto" and TrainConfig().amp == "off"
+    with pytest.raises(ValueError, match=r"amp must be one of .*got 'half'"):
+        parse_amp("half")
+    with pytest.raises(ValueError, match=r"amp must be one of \['off', 'bf16', 'fp16', 'auto'\]"):
+        TrainConfig(amp="yes please").validate()
+
+
+def test_native_bf16_detection_follows_the_cpu_flags(monkeypatch):
+    from preattn.train.precision import cpu_has_native_bf16
+
+    flags = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for avx512_bf16, amx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, flags[0], lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, flags[1], lambda v=amx: v, raising=False)
+        assert cpu_has_native_bf16() == (avx512_bf16 or amx)
 
 
 def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):

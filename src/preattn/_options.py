@@ -34,9 +34,11 @@ def option(
     parse: Callable[[str], Any] = str,
     *,
     choices: Any = None,
+    const: Any = None,
 ) -> Any:
-    """A dataclass field with ``help``, ``parse`` (command line) and ``choices`` metadata."""
-    metadata = {"help": help, "parse": parse, "choices": choices}
+    """A dataclass field with ``help``, ``parse`` (command line) and ``choices`` metadata;
+    ``const`` is the value of its flag given alone (``--amp``), where it may be."""
+    metadata = {"help": help, "parse": parse, "choices": choices, "const": const}
     if isinstance(default, dict | list):
         factory = dict if isinstance(default, dict) else list
         return field(default_factory=factory, metadata=metadata)

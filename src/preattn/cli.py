@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__
 from ._io import atomic_write_text
 from ._options import parse_bool, parse_int_list
+from ._yaml import parse_yaml_value
 from .data.errors import DatasetError
 from .data.registry import find_idx_files
 from .models.factory import MODELS
@@ -53,11 +54,13 @@ def _add_field_flags(
         # a help text that states its own default (per model, say) is not told it again
         help_text = text if "(default" in text else f"{text} (default: {shown})"
         choices = f.metadata.get("choices")
-        if parse is parse_bool:
+        const = True if parse is parse_bool else f.metadata.get("const")
+        if const is not None:
             parser.add_argument(
                 flag,
                 nargs="?",
-                const=True,
+                const=const,
+                choices=choices,
                 type=_argparse_type(parse),
                 default=argparse.SUPPRESS,
                 help=help_text,
@@ -161,10 +164,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["epochs=1", "stages=[2, 3]"]`` -> ``{"epochs": 1, "stages": [2, 3]}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = parse_yaml_value(value.strip())
+    return out
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import Grid, SlurmOptions, ablate, format_report
 
     grids = [Grid.from_yaml(path) for path in args.grid]
+    if args.override:
+        overrides = _key_values(args.override, "--override")
+        grids = [g.with_overrides(overrides) for g in grids]
     report_root = Path(args.report_dir or args.out)
     if len(grids) > 1:
         stems = [Path(p).stem for p in args.grid]
@@ -187,6 +204,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         slurm=slurm,
         dry_run=args.dry_run,
         report_only=args.report_only,
+        time_limit=args.time_limit,
         report_dir=report_dirs,
     )
     if result is not None:
@@ -616,6 +634,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"))
     p.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     p.add_argument("--report-only", action="store_true", help="train nothing, write the report")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="after this long start no run and stop each running one after its epoch (the "
+        "same command resumes them); the report covers the finished runs",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a train option on every run of the grid, over base and the variants "
+        "(repeatable; e.g. --override epochs=1 --override limit_train=256); use another --out",
+    )
     p.add_argument(
         "--report-dir",
         metavar="DIR",

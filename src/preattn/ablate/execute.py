@@ -16,6 +16,14 @@ Executors, all calling :func:`run_task` in a separate process per job:
 * ``submitit-local``: the same submitit path on this machine (``N`` jobs at a time).
 
 A run's output goes to ``train.log`` in its run directory.
+
+GPUs: on this machine (``local``, ``submitit-local``) the runs whose device is ``auto`` or
+``cuda`` go to the visible GPUs in turn (run ``i`` on ``cuda:i mod count``), so ``--jobs``
+larger than the number of GPUs puts several runs on each. Slurm tasks get their own GPUs.
+
+``time_limit``: after that many seconds no run starts, and a running one stops after the
+epoch it is in (committed: the next ``ablate`` resumes it); the report covers the runs that
+finished.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ __all__ = [
     "execute",
     "plan",
     "run_task",
+    "visible_gpus",
 ]
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -102,23 +111,44 @@ def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
     return planned
 
 
+class _TimeUp(Exception):
+    """The grid's time limit passed; the run stops after its committed epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(epoch)
+        self.epoch = epoch
+
+
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Train one run (in a worker process): ``task`` holds the flat ``config``, ``resume``
-    and ``threads`` (torch threads, or None). Output goes to the run's ``train.log``.
-    Returns ``{"test_acc", "seconds"}``."""
+    """Train one run (in a worker process): ``task`` holds the flat ``config``, ``resume``,
+    ``threads`` (torch threads, or None) and ``deadline`` (``time.time()`` after which the
+    run stops after its current epoch, or None). Output goes to the run's ``train.log``.
+    Returns ``{"test_acc", "seconds"}``, or ``{"stopped_after", "seconds"}`` (the last
+    committed epoch) when the deadline stopped it."""
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
     config = TrainConfig.from_dict(task["config"])
+    deadline = task.get("deadline")
+    started = time.perf_counter()
+    if deadline is not None and time.time() >= deadline:
+        return {"stopped_after": None, "seconds": 0.0}
     out = Path(config.out)  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+
+    def stop_at_deadline(record: dict[str, Any]) -> None:
+        if deadline is not None and time.time() >= deadline and record["epoch"] < config.epochs:
+            raise _TimeUp(record["epoch"])
+
     with (
         open(out / LOG_FILE, "a") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
         try:
-            record = train(config, resume=bool(task["resume"]))
+            record = train(config, resume=bool(task["resume"]), callbacks=[stop_at_deadline])
+        except _TimeUp as stop:
+            print(f"stopped by the grid's time limit after epoch {stop.epoch}", flush=True)
+            return {"stopped_after": stop.epoch, "seconds": time.perf_counter() - started}
         except Exception:
             traceback.print_exc()  # into the log; the executor reports the error itself
             raise
@@ -132,11 +162,32 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _tasks(pending: Sequence[PlannedRun], threads: int | None) -> list[dict[str, Any]]:
-    return [
-        {"config": p.run.config.to_dict(), "resume": p.action == "resume", "threads": threads}
-        for p in pending
-    ]
+def visible_gpus() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _tasks(
+    pending: Sequence[PlannedRun],
+    threads: int | None,
+    deadline: float | None,
+    gpus: int = 0,
+) -> list[dict[str, Any]]:
+    """The workers' tasks; with ``gpus``, runs on ``auto``/``cuda`` spread over them."""
+    tasks = []
+    for index, p in enumerate(pending):
+        config = p.run.config.to_dict()
+        if gpus and config["device"] in ("auto", "cuda"):
+            config["device"] = f"cuda:{index % gpus}"
+        tasks.append(
+            {
+                "config": config,
+                "resume": p.action == "resume",
+                "threads": threads,
+                "deadline": deadline,
+            }
+        )
+    return tasks
 
 
 Outcome = tuple[PlannedRun, dict[str, Any] | None, str | None]
@@ -156,16 +207,14 @@ def die_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True).start()
 
 
-def _local(pending: Sequence[PlannedRun], jobs: int) -> Iterator[Outcome]:
+def _local(pending: Sequence[PlannedRun], jobs: int, deadline: float | None) -> Iterator[Outcome]:
     threads = max(1, available_cores() // jobs)
+    tasks = _tasks(pending, threads, deadline, visible_gpus())
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
         jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
     ) as pool:
-        futures = {
-            pool.submit(run_task, task): p
-            for task, p in zip(_tasks(pending, threads), pending, strict=True)
-        }
+        futures = {pool.submit(run_task, task): p for task, p in zip(tasks, pending, strict=True)}
         for future in concurrent.futures.as_completed(futures):
             try:
                 yield futures[future], future.result(), None
@@ -174,7 +223,12 @@ def _local(pending: Sequence[PlannedRun], jobs: int) -> Iterator[Outcome]:
 
 
 def _submitit(
-    pending: Sequence[PlannedRun], jobs: int, root: Path, cluster: str, slurm: SlurmOptions
+    pending: Sequence[PlannedRun],
+    jobs: int,
+    root: Path,
+    cluster: str,
+    slurm: SlurmOptions,
+    deadline: float | None,
 ) -> Iterator[Outcome]:
     try:
         import submitit
@@ -198,7 +252,8 @@ def _submitit(
     batch = len(pending) if cluster == "slurm" else jobs
     for start in range(0, len(pending), batch):
         chunk = list(pending[start : start + batch])
-        submitted = executor.map_array(run_task, _tasks(chunk, threads))
+        gpus = visible_gpus() if cluster == "local" else 0  # Slurm assigns each task its own
+        submitted = executor.map_array(run_task, _tasks(chunk, threads, deadline, gpus))
         by_job = dict(zip((j.job_id for j in submitted), chunk, strict=True))
         for job in submitit.helpers.as_completed(submitted, poll_frequency=1):
             try:
@@ -223,22 +278,35 @@ def execute(
     jobs: int = 1,
     executor: str = "local",
     slurm: SlurmOptions | None = None,
+    time_limit: float | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[Outcome]:
     """Run ``pending`` (the runs :func:`plan` found not done); report each finished run
-    through ``progress``. Returns ``(planned, result or None, error or None)`` per run."""
+    through ``progress``. Returns ``(planned, result or None, error or None)`` per run.
+    ``time_limit``: seconds after which runs stop (module docstring)."""
     check_executor(executor, jobs)
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
     if not pending:
         return []
+    deadline = None if time_limit is None else time.time() + time_limit
     if executor == "local":
-        outcomes = _local(pending, jobs)
+        outcomes = _local(pending, jobs, deadline)
     else:
         cluster = "slurm" if executor == "slurm" else "local"
-        outcomes = _submitit(pending, jobs, Path(root), cluster, slurm or SlurmOptions())
+        outcomes = _submitit(pending, jobs, Path(root), cluster, slurm or SlurmOptions(), deadline)
     results = []
     for count, (planned, result, error) in enumerate(outcomes, 1):
         log = Path(planned.run.config.out) / LOG_FILE  # type: ignore[arg-type]
-        if error is None and result is not None:
+        if error is None and result is not None and "stopped_after" in result:
+            after = result["stopped_after"]
+            status = (
+                "not started: time limit reached"
+                if after is None
+                else f"stopped by the time limit after epoch {after} of "
+                f"{planned.run.config.epochs}, {result['seconds']:.0f} s"
+            ) + " (the same command resumes it)"
+        elif error is None and result is not None:
             status = f"test acc {result['test_acc']:.4f}, {result['seconds']:.0f} s"
         else:
             status = f"FAILED ({error}); see {log}"

@@ -11,10 +11,16 @@
     reference: none     # the variant the others are compared with (paired, per seed)
     seeds: [0, 1, 2]
     target_acc: 0.85    # optional: epochs and seconds to reach this test accuracy
+    overrides: {}       # optional: options set on every run, over base and the variants
 
 Run ``(variant, seed)`` trains ``base ∪ variants[variant]`` with ``seed`` in
 ``DIR/<variant>/seed<seed>/``. Every variant uses the same seeds, so a seed fixes the data
 order and augmentation for all of them and differences are paired.
+
+A grid's runs evaluate on the test set after their last epoch only (``eval_every: 0``),
+where evaluation would otherwise be much of a short run's time; with ``target_acc`` they
+evaluate every epoch (the time to the target needs it). ``eval_every`` in ``base`` or a
+variant says otherwise.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class Grid:
     reference: str
     seeds: tuple[int, ...]
     target_acc: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
     source: str = field(default="", compare=False)
 
     @classmethod
@@ -75,7 +82,7 @@ class Grid:
         """Check ``values`` and build the grid; errors name ``source`` and the key."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: a grid must be a mapping, got {type(values).__name__}")
-        known = {"base", "variants", "reference", "seeds", "target_acc"}
+        known = {"base", "variants", "reference", "seeds", "target_acc", "overrides"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown grid keys {unknown}; known: {sorted(known)}")
@@ -130,6 +137,7 @@ class Grid:
             reference,
             tuple(seeds),
             None if target is None else float(target),
+            _options(values.get("overrides") or {}, f"{source}: overrides"),
             source=source,
         )
         grid.runs(Path("."))  # every variant's configuration must be valid
@@ -149,11 +157,26 @@ class Grid:
         }
         if self.target_acc is not None:
             out["target_acc"] = self.target_acc
+        if self.overrides:
+            out["overrides"] = dict(self.overrides)
         return out
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Grid:
+        """This grid with ``overrides`` set on every run (over base and the variants), e.g.
+        ``{"epochs": 1, "limit_train": 256}`` for a quick pass through a long grid; the
+        runs belong in another ``--out`` then (their configuration differs)."""
+        values = self.to_dict()
+        values["overrides"] = {**self.overrides, **overrides}
+        return Grid.from_dict(values, source=f"{self.source} (overridden)")
 
     def config(self, variant: str, seed: int, root: str | Path) -> TrainConfig:
         """The configuration of run ``(variant, seed)`` under ``root``."""
-        values = {**self.base, **self.variants[variant]}
+        values = {
+            "eval_every": 0 if self.target_acc is None else 1,
+            **self.base,
+            **self.variants[variant],
+            **self.overrides,
+        }
         values.update(seed=int(seed), out=str(Path(root) / variant / f"seed{seed}"))
         try:
             return TrainConfig.from_dict(values).validate()

@@ -40,12 +40,15 @@ def _per_epoch(
     by_seed: dict[int, list[dict[str, Any]]],
     key: str,
     bounds: tuple[float, float] | None = None,
-) -> list[dict[str, Any]]:
+) -> dict[int, dict[str, Any]]:
+    """``{epoch: summary over seeds of key}`` for the epochs whose records all hold ``key``
+    (a grid evaluated only at the last epoch has test accuracy there alone)."""
     epochs = min(len(rows) for rows in by_seed.values())
-    return [
-        summarise([rows[e].get(key, float("nan")) for rows in by_seed.values()], bounds)
+    return {
+        e + 1: summarise([rows[e][key] for rows in by_seed.values()], bounds)
         for e in range(epochs)
-    ]
+        if all(key in rows[e] for rows in by_seed.values())
+    }
 
 
 def _epoch_ticks(ax: Any, epochs: int) -> None:
@@ -105,8 +108,9 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, by_seed in runs.items():
-        stats = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
-        x = np.arange(1, len(stats) + 1)
+        per_epoch = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
+        x = np.array(list(per_epoch))
+        stats = list(per_epoch.values())
         mean = np.array([100 * s["mean"] for s in stats])
         (line,) = ax.plot(x, mean, marker="o", label=f"{variant} (n={len(by_seed)})")
         if all(s["ci95"] is not None for s in stats):
@@ -158,8 +162,12 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
     for variant, by_seed in runs.items():
         acc = _per_epoch(by_seed, "test_acc")
         seconds = _per_epoch(by_seed, "elapsed_s")
+        epochs = [e for e in acc if e in seconds]
         ax.plot(
-            [s["mean"] for s in seconds], [100 * a["mean"] for a in acc], marker="o", label=variant
+            [seconds[e]["mean"] for e in epochs],
+            [100 * acc[e]["mean"] for e in epochs],
+            marker="o",
+            label=variant,
         )
     if grid.target_acc is not None:
         ax.axhline(100 * grid.target_acc, color="grey", linestyle="--", linewidth=1)

@@ -30,11 +30,12 @@ __all__ = ["build_report", "format_report", "write_report"]
 # what the report reads of each epoch record, and the types it needs
 _RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "epoch": (int,),
-    "test_acc": (int, float),
     "images_per_s": (int, float),
     "lambda": (dict,),
 }
+# test_acc: in every evaluated epoch's record, and the last epoch is always evaluated
 _OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "test_acc": (int, float),
     "elapsed_s": (int, float),
     "test_acc_corrupt": (dict,),
     "modulation": (dict,),
@@ -69,6 +70,11 @@ def _runs_of(grid: Grid, root: Path) -> dict[str, dict[int, list[dict[str, Any]]
         rows = run_dir.read_metrics(upto_epoch=run.config.epochs)
         for number, row in enumerate(rows, 1):
             _check_record(run_dir, number, row)
+        if rows and "test_acc" not in rows[-1]:
+            raise RunError(
+                f"{run_dir.path / METRICS_FILE}: record {len(rows)} has no 'test_acc'; "
+                "retrain or remove that run"
+            )
         if len(rows) == run.config.epochs:
             out[run.variant][run.seed] = rows
     return out
@@ -97,7 +103,7 @@ def _final_per_block(by_seed: dict[int, list[dict[str, Any]]], key: str) -> dict
 
 def _time_to_target(rows: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
     for row in rows:
-        if row["test_acc"] >= target:
+        if row.get("test_acc", -1.0) >= target:
             return int(row["epoch"]), float(row.get("elapsed_s", 0.0))
     return None
 

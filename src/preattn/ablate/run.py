@@ -36,12 +36,15 @@ def ablate(
     slurm: SlurmOptions | None = None,
     dry_run: bool = False,
     report_only: bool = False,
+    time_limit: float | None = None,
     report_dir: str | Path | Sequence[str | Path] | None = None,
     plots: bool = True,
     progress: Callable[[str], None] = print,
 ) -> Any:
     """Run ``grid`` in ``out`` and write its report; returns the report (``None`` for a
-    dry run). ``dry_run`` only says what would run; ``report_only`` trains nothing.
+    dry run). ``dry_run`` only says what would run; ``report_only`` trains nothing;
+    ``time_limit`` (seconds) stops the runs after the epoch they are in once it has passed
+    (the report covers the finished ones; the same call later resumes the others).
 
     The report (and a copy of the grid, ``grid.yaml``) goes to ``report_dir`` (default
     ``out``). ``grid`` may be a list of grids sharing one pool of runs in ``out``: their
@@ -87,7 +90,13 @@ def ablate(
         []
         if report_only
         else execute(
-            pending, root=out, jobs=jobs, executor=executor, slurm=slurm, progress=progress
+            pending,
+            root=out,
+            jobs=jobs,
+            executor=executor,
+            slurm=slurm,
+            time_limit=time_limit,
+            progress=progress,
         )
     )
     reports = [

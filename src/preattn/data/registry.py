@@ -35,6 +35,7 @@ from .errors import DatasetError
 from .idx import read_idx
 from .images import open_rgb
 from .synthetic import SYNTHETIC_CLASSES, SyntheticShapes
+from .transforms import ArrayTransform
 
 __all__ = [
     "DATASETS",
@@ -216,18 +217,6 @@ def find_idx_files(name: str, data_dir: str | Path | None) -> dict[str, Path]:
     )
 
 
-def _tensor_transform(
-    mean: Sequence[float], std: Sequence[float], size: int, pad: int, flip: bool, train: bool
-) -> v2.Compose:
-    steps: list[Callable] = [v2.ToDtype(torch.float32, scale=True)]
-    if train:
-        steps.append(v2.RandomCrop(size, padding=pad))
-        if flip:
-            steps.append(v2.RandomHorizontalFlip())
-    steps.append(v2.Normalize(mean, std))
-    return v2.Compose(steps)
-
-
 Loaded = tuple[Dataset, Dataset, str, Sequence[str]]
 
 
@@ -267,7 +256,7 @@ def _load_idx(spec: DatasetSpec, request: LoadRequest) -> Loaded:
                 f"{files[f'{split}_labels']}: {len(labels)} labels for {len(images)} images"
             )
         _check_labels(files[f"{split}_labels"], labels, len(spec.classes or ()))
-        transform = _tensor_transform(mean, std, 28, 2, spec.flip, split == "train")
+        transform = ArrayTransform(mean, std, 28, pad=2, flip=spec.flip, train=split == "train")
         out.append(ArrayImageDataset(images, labels, transform))
     return out[0], out[1], str(files["train_images"].parent), spec.classes
 
@@ -286,7 +275,7 @@ def _load_cifar(spec: DatasetSpec, request: LoadRequest) -> Loaded:
                 _check_labels(folder, labels, len(spec.classes or ()))
                 splits.append(
                     ArrayImageDataset(
-                        images, labels, _tensor_transform(mean, std, 32, 4, True, train)
+                        images, labels, ArrayTransform(mean, std, 32, pad=4, flip=True, train=train)
                     )
                 )
             return splits[0], splits[1], str(folder), spec.classes

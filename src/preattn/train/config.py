@@ -32,6 +32,7 @@ from ..data.corrupt import Corruption, parse_corruptions
 from ..data.registry import DATASET_SPECS
 from ..models.factory import MODELS
 from ..spec import AttentionSpec
+from .precision import AMP_MODES, parse_amp
 
 __all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
 
@@ -111,7 +112,15 @@ class TrainConfig:
     seed: int = option(0, "random seed (>= 0)", int)
     out: str | None = option(None, "run directory (default: a new runs/<date>-<time>-<model>)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N, or any torch device name")
-    amp: bool = option(False, "mixed precision (bf16 on CPU, fp16 on CUDA)", parse_bool)
+    amp: str = option(
+        "off",
+        "mixed precision: off, bf16, fp16 (CUDA, with loss scaling) or auto (bf16 where the "
+        "device computes it natively, fp16 on older GPUs, off on other CPUs); --amp alone "
+        "is auto (default: off)",
+        parse_amp,
+        choices=AMP_MODES,
+        const="auto",
+    )
     channels_last: bool = option(False, "channels-last memory format", parse_bool)
     compile: bool = option(
         False,
@@ -120,6 +129,25 @@ class TrainConfig:
         parse_bool,
     )
     sync_bn: bool = option(False, "SyncBatchNorm under DDP (CUDA only)", parse_bool)
+    device_data: bool = option(
+        False,
+        "hold the training and test images on the device and crop, flip and normalise whole "
+        "batches there (in-memory sets: fashion-mnist, mnist, cifar); other sets use the "
+        "data loader",
+        parse_bool,
+    )
+    deterministic: bool = option(
+        False,
+        "deterministic kernels (cuDNN, cuBLAS), as exact resume on CUDA needs; off lets "
+        "cuDNN pick the fastest convolution algorithms",
+        parse_bool,
+    )
+    eval_every: int = option(
+        1,
+        "evaluate on the test set every N epochs and after the last one (0: only after the "
+        "last; ablate's default)",
+        int,
+    )
     workers: int = option(0, "data-loader worker processes", int)
     plots: bool = option(True, "write curves.png and lambda.png when the run ends", parse_bool)
 
@@ -130,6 +158,8 @@ class TrainConfig:
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(f"unknown TrainConfig option(s) {unknown}; known: {self.keys()}")
+        if isinstance(options.get("amp"), bool):  # the option's earlier boolean form
+            options["amp"] = parse_amp(options["amp"])
         for name, f in known.items():
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             setattr(self, name, options.get(name, default))
@@ -160,7 +190,7 @@ class TrainConfig:
                 _validate.choice(f.name, getattr(self, f.name), f.metadata["choices"])
         for name in ("epochs", "batch_size"):
             _validate.positive_int(name, getattr(self, name))
-        for name in ("seed", "workers"):
+        for name in ("seed", "workers", "eval_every"):
             _validate.non_negative_int(name, getattr(self, name))
         if not self.lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
+from ..data.device_batches import DeviceImages
 from ..data.registry import DataSplits, first_images
 from ..maps import attention_maps
 from ..mixing import lambdas
@@ -40,9 +41,12 @@ from .build import build_data, build_model, corrupted_test_sets
 from .config import TrainConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
 from .evaluate import evaluate
+from .kernels import kernel_settings
 from .load import check_same_data
 from .optim import WarmupCosine, build_optimizer
 from .plots import plot_confusion, plot_history
+from .precision import amp_dtype as autocast_dtype
+from .precision import make_scaler
 from .rundir import RESUMABLE_OPTIONS, RunDir, RunError, default_run_dir, fixed_changes
 
 __all__ = [
@@ -62,12 +66,6 @@ class TrainingDiverged(RunError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if not config.amp:
-        return None
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
 def _test_shard(dataset: Any, ctx: DistContext) -> Any:
     """This process's disjoint strided share of a test set."""
     if not ctx.distributed:
@@ -75,10 +73,19 @@ def _test_shard(dataset: Any, ctx: DistContext) -> Any:
     return Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
 
 
+def _epoch_generator(config: TrainConfig, epoch: int) -> torch.Generator:
+    """The generator of an epoch's order (and, on the device path, its augmentation):
+    seeded from ``(seed, epoch)`` alone, the same on every process."""
+    return torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+
+
 def _train_loader(
     splits: DataSplits, config: TrainConfig, ctx: DistContext, epoch: int
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    """The data loader of one epoch. It is built per epoch on purpose: its order and its
+    workers' seeds come from the epoch's generator, so a resumed run repeats an
+    uninterrupted one (persistent workers would carry their state across epochs)."""
+    generator = _epoch_generator(config, epoch)
     sampler: Any
     if ctx.distributed:
         sampler = DistributedSampler(
@@ -135,11 +142,6 @@ def _log(ctx: DistContext, message: str) -> None:
         print(message, flush=True)
 
 
-def make_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
-    """Loss scaling for float16 autocast (CUDA); a disabled scaler otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-
 @dataclass
 class StepContext:
     """What one optimisation step needs besides the batch."""
@@ -154,6 +156,11 @@ class StepContext:
     amp_dtype: torch.dtype | None
 
 
+# the step losses are read on the host (one synchronisation with the device) this often
+# and at the end of an epoch; a non-finite loss stops training at that read
+SYNC_EVERY = 50
+
+
 def train_one_epoch(
     ctx: StepContext, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], step: int, epoch: int
 ) -> tuple[dict[str, Any], int]:
@@ -161,8 +168,11 @@ def train_one_epoch(
 
     Returns the sums ``{"loss", "correct", "seen"}`` over all processes, the last ``lr``,
     ``seconds``, and ``steps``: this process's per-step records ``{"step", "epoch", "loss",
-    "lr"}``; and the next step. Raises :class:`TrainingDiverged` when the loss is not finite
-    (before the optimiser applies it), naming the epoch (1-based) and the step.
+    "lr"}``; and the next step. Losses stay on the device and are read every
+    :data:`SYNC_EVERY` steps, so the host never waits for the device within a step. A loss
+    that is not finite raises :class:`TrainingDiverged` at that read, naming the epoch
+    (1-based), the batch and the step where it first appeared; nothing of the epoch is
+    committed then, so the last good checkpoint is kept.
     """
     device = ctx.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -171,6 +181,21 @@ def train_one_epoch(
     lr = ctx.lr_at(step)
     started = time.perf_counter()
     per_step: list[dict[str, Any]] = []
+    unread: list[tuple[int, int, float, torch.Tensor]] = []  # (batch, step, lr, loss)
+
+    def read_losses() -> None:
+        if not unread:
+            return
+        values = torch.stack([loss for *_, loss in unread]).tolist()
+        for (index, at, rate, _), value in zip(unread, values, strict=True):
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training loss became {value} at epoch {epoch}, batch {index + 1} "
+                    f"(optimiser step {at}); stopped, the last good checkpoint is kept"
+                )
+            per_step.append({"step": at, "epoch": epoch, "loss": value, "lr": rate})
+        unread.clear()
+
     ctx.net.train()
     for index, (images, labels) in enumerate(batches):
         images = images.to(device, non_blocking=True).contiguous(memory_format=ctx.memory_format)
@@ -183,21 +208,19 @@ def train_one_epoch(
         ):
             logits = ctx.net(images)
             loss = ctx.loss_fn(logits.float(), labels)
-        value = loss.item()  # one synchronisation per step: the loss is checked and logged
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"training loss became {value} at epoch {epoch}, batch {index + 1} "
-                f"(optimiser step {step + 1}); stopped, the last good checkpoint is kept"
-            )
         ctx.optimizer.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
         step += 1
-        per_step.append({"step": step, "epoch": epoch, "loss": value, "lr": lr})
-        loss_sum += loss.detach() * labels.numel()
+        loss = loss.detach()
+        unread.append((index, step, lr, loss))
+        loss_sum += loss * labels.numel()
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.numel()
+        if len(unread) >= SYNC_EVERY:
+            read_losses()
+    read_losses()
     stats = {"loss": loss_sum, "correct": correct, "seen": seen}
     for total in stats.values():
         all_reduce_sum(total)
@@ -285,7 +308,10 @@ def train(
     ctx = init_distributed(config.device)
     run = RunDir(config.out)
     try:
-        with run.lock() if ctx.is_main else contextlib.nullcontext():
+        with (
+            run.lock() if ctx.is_main else contextlib.nullcontext(),
+            kernel_settings(ctx.device, config.deterministic),
+        ):
             return _train(config, ctx, run, resume, overwrite, callbacks or [])
     finally:
         shutdown()
@@ -331,7 +357,7 @@ def _train(
     schedule = WarmupCosine(
         config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)
     )
-    amp_dtype = _amp_dtype(config, device)
+    amp_dtype = autocast_dtype(config.amp, device)
     scaler = make_scaler(amp_dtype, device)
 
     start_epoch, step, history = 0, 0, []
@@ -376,12 +402,27 @@ def _train(
         amp_dtype=amp_dtype,
     )
 
-    def run_eval(dataset: Any) -> Any:
-        shard = _test_shard(dataset, ctx)
-        loader = DataLoader(shard, batch_size=config.batch_size, num_workers=config.workers)
+    on_device = _device_images(splits, config, ctx)
+
+    def run_eval(dataset: Any, images: DeviceImages | None = None) -> Any:
+        batches: Any
+        if images is not None:
+            batches = images.epoch(
+                config.batch_size, rank=ctx.rank, world_size=ctx.world_size, drop_last=False
+            )
+            count = len(batches.order)
+        else:
+            shard = _test_shard(dataset, ctx)
+            count = len(shard)
+            batches = DataLoader(
+                shard,
+                batch_size=config.batch_size,
+                num_workers=config.workers,
+                pin_memory=device.type == "cuda",
+            )
         return evaluate(
             model,
-            _progress(loader, ctx, desc=f"evaluating {len(shard)} images"),
+            _progress(batches, ctx, desc=f"evaluating {count} images"),
             splits.num_classes,
             device,
             channels_last=config.channels_last,
@@ -406,19 +447,30 @@ def _train(
     result = None
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
-        loader = _train_loader(splits, config, ctx, epoch)
+        loader: Iterable[Any]
+        if on_device is not None:
+            loader = on_device[0].epoch(
+                config.batch_size,
+                generator=_epoch_generator(config, epoch),
+                drop_last=True,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+            )
+        else:
+            loader = _train_loader(splits, config, ctx, epoch)
         batches = _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
         lambda_start = lambdas(model)
         stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
         eval_started = time.perf_counter()
-        result = run_eval(splits.test)
+        evaluated = _evaluates(config, epoch + 1)
+        if evaluated:
+            result = run_eval(splits.test, on_device[1] if on_device else None)
         eval_seconds = time.perf_counter() - eval_started
         record = {
             "epoch": epoch + 1,
             "train_loss": stats["loss"] / stats["seen"],
             "train_acc": stats["correct"] / stats["seen"],
-            "test_loss": result.loss,
-            "test_acc": result.accuracy,
+            **({"test_loss": result.loss, "test_acc": result.accuracy} if evaluated else {}),
             "lr": stats["lr"],
             "lambda": lambdas(model),
             "lambda_start": lambda_start,
@@ -434,7 +486,7 @@ def _train(
                 name: run_eval(dataset).accuracy
                 for name, dataset in corrupted_test_sets(config, splits).items()
             }
-        if not math.isfinite(record["test_loss"]):
+        if not math.isfinite(record.get("test_loss", 0.0)):
             raise TrainingDiverged(
                 f"test loss became {record['test_loss']} after epoch {epoch + 1}; stopped, "
                 "the last good checkpoint is kept"
@@ -448,7 +500,7 @@ def _train(
             callback(record)
     if ctx.is_main and history and config.plots:
         run.record(*plot_history(history, run.path, run.read_steps(), name=str(run.path)))
-        if result is not None:  # this call trained: the confusion of its last epoch
+        if result is not None:  # this call evaluated: the confusion of its last evaluation
             title = (
                 f"{run.path}: epoch {record['epoch']}, test accuracy {100 * result.accuracy:.2f} %"
             )
@@ -456,6 +508,34 @@ def _train(
                 plot_confusion(result.confusion, splits.classes, run.path / "confusion.png", title)
             )
     return record
+
+
+def _evaluates(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch`` (1-based) is evaluated on the test set: the last one always, and
+    every ``eval_every``-th (``eval_every=0``: only the last)."""
+    every = config.eval_every
+    return epoch == config.epochs or (every > 0 and epoch % every == 0)
+
+
+def _device_images(
+    splits: DataSplits, config: TrainConfig, ctx: DistContext
+) -> tuple[DeviceImages, DeviceImages] | None:
+    """The training and test sets on the device when ``config.device_data`` asks and the
+    set allows it (in-memory images, no training corruptions); else None, with a line
+    saying the data loader is used."""
+    if not config.device_data:
+        return None
+    train = DeviceImages.of(splits.train, ctx.device)
+    test = DeviceImages.of(splits.test, ctx.device) if train is not None else None
+    if train is None or test is None:
+        _log(
+            ctx,
+            f"--device-data: {config.dataset}"
+            f"{' with train_corrupt' if config.train_corrupt else ''} is not an in-memory "
+            "image set; using the data loader",
+        )
+        return None
+    return train, test
 
 
 def _commit_epoch(
@@ -488,10 +568,14 @@ def _commit_epoch(
     uncontrolled = [k for k in modulation if k not in record["lambda"]]
     if uncontrolled:
         lam_text += "; " + ", ".join(f"{k} m={100 * modulation[k]:.1f}%" for k in uncontrolled)
+    test = (
+        f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"
+        if "test_acc" in record
+        else "test: not evaluated (eval_every)"
+    )
     print(
         f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f}"
-        f" acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "
-        f"acc {record['test_acc']:.4f}  lr {record['lr']:.4g}  λ [{lam_text}]  "
+        f" acc {record['train_acc']:.4f}  {test}  lr {record['lr']:.4g}  λ [{lam_text}]  "
         f"{record['images_per_s']:.0f} img/s",
         flush=True,
     )

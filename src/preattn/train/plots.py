@@ -105,12 +105,17 @@ def history_figure(
     ax_loss.plot(
         epochs, [r["train_loss"] for r in history], "o", color="tab:blue", label="train (epoch)"
     )
+    tested = [r for r in history if "test_acc" in r]  # evaluated epochs (eval_every)
     ax_loss.plot(
-        epochs, [r["test_loss"] for r in history], "o-", color="tab:orange", label="test (epoch)"
+        [r["epoch"] for r in tested],
+        [r["test_loss"] for r in tested],
+        "o-",
+        color="tab:orange",
+        label="test (epoch)",
     )
     ax_loss.set(ylabel="cross-entropy (nats)", title="loss")
     ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
-    ax_acc.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
+    ax_acc.plot([r["epoch"] for r in tested], [r["test_acc"] for r in tested], "o-", label="test")
     ax_acc.set(ylabel="accuracy (fraction)", title="accuracy (end of each epoch)")
     ax_lr.set(ylabel="learning rate", title="learning rate per optimiser step")
     for ax in (ax_loss, ax_acc, ax_lr):
