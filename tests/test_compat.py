@@ -23,7 +23,12 @@ from preattn.models import SimpleCNN
 
 
 def _assert_equivalent(
-    reference: nn.Module, ours: nn.Module, x: torch.Tensor, *, check_input_grad: bool = True
+    reference: nn.Module,
+    ours: nn.Module,
+    x: torch.Tensor,
+    *,
+    check_input_grad: bool = True,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Outputs (train and eval), input gradients and updated BN statistics agree.
 
@@ -33,7 +38,12 @@ def _assert_equivalent(
     ``check_input_grad=False`` where attention sees post-ReLU activations: exact zeros tie
     in the max pooling, and ``torch.max`` (notebook) routes the gradient to one of the tied
     entries while ``amax`` splits it evenly; both are valid subgradients.
+
+    Both run on ``device`` (``pytest --device``).
     """
+    reference.to(device)
+    ours.to(device)
+    x = x.to(device)
     ours.load_state_dict(convert_seed_state_dict(reference.state_dict()), strict=True)
     start = copy.deepcopy(reference.state_dict())
     for dtype, tol in ((torch.float64, 1e-6), (torch.float32, 1e-5)):
@@ -64,36 +74,36 @@ def _assert_equivalent(
 
 
 @pytest.mark.parametrize("channels,reduction,kernel", [(64, 16, 7), (32, 8, 3), (8, 16, 7)])
-def test_cbam_matches_notebook(channels, reduction, kernel):
+def test_cbam_matches_notebook(channels, reduction, kernel, device):
     torch.manual_seed(0)
     reference = NbCBAM(channels, reduction, kernel)
     ours = CBAM(channels, reduction, kernel)
-    _assert_equivalent(reference, ours, torch.randn(3, channels, 9, 11))
+    _assert_equivalent(reference, ours, torch.randn(3, channels, 9, 11), device=device)
 
 
 @pytest.mark.parametrize("in_ch,out_ch,stride", [(64, 64, 1), (64, 128, 2), (16, 32, 1)])
-def test_uncontrolled_block_matches_notebook(in_ch, out_ch, stride):
+def test_uncontrolled_block_matches_notebook(in_ch, out_ch, stride, device):
     torch.manual_seed(1)
     reference = NbPattern3(in_ch, out_ch, stride)
     randomise_batchnorm(reference, seed=1)
     ours = ResidualBlock(in_ch, out_ch, stride, lam=None)
-    _assert_equivalent(reference, ours, torch.randn(4, in_ch, 12, 12))
+    _assert_equivalent(reference, ours, torch.randn(4, in_ch, 12, 12), device=device)
 
 
 @pytest.mark.parametrize(
     "lam_init,learnable", [(0.1, True), (0.05, False), (0.0, True), (1.0, True)]
 )
-def test_controlled_block_matches_notebook(lam_init, learnable):
+def test_controlled_block_matches_notebook(lam_init, learnable, device):
     torch.manual_seed(2)
     reference = NbPattern3Controlled(64, 128, 2, lam_init=lam_init, lam_learnable=learnable)
     randomise_batchnorm(reference, seed=2)
     ours = ResidualBlock(64, 128, 2, lam=lam_init, lam_learnable=learnable)
     # the library's own initial logit equals the notebook's (clamped) logit
     torch.testing.assert_close(ours.mix.raw.detach(), reference.lam_logit.detach())
-    _assert_equivalent(reference, ours, torch.randn(4, 64, 10, 10))
+    _assert_equivalent(reference, ours, torch.randn(4, 64, 10, 10), device=device)
 
 
-def test_simplecnn_matches_notebook():
+def test_simplecnn_matches_notebook(device):
     torch.manual_seed(3)
     reference = NbSimpleCNN(num_classes=10, lam_init=0.1)
     randomise_batchnorm(reference, seed=3)
@@ -101,7 +111,8 @@ def test_simplecnn_matches_notebook():
     assert sum(p.numel() for p in ours.parameters()) == sum(
         p.numel() for p in reference.parameters()
     )
-    _assert_equivalent(reference, ours, torch.randn(4, 3, 16, 16), check_input_grad=False)
+    x = torch.randn(4, 3, 16, 16)
+    _assert_equivalent(reference, ours, x, check_input_grad=False, device=device)
 
 
 def test_simplecnn_matches_notebook_after_training_steps():
