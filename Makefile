@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow timm-suite lint bench clean
+.PHONY: demo test test-slow timm-suite lint bench gpu-check gpu-check-smoke clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,18 @@ timm-suite: $(VENV)/.installed-dev
 	cd $(TIMM_TESTS) && $(abspath $(PY)) -m pytest -p preattn.timm test_models.py \
 		-k preattn -p no:cacheprovider -q
 
+# the device check on a GPU machine with its own torch and no network (scripts/gpu_check.sh
+# says how to bring Fashion-MNIST along); results in runs/gpu-check/
+gpu-check:
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
+
+# the same steps on this machine's CPU at toy sizes (CI runs it)
+gpu-check-smoke: $(VENV)/.installed-dev
+	PYTHON=$(abspath $(PY)) bash scripts/gpu_check.sh --smoke --out runs/gpu-check-smoke
+
 lint: $(VENV)/.installed-dev
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks experiments
+	$(PY) -m ruff format --check src tests benchmarks experiments
 
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/targets.py
