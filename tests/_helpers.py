@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 # the wall-clock fields of a metrics record: they differ between identical runs
-TIMING_KEYS = ("images_per_s", "epoch_time_s", "eval_time_s", "elapsed_s")
+TIMING_KEYS = (
+    "images_per_s",
+    "epoch_time_s",
+    "eval_time_s",
+    "elapsed_s",
+    "wall_start",
+    "wall_end",
+)
 
 
 def metrics_without_timings(run: Path) -> list[dict]:
@@ -37,11 +44,15 @@ TINY_TRAIN_FLAGS = [
     "1",
     "--plots",
     "false",
+    "--device",
+    "cpu",
 ]
 
 
-# the same tiny run as TrainConfig keywords (2 optimiser steps per epoch), without plots
+# the same tiny run as TrainConfig keywords (2 optimiser steps per epoch), without plots;
+# on the CPU whatever the machine has (the tests that follow `pytest --device` say so)
 TINY_CONFIG = dict(
+    device="cpu",
     dataset="synthetic",
     image_size=8,
     limit_train=32,

@@ -238,8 +238,8 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     models: list[torch.nn.Module] = []
     build = loop.build_model
 
-    def keep(config, splits):
-        models.append(build(config, splits))
+    def keep(config, splits, **options):
+        models.append(build(config, splits, **options))
         return models[-1]
 
     def blow_up(record: dict) -> None:

@@ -24,8 +24,16 @@ from preattn.models import SimpleCNN
 from preattn.train import RunError, TrainConfig, build_model, train
 from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
 
+# on the CPU unless a test takes `train_device` (pytest --device), which then replaces it
 TINY = dict(
-    dataset="synthetic", image_size=8, limit_train=48, limit_test=24, batch_size=16, lr=0.05, seed=1
+    dataset="synthetic",
+    image_size=8,
+    limit_train=48,
+    limit_test=24,
+    batch_size=16,
+    lr=0.05,
+    seed=1,
+    device="cpu",
 )
 
 
@@ -73,7 +81,7 @@ def _metrics(run: Path) -> list[dict]:
 
 def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
     config = TrainConfig(
-        **TINY, **train_device, epochs=2, lam_warmup_steps=3, out=str(tmp_path / "run")
+        **{**TINY, **train_device}, epochs=2, lam_warmup_steps=3, out=str(tmp_path / "run")
     )
     record = train(config)
     run = Path(config.out)
@@ -132,7 +140,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
         if device_data
         else {}
     )
-    base = dict(TINY, **train_device, **data, epochs=3, lam_warmup_steps=4, warmup_epochs=0.5)
+    base = {**TINY, **train_device, **data, "epochs": 3, "lam_warmup_steps": 4}
+    base["warmup_epochs"] = 0.5
     full = TrainConfig(**base, out=str(tmp_path / "full"))
     train(full)
 
@@ -279,8 +288,8 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
     seen: list[tuple[torch.dtype, bool]] = []
     build = loop.build_model
 
-    def spying_build(config, splits):
-        model = build(config, splits)
+    def spying_build(config, splits, **options):
+        model = build(config, splits, **options)
 
         def record(module, inputs, output):
             if module.training:
@@ -291,7 +300,8 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
         return model
 
     monkeypatch.setattr(loop, "build_model", spying_build)
-    record = train(TrainConfig(**TINY, **train_device, epochs=1, out=str(tmp_path / "r"), **flags))
+    options = {**TINY, **train_device, **flags}
+    record = train(TrainConfig(**options, epochs=1, out=str(tmp_path / "r")))
     assert seen and math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])
     dtypes, channels_last = zip(*seen, strict=True)
     assert set(dtypes) == {torch.bfloat16 if flags.get("amp") else torch.float32}

@@ -19,6 +19,7 @@ from ..data.corrupt import CorruptedDataset
 from ..data.registry import DatasetInfo, DataSplits, build_datasets
 from ..models.factory import create_model, model_kwargs
 from .config import TrainConfig
+from .paired_init import initialise_paired
 
 __all__ = ["build_data", "build_model", "corrupted_test_sets", "model_arguments"]
 
@@ -86,7 +87,19 @@ def model_arguments(config: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
     )
 
 
-def build_model(config: TrainConfig, info: DatasetInfo) -> nn.Module:
-    """The network ``config`` describes, for the data set ``info`` describes (freshly
-    initialised; the readers of :mod:`preattn.train.load` then load a run's weights)."""
-    return create_model(config.model, **model_arguments(config, info))
+def build_model(config: TrainConfig, info: DatasetInfo, *, initialise: bool = False) -> nn.Module:
+    """The network ``config`` describes, for the data set ``info`` describes.
+
+    ``initialise=True`` (a run's start): initialised from ``config.seed`` with paired
+    initialisation (:mod:`preattn.train.paired_init`: the layers every variant shares
+    start from the plain network of that seed, attention from its own stream). Otherwise
+    freshly built from the global random state (the readers of :mod:`preattn.train.load`
+    then load a run's weights)."""
+    if not initialise:
+        return create_model(config.model, **model_arguments(config, info))
+    plain = config.replace(placement="none")
+    return initialise_paired(
+        lambda: create_model(config.model, **model_arguments(config, info)),
+        lambda: create_model(plain.model, **model_arguments(plain, info)),
+        config.seed,
+    )

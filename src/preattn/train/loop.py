@@ -333,7 +333,7 @@ def _train(
             f"batch_size={config.batch_size} x {ctx.world_size} process(es) exceeds the "
             f"{len(splits.train)} training samples"
         )
-    model = build_model(config, splits.info)
+    model = build_model(config, splits.info, initialise=True)
     if config.sync_bn:
         if device.type == "cuda" and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -460,6 +460,7 @@ def _train(
             loader = _train_loader(splits, config, ctx, epoch)
         batches = _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
         lambda_start = lambdas(model)
+        wall_start = time.time()
         stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
         eval_started = time.perf_counter()
         evaluated = _evaluates(config, epoch + 1)
@@ -480,6 +481,10 @@ def _train(
             "eval_time_s": eval_seconds,
             # training and evaluation time of the run so far (across resumes)
             "elapsed_s": record.get("elapsed_s", 0.0) + stats["seconds"] + eval_seconds,
+            # when the epoch ran (Unix seconds): whether other runs shared the machine then
+            "wall_start": wall_start,
+            "wall_end": time.time(),
+            "step": step,  # optimiser steps so far
         }
         if epoch + 1 == config.epochs and config.eval_corrupt:
             record["test_acc_corrupt"] = {
