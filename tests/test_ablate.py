@@ -178,6 +178,7 @@ def test_ablate_with_two_jobs_reports_every_run(tmp_path):
         "reached": 2,
         "of": 2,
         "epochs": 1.0,
+        "steps": 2.0,  # 32 images in batches of 16
         "seconds": pytest.approx(
             sum(_final(out / "pre" / f"seed{s}")["elapsed_s"] for s in (0, 1)) / 2
         ),
@@ -337,7 +338,7 @@ def test_interrupted_grid_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     cut_rows = run.read_metrics()
     whole_rows = RunDir(whole / "pre" / "seed0").read_metrics()
     for key in ("train_loss", "test_acc", "test_loss", "lambda"):
-        assert [r[key] for r in cut_rows] == [r[key] for r in whole_rows], key
+        assert [r.get(key) for r in cut_rows] == [r.get(key) for r in whole_rows], key
 
 
 def test_submitit_local_executor_runs_the_grid(tmp_path):
@@ -526,7 +527,13 @@ def test_overrides_set_every_run_and_are_kept_with_the_grid(tmp_path, capsys):
 def test_runs_spread_over_the_visible_gpus(monkeypatch):
     execute = importlib.import_module("preattn.ablate.execute")
     grid = _grid(
-        variants={"a": {}, "b": {}, "c": {"device": "cpu"}, "d": {"device": "cuda:1"}, "e": {}}
+        variants={
+            "a": {"device": "auto"},
+            "b": {"device": "cuda"},
+            "c": {"device": "cpu"},
+            "d": {"device": "cuda:1"},
+            "e": {"device": "auto"},
+        }
     )
     pending = [execute.PlannedRun(r, "new") for r in grid.runs(Path("/tmp/x"))]
     tasks = execute._tasks(pending, 1, None, gpus=2)
@@ -539,6 +546,7 @@ def test_runs_spread_over_the_visible_gpus(monkeypatch):
     ]
     assert {t["config"]["device"] for t in execute._tasks(pending, 1, None)} == {
         "auto",
+        "cuda",
         "cpu",
         "cuda:1",
     }

@@ -12,6 +12,14 @@
     seeds: [0, 1, 2]
     target_acc: 0.85    # optional: epochs and seconds to reach this test accuracy
     overrides: {}       # optional: options set on every run, over base and the variants
+    primary:            # optional, declared before running: what the verdicts decide
+      metric: test_acc  # or an eval_corrupt corruption of the runs, e.g. noise:0.2
+      sesoi: 0.003      # smallest effect of interest (fraction: 0.3 points)
+      expect: better    # what the claim says of the variants vs the reference
+                        # (better/worse, or {variant: better, ...} for some variants)
+    match_cost:         # optional: size a plain variant to another's training step time
+      variant: none-wide    # placement none; its width is measured (match_cost.py)
+      to: pre
 
 Run ``(variant, seed)`` trains ``base ∪ variants[variant]`` with ``seed`` in
 ``DIR/<variant>/seed<seed>/``. Every variant uses the same seeds, so a seed fixes the data
@@ -25,6 +33,7 @@ variant says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,6 +84,10 @@ class Grid:
     seeds: tuple[int, ...]
     target_acc: float | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    primary: dict[str, Any] | None = None
+    match_cost: dict[str, str] | None = None
+    # the widths match_cost measured, by variant (set by ablate from OUT/match_cost.json)
+    matched: dict[str, float] = field(default_factory=dict)
     source: str = field(default="", compare=False)
 
     @classmethod
@@ -82,7 +95,16 @@ class Grid:
         """Check ``values`` and build the grid; errors name ``source`` and the key."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: a grid must be a mapping, got {type(values).__name__}")
-        known = {"base", "variants", "reference", "seeds", "target_acc", "overrides"}
+        known = {
+            "base",
+            "variants",
+            "reference",
+            "seeds",
+            "target_acc",
+            "overrides",
+            "primary",
+            "match_cost",
+        }
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown grid keys {unknown}; known: {sorted(known)}")
@@ -138,9 +160,20 @@ class Grid:
             tuple(seeds),
             None if target is None else float(target),
             _options(values.get("overrides") or {}, f"{source}: overrides"),
+            _primary(values.get("primary"), variants, reference, source),
+            _match_cost(values.get("match_cost"), variants, source),
             source=source,
         )
-        grid.runs(Path("."))  # every variant's configuration must be valid
+        runs = grid.runs(Path("."))  # every variant's configuration must be valid
+        metric = grid.primary["metric"] if grid.primary else "test_acc"
+        lacking = sorted(
+            {r.variant for r in runs if metric not in ("test_acc", *r.config.eval_corrupt)}
+        )
+        if lacking:
+            raise ConfigError(
+                f"{source}: primary metric {metric!r} is test_acc or a corruption every run "
+                f"evaluates (eval_corrupt); {lacking} do not evaluate it"
+            )
         return grid
 
     @classmethod
@@ -159,7 +192,24 @@ class Grid:
             out["target_acc"] = self.target_acc
         if self.overrides:
             out["overrides"] = dict(self.overrides)
+        if self.primary is not None:
+            out["primary"] = dict(self.primary)
+        if self.match_cost is not None:
+            out["match_cost"] = dict(self.match_cost)
         return out
+
+    def with_matched(self, widths: Mapping[str, float]) -> Grid:
+        """This grid with the widths ``match_cost`` measured (``{variant: width}``)."""
+        return dataclasses.replace(self, matched=dict(widths))
+
+    def expectation(self, variant: str) -> str | None:
+        """What the grid's primary claim expects of ``variant`` against the reference
+        (``better``/``worse``), or None (the reference, a variant it says nothing of, or
+        no ``primary``)."""
+        if self.primary is None or variant == self.reference:
+            return None
+        expect = self.primary["expect"]
+        return expect if isinstance(expect, str) else expect.get(variant)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Grid:
         """This grid with ``overrides`` set on every run (over base and the variants), e.g.
@@ -169,14 +219,19 @@ class Grid:
         values["overrides"] = {**self.overrides, **overrides}
         return Grid.from_dict(values, source=f"{self.source} (overridden)")
 
-    def config(self, variant: str, seed: int, root: str | Path) -> TrainConfig:
-        """The configuration of run ``(variant, seed)`` under ``root``."""
+    def config(
+        self, variant: str, seed: int, root: str | Path, *, matched: bool = True
+    ) -> TrainConfig:
+        """The configuration of run ``(variant, seed)`` under ``root`` (with the width
+        ``match_cost`` measured for it, unless ``matched=False``)."""
         values = {
             "eval_every": 0 if self.target_acc is None else 1,
             **self.base,
             **self.variants[variant],
             **self.overrides,
         }
+        if matched and variant in self.matched:
+            values["width"] = self.matched[variant]
         values.update(seed=int(seed), out=str(Path(root) / variant / f"seed{seed}"))
         try:
             return TrainConfig.from_dict(values).validate()
@@ -190,6 +245,63 @@ class Grid:
             for seed in self.seeds
             for variant in self.variants
         ]
+
+
+def _match_cost(values: Any, variants: Mapping[str, Any], source: str) -> dict[str, str] | None:
+    """The checked ``match_cost`` declaration, or None."""
+    if values is None:
+        return None
+    where = f"{source}: match_cost"
+    if (
+        not isinstance(values, Mapping)
+        or set(values) != {"variant", "to"}
+        or not all(values[k] in variants for k in ("variant", "to"))
+        or values["variant"] == values["to"]
+    ):
+        raise ConfigError(
+            f"{where} must name two different variants as {{variant: V, to: W}} (V gets the "
+            f"width at which it costs what W does), got {values!r}"
+        )
+    if "width" in variants[values["variant"]]:
+        raise ConfigError(f"{where}: {values['variant']!r} sets width itself; match_cost sets it")
+    return {"variant": str(values["variant"]), "to": str(values["to"])}
+
+
+def _primary(
+    values: Any, variants: Mapping[str, Any], reference: str, source: str
+) -> dict[str, Any] | None:
+    """The checked ``primary`` declaration (see the module docstring), or None."""
+    if values is None:
+        return None
+    where = f"{source}: primary"
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping with metric, sesoi, expect; got {values!r}")
+    unknown = sorted(set(values) - {"metric", "sesoi", "expect"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: ['expect', 'metric', 'sesoi']")
+    metric = values.get("metric", "test_acc")
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(f"{where}: metric must be test_acc or a corruption name, got {metric!r}")
+    sesoi = values.get("sesoi")
+    if isinstance(sesoi, bool) or not isinstance(sesoi, int | float) or not 0 < sesoi < 1:
+        raise ConfigError(
+            f"{where}: sesoi (the smallest effect of interest, a fraction of accuracy such as "
+            f"0.003 for 0.3 points) must be in (0, 1), got {sesoi!r}"
+        )
+    expect = values.get("expect", "better")
+    directions = ("better", "worse")
+    if isinstance(expect, Mapping):
+        bad = {k: v for k, v in expect.items() if k not in variants or k == reference}
+        wrong = {k: v for k, v in expect.items() if v not in directions}
+        if bad or wrong:
+            raise ConfigError(
+                f"{where}: expect must map variants other than the reference {reference!r} "
+                f"to 'better' or 'worse', got {dict(expect)!r}"
+            )
+        expect = dict(expect)
+    elif expect not in directions:
+        raise ConfigError(f"{where}: expect must be 'better', 'worse' or a mapping, got {expect!r}")
+    return {"metric": metric, "sesoi": float(sesoi), "expect": expect}
 
 
 def _options(values: Any, where: str) -> dict[str, Any]:

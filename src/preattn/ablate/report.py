@@ -21,8 +21,9 @@ from .._io import atomic_write_text
 from ..train.load import load_model
 from ..train.rundir import METRICS_FILE, RunDir, RunError
 from .grid import Grid
+from .match_cost import MATCH_FILE
 from .plots import plot_grid
-from .stats import paired_difference, summarise
+from .stats import holm, paired_difference, summarise, verdict
 
 __all__ = ["build_report", "format_report", "write_report"]
 
@@ -101,11 +102,40 @@ def _final_per_block(by_seed: dict[int, list[dict[str, Any]]], key: str) -> dict
     return {block: statistics.fmean(v) for block, v in values.items()}
 
 
-def _time_to_target(rows: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
+def _time_to_target(
+    rows: list[dict[str, Any]], target: float
+) -> tuple[int, float, int | None] | None:
+    """(epochs, seconds, optimiser steps) of the first evaluated epoch at ``target``."""
     for row in rows:
         if row.get("test_acc", -1.0) >= target:
-            return int(row["epoch"]), float(row.get("elapsed_s", 0.0))
+            step = row.get("step")
+            return int(row["epoch"]), float(row.get("elapsed_s", 0.0)), step
     return None
+
+
+def _span(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """When a run trained (first epoch's start, last epoch's end; Unix seconds), or None
+    for records without the times."""
+    starts = [r["wall_start"] for r in rows if "wall_start" in r]
+    ends = [r["wall_end"] for r in rows if "wall_end" in r]
+    return (min(starts), max(ends)) if starts and ends else None
+
+
+def _shared_time(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[tuple[str, int], Any]:
+    """``{(variant, seed): True | False | None}``: whether the run's training overlapped in
+    time with another run of the grid (its images/s then measured a shared machine);
+    None when its records lack the times."""
+    spans = {(v, s): _span(rows) for v, by_seed in runs.items() for s, rows in by_seed.items()}
+    out: dict[tuple[str, int], Any] = {}
+    for key, span in spans.items():
+        if span is None:
+            out[key] = None
+            continue
+        out[key] = any(
+            other is not None and other_key != key and other[0] < span[1] and span[0] < other[1]
+            for other_key, other in spans.items()
+        )
+    return out
 
 
 def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True) -> dict[str, Any]:
@@ -130,6 +160,7 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
             if name in rows[-1].get("test_acc_corrupt", {})
         }
 
+    shared = _shared_time(runs)
     variants = []
     for name, overrides in grid.variants.items():
         by_seed = runs[name]
@@ -157,6 +188,11 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         speeds = [statistics.fmean(r["images_per_s"] for r in rows) for rows in by_seed.values()]
         entry["images_per_s"] = statistics.fmean(speeds) if speeds else None
         entry["images_per_s_range"] = [min(speeds), max(speeds)] if speeds else None
+        marks = [shared[(name, seed)] for seed in by_seed]
+        # True: some run overlapped another in time; None: the records cannot tell
+        entry["timing_shared"] = (
+            True if any(marks) else (None if any(m is None for m in marks) else False)
+        )
         entry["seconds"] = (
             statistics.fmean(rows[-1].get("elapsed_s", 0.0) for rows in by_seed.values())
             if by_seed
@@ -177,6 +213,7 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
                 "modulation": dict(rows[-1].get("modulation", {})),
                 "images_per_s": statistics.fmean(r["images_per_s"] for r in rows),
                 "elapsed_s": rows[-1].get("elapsed_s"),
+                "timing_shared": shared[(name, seed)],
             }
             for seed, rows in sorted(by_seed.items())
         }
@@ -188,16 +225,65 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
                 "of": len(hits),
                 "epochs": statistics.fmean(h[0] for h in reached) if reached else None,
                 "seconds": statistics.fmean(h[1] for h in reached) if reached else None,
+                "steps": (
+                    statistics.fmean(h[2] for h in reached)
+                    if reached and all(h[2] is not None for h in reached)
+                    else None
+                ),
             }
         variants.append(entry)
+    tests = _adjust_for_multiplicity(variants)
+    if grid.primary is not None:
+        for entry in variants:
+            expect = grid.expectation(entry["name"])
+            metric = grid.primary["metric"]
+            diff = (
+                entry["paired_diff"]
+                if metric == "test_acc"
+                else entry["corrupt"].get(metric, {}).get("paired_diff")
+            )
+            if expect is not None and diff is not None and diff.get("diffs"):
+                entry["verdict"] = {
+                    "metric": metric,
+                    "expect": expect,
+                    **verdict(diff, diff.get("p_holm"), grid.primary["sesoi"], expect),
+                }
     return {
         "reference": grid.reference,
         "seeds": list(grid.seeds),
         "target_acc": grid.target_acc,
         "base": grid.base,
+        "primary": grid.primary,
+        "match_cost": _match_cost(grid, root),
+        "holm_tests": tests,
         "corruptions": corrupt_names,
         "variants": variants,
     }
+
+
+def _match_cost(grid: Grid, root: Path) -> dict[str, Any] | None:
+    """What ``match_cost`` measured (``match_cost.json`` in ``root``), or None."""
+    if grid.match_cost is None:
+        return None
+    path = root / MATCH_FILE
+    saved = json.loads(path.read_text()).get(grid.match_cost["variant"]) if path.is_file() else None
+    return {**grid.match_cost, **(saved or {})}
+
+
+def _adjust_for_multiplicity(variants: list[dict[str, Any]]) -> int:
+    """Add ``p_holm`` to every paired difference of the report (clean and corrupted, all
+    variants: one family); returns the number of tests in it."""
+    diffs: dict[str, dict[str, Any]] = {}
+    for entry in variants:
+        if entry["paired_diff"] is not None:
+            diffs[f"{entry['name']}|test_acc"] = entry["paired_diff"]
+        for name, values in entry["corrupt"].items():
+            if values["paired_diff"] is not None:
+                diffs[f"{entry['name']}|{name}"] = values["paired_diff"]
+    adjusted = holm({key: diff.get("p") for key, diff in diffs.items()})
+    for key, diff in diffs.items():
+        diff["p_holm"] = adjusted[key]
+    return sum(p is not None for p in adjusted.values())
 
 
 def _pct(value: float | None) -> str:
@@ -218,11 +304,60 @@ def _interval(summary: dict[str, Any], signed: bool = False) -> str:
     return text
 
 
+def _p(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _diff_cells(diff: dict[str, Any] | None) -> tuple[str, str]:
+    """The difference with its interval, and ``p (Holm p)``."""
     if diff is None:
         return "reference", "—"
-    p = diff.get("p")
-    return _interval(diff, signed=True), "—" if p is None else f"{p:.3f}"
+    p, adjusted = diff.get("p"), diff.get("p_holm")
+    if p is None:
+        return _interval(diff, signed=True), "—"
+    return _interval(diff, signed=True), f"{_p(p)} ({_p(adjusted)})"
+
+
+def verdict_text(decision: dict[str, Any]) -> str:
+    """The verdict in words: ``supported``, ``opposite``, ``equivalent within ±0.30
+    points`` or ``undecided: about 23 seeds would resolve ±0.30 points``."""
+    margin = f"±{100 * decision['margin']:.2f} points"
+    word = decision["verdict"]
+    if word == "equivalent":
+        return f"equivalent within {margin}"
+    if word == "undecided":
+        n = decision.get("seeds_needed")
+        need = f"about {n} seeds would resolve {margin}" if n else f"{margin} is out of reach"
+        return f"undecided: {need}"
+    return word
+
+
+def _verdict_lines(report: dict[str, Any]) -> list[str]:
+    primary = report.get("primary")
+    decided = [v for v in report["variants"] if v.get("verdict")]
+    if primary is None or not decided:
+        return []
+    ref = report["reference"]
+    lines = [
+        "",
+        f"Verdicts on the primary metric `{primary['metric']}`, declared in the grid with its "
+        f"smallest effect of interest ±{100 * primary['sesoi']:.2f} points: significant after "
+        f"Holm over the grid's {report['holm_tests']} paired tests (α = 0.05) in the claimed "
+        "direction = supported, in the other = opposite; else equivalent when two one-sided "
+        "t-tests place the difference within the margin; else undecided.",
+        "",
+        f"| variant | claim vs {ref} | Δ (pts) [95 %] | p Holm | p equivalence | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in decided:
+        d = v["verdict"]
+        metric = d["metric"]
+        diff = v["paired_diff"] if metric == "test_acc" else v["corrupt"][metric]["paired_diff"]
+        lines.append(
+            f"| {v['name']} | {d['expect']} | {_interval(diff, signed=True)} | "
+            f"{_p(d['p_holm'])} | {_p(d['p_tost'])} | {verdict_text(d)} |"
+        )
+    return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -231,9 +366,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"Final test accuracy (%), mean [Student-t 95 % interval] over seeds; paired "
         f"difference to `{ref}` in percentage points [95 % interval], two-sided paired "
-        "t-test p.",
+        f"t-test p (Holm-adjusted over the grid's {report.get('holm_tests', 0)} tests).",
         "",
-        "| variant | n | test acc % | Δ vs " + ref + " (pts) | p | images/s | params | "
+        "| variant | n | test acc % | Δ vs " + ref + " (pts) | p (Holm) | images/s | params | "
         "final λ (per block) | modulation % (per block) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -255,6 +390,8 @@ def format_report(report: dict[str, Any]) -> str:
         if v.get("images_per_s_range") and v["n"] > 1:
             low, high = v["images_per_s_range"]
             speed += f" ({low:.0f}–{high:.0f})"
+        if v.get("timing_shared") and v["images_per_s"] is not None:
+            speed += " shared"
         params = "—" if v["params"] is None else f"{v['params']:,}"
         lines.append(
             f"| {v['name']} | {v['n']} | {_interval(v['test_acc'])} | {diff} | {p} | {speed} | "
@@ -262,8 +399,9 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "images/s: training throughput, mean (min–max) over seeds, as each run measured it "
-        "while other runs may have shared the machine: not a benchmark "
+        "images/s: training throughput, mean (min–max) over seeds, as each run measured it; "
+        "'shared': some of the variant's runs trained while another run of the grid did, so "
+        "they shared the machine and their speeds are not comparable; not a benchmark "
         "(benchmarks/ times variants interleaved).",
     ]
     for name in report["corruptions"]:
@@ -271,7 +409,7 @@ def format_report(report: dict[str, Any]) -> str:
             "",
             f"Test accuracy under `{name}` (%), and the paired difference to `{ref}`:",
             "",
-            f"| variant | test acc % | Δ vs {ref} (pts) | p |",
+            f"| variant | test acc % | Δ vs {ref} (pts) | p (Holm) |",
             "|---|---|---|---|",
         ]
         for v in report["variants"]:
@@ -284,14 +422,28 @@ def format_report(report: dict[str, Any]) -> str:
             f"Time to {100 * report['target_acc']:.1f} % test accuracy (mean over the seeds "
             "that reached it; seconds of training and evaluation):",
             "",
-            "| variant | reached | epochs | seconds |",
-            "|---|---|---|---|",
+            "| variant | reached | epochs | optimiser steps | seconds |",
+            "|---|---|---|---|---|",
         ]
         for v in report["variants"]:
             t = v["time_to_target"]
             epochs = "not reached" if t["epochs"] is None else f"{t['epochs']:.1f}"
+            steps = "—" if t.get("steps") is None else f"{t['steps']:.0f}"
             seconds = "—" if t["seconds"] is None else f"{t['seconds']:.0f}"
-            lines.append(f"| {v['name']} | {t['reached']}/{t['of']} | {epochs} | {seconds} |")
+            if v.get("timing_shared"):
+                seconds += " (shared)"
+            lines.append(
+                f"| {v['name']} | {t['reached']}/{t['of']} | {epochs} | {steps} | {seconds} |"
+            )
+    cost = report.get("match_cost")
+    if cost and cost.get("width") is not None:
+        lines += [
+            "",
+            f"`{cost['variant']}` is a plain network at width {cost['width']:.3f}, where a "
+            f"training step measured {cost['ratio']:.2f}x one of `{cost['to']}` (match_cost, "
+            "interleaved timing before training).",
+        ]
+    lines += _verdict_lines(report)
     missing = [(v["name"], v["missing_seeds"]) for v in report["variants"] if v["missing_seeds"]]
     if missing:
         lines += ["", "Not finished yet: " + "; ".join(f"{n} seeds {s}" for n, s in missing)]

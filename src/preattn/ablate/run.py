@@ -18,6 +18,7 @@ from .._io import atomic_write_text
 from ..train.config import ConfigError
 from .execute import PlannedRun, SlurmOptions, check_executor, execute, plan
 from .grid import Grid
+from .match_cost import matched_widths
 from .report import write_report
 
 __all__ = ["AblationFailed", "ablate"]
@@ -65,6 +66,7 @@ def ablate(
     if len(report_dirs) != len(grids) or len(set(report_dirs)) != len(report_dirs):
         given = [str(d) for d in report_dirs]
         raise ValueError(f"report_dir must give {len(grids)} distinct folders, got {given}")
+    grids = [_with_matched(g, out, dry_run, report_only, progress) for g in grids]
     planned = _union([plan(g, out) for g in grids])
     pending = [p for p in planned if p.action != "done"]
     counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
@@ -110,6 +112,24 @@ def ablate(
             "(run the same command again to retry them)"
         )
     return reports if several else reports[0]
+
+
+def _with_matched(
+    grid: Grid, out: Path, dry_run: bool, report_only: bool, progress: Callable[[str], None]
+) -> Grid:
+    """``grid`` with its ``match_cost`` width: saved in ``out``, else measured now (not
+    for a dry run, which says it would, nor for a report, which needs it saved)."""
+    if grid.match_cost is None:
+        return grid
+    if dry_run:
+        try:
+            found = matched_widths(grid, out, measure=False, progress=progress)
+        except ConfigError:
+            progress(f"  would measure match_cost ({grid.match_cost}) before training")
+            return grid
+    else:
+        found = matched_widths(grid, out, measure=not report_only, progress=progress)
+    return grid.with_matched({variant: result["width"] for variant, result in found.items()})
 
 
 def _union(plans: list[list[PlannedRun]]) -> list[PlannedRun]:

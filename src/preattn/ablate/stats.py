@@ -9,6 +9,20 @@ A paired difference to the reference uses ``d_i = x_i − r_i`` over the seeds b
 mean, the same interval on ``d``, and the two-sided paired t-test p-value
 (``scipy.stats.ttest_rel``). With fewer than 2 values the interval (and p) is undefined
 (``None``).
+
+Deciding a claim (:func:`verdict`), at level α = 0.05:
+
+* **Holm** (:func:`holm`): the p-values of a grid's ``m`` paired tests, sorted
+  ``p_(1) ≤ … ≤ p_(m)``, become ``p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j))``; a
+  difference is significant when ``p̃ < α`` (the chance of any false positive among the
+  ``m`` stays below α).
+* **Equivalence** (:func:`equivalence_p`, two one-sided t-tests against a smallest effect
+  of interest ``Δ``): ``H₀: mean d ≤ −Δ`` and ``H₀: mean d ≥ +Δ`` are each tested with a
+  one-sided one-sample t-test; ``p_TOST`` is the larger p. ``p_TOST < α`` says the
+  difference lies within ``±Δ``.
+* **Seeds to resolve ±Δ** (:func:`seeds_to_resolve`): the smallest ``n`` with
+  ``t_{0.975, n−1} · s / √n ≤ Δ``, for the spread ``s`` of the differences: about that
+  many seeds make the 95 % interval no wider than ``±Δ``, enough to place it.
 """
 
 from __future__ import annotations
@@ -18,7 +32,19 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["paired_difference", "summarise"]
+__all__ = [
+    "ALPHA",
+    "VERDICTS",
+    "equivalence_p",
+    "holm",
+    "paired_difference",
+    "seeds_to_resolve",
+    "summarise",
+    "verdict",
+]
+
+ALPHA = 0.05
+VERDICTS = ("supported", "opposite", "equivalent", "undecided")
 
 
 def summarise(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
@@ -54,6 +80,7 @@ def paired_difference(
     diffs = [values[s] - reference[s] for s in seeds]
     out = summarise(diffs)
     out["seeds"] = seeds
+    out["diffs"] = diffs
     if len(seeds) < 2:
         out["p"] = None
     elif max(diffs) - min(diffs) <= 1e-12 * max(1.0, abs(out["mean"])):
@@ -62,4 +89,69 @@ def paired_difference(
     else:
         test = stats.ttest_rel([values[s] for s in seeds], [reference[s] for s in seeds])
         out["p"] = float(test.pvalue)
+    return out
+
+
+def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Holm-adjusted p-values by name (``None`` stays ``None`` and is not counted in
+    the family)."""
+    named = sorted(((p, k) for k, p in pvalues.items() if p is not None), key=lambda t: t[0])
+    m = len(named)
+    adjusted: dict[str, float | None] = {k: None for k in pvalues}
+    running = 0.0
+    for rank, (p, key) in enumerate(named):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[key] = running
+    return adjusted
+
+
+def equivalence_p(diffs: Sequence[float], margin: float) -> float | None:
+    """``p_TOST`` of the paired differences ``diffs`` against ``±margin`` (None below 2)."""
+    from scipy import stats
+
+    if len(diffs) < 2:
+        return None
+    if max(diffs) - min(diffs) <= 1e-12 * max(1.0, abs(statistics.fmean(diffs))):
+        return 0.0 if abs(statistics.fmean(diffs)) < margin else 1.0
+    above = stats.ttest_1samp(diffs, -margin, alternative="greater").pvalue
+    below = stats.ttest_1samp(diffs, margin, alternative="less").pvalue
+    return float(max(above, below))
+
+
+def seeds_to_resolve(std: float | None, margin: float, limit: int = 10_000) -> int | None:
+    """The smallest ``n ≥ 2`` with ``t_{0.975, n−1} · std / √n ≤ margin`` (None when the
+    spread is unknown or more than ``limit`` seeds would be needed)."""
+    from scipy import stats
+
+    if std is None:
+        return None
+    for n in range(2, limit + 1):
+        if float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) <= margin:
+            return n
+    return None
+
+
+def verdict(
+    diff: Mapping[str, Any], p_holm: float | None, margin: float, expect: str = "better"
+) -> dict[str, Any]:
+    """The decision on one paired difference (``paired_difference``'s result with its
+    ``diffs``), given its Holm-adjusted p, the smallest effect of interest ``margin`` and
+    what the claim expects of the variant (``better`` or ``worse`` than the reference):
+
+    ``supported`` (significant after Holm, in the expected direction), ``opposite``
+    (significant, the other way), ``equivalent`` (within ``±margin`` by the equivalence
+    test), or ``undecided`` (with the seeds that would resolve ``±margin``)."""
+    if expect not in ("better", "worse"):
+        raise ValueError(f"expect must be 'better' or 'worse', got {expect!r}")
+    p_tost = equivalence_p(diff.get("diffs", []), margin)
+    out: dict[str, Any] = {"p_holm": p_holm, "p_tost": p_tost, "margin": margin}
+    mean = diff.get("mean")
+    if p_holm is not None and p_holm < ALPHA and mean:
+        wanted = mean > 0 if expect == "better" else mean < 0
+        out["verdict"] = "supported" if wanted else "opposite"
+    elif p_tost is not None and p_tost < ALPHA:
+        out["verdict"] = "equivalent"
+    else:
+        out["verdict"] = "undecided"
+        out["seeds_needed"] = seeds_to_resolve(diff.get("std"), margin)
     return out

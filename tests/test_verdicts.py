@@ -1,0 +1,204 @@
+"""Deciding a claim: Holm's adjustment, the equivalence test, the seeds that would resolve
+a margin, and the verdict words, against values computed by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from _helpers import TINY_CONFIG
+from preattn.ablate import Grid
+from preattn.ablate.report import verdict_text
+from preattn.ablate.stats import (
+    equivalence_p,
+    holm,
+    paired_difference,
+    seeds_to_resolve,
+    verdict,
+)
+from preattn.train.config import ConfigError, TrainConfig
+
+
+def _t2_cdf(t: float) -> float:
+    """Student t with 2 degrees of freedom: F(t) = 1/2 + t / (2 sqrt(2 + t²))."""
+    return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+
+def test_holm_by_hand():
+    # sorted: a 0.01 (x3 = 0.03), c 0.03 (x2 = 0.06), b 0.04 (x1 = 0.04 -> kept monotone 0.06)
+    got = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert got == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": None})
+    assert holm({"x": 0.7, "y": 0.9}) == {"x": 1.0, "y": 1.0}  # capped at 1
+
+
+def test_equivalence_p_is_the_larger_one_sided_p():
+    diffs, margin = [0.001, 0.002, 0.003], 0.01
+    se = 0.001 / math.sqrt(3)  # mean 0.002, std 0.001
+    above = 1 - _t2_cdf((0.002 + margin) / se)  # H0: mean <= -margin
+    below = _t2_cdf((0.002 - margin) / se)  # H0: mean >= +margin
+    assert equivalence_p(diffs, margin) == pytest.approx(max(above, below), rel=1e-6)
+    wide = [-0.02, 0.0, 0.03]  # spread far beyond the margin: not equivalent
+    assert equivalence_p(wide, margin) > 0.05
+    assert equivalence_p([0.001], margin) is None
+
+
+def test_seeds_to_resolve_uses_the_t_quantile():
+    # t_{0.975,16} = 2.119905, t_{0.975,17} = 2.109816 (printed tables): with s = 0.01 and
+    # margin 0.005, n = 17 gives 2.1199·0.01/√17 = 0.00514 > 0.005, n = 18 gives 0.00497
+    assert seeds_to_resolve(0.01, 0.005) == 18
+    # (a/b)² without the quantile would say 4
+    assert seeds_to_resolve(None, 0.005) is None
+
+
+def _diff(values: list[float]) -> dict:
+    return paired_difference(dict(enumerate(values)), dict.fromkeys(range(len(values)), 0.0))
+
+
+def test_verdict_words():
+    margin = 0.003
+    up = _diff([0.010, 0.012, 0.011, 0.013, 0.009])
+    assert verdict(up, 0.001, margin)["verdict"] == "supported"
+    assert verdict(up, 0.001, margin, expect="worse")["verdict"] == "opposite"
+    flat = _diff([0.0002, -0.0001, 0.0001, 0.0, -0.0002])
+    decided = verdict(flat, 0.9, margin)
+    assert decided["verdict"] == "equivalent" and decided["p_tost"] < 0.05
+    assert verdict_text(decided) == "equivalent within ±0.30 points"
+    noisy = _diff([0.02, -0.03, 0.01, -0.01, 0.04])
+    decided = verdict(noisy, 0.8, margin)
+    assert decided["verdict"] == "undecided"
+    assert decided["seeds_needed"] == seeds_to_resolve(noisy["std"], margin)
+    n = decided["seeds_needed"]
+    assert verdict_text(decided) == f"undecided: about {n} seeds would resolve ±0.30 points"
+    with pytest.raises(ValueError, match="expect must be 'better' or 'worse'"):
+        verdict(up, 0.001, margin, expect="same")
+
+
+BASE = {**TINY_CONFIG, "epochs": 1}
+
+
+def _grid(**changes) -> Grid:
+    values = {
+        "base": BASE,
+        "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
+        "reference": "none",
+        "seeds": [0, 1],
+        "primary": {"metric": "test_acc", "sesoi": 0.003, "expect": "better"},
+    }
+    values.update(changes)
+    return Grid.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    "primary,message",
+    [
+        ({"sesoi": 0}, r"sesoi \(the smallest effect of interest"),
+        ({"sesoi": 0.3, "expect": "bigger"}, "expect must be 'better', 'worse' or a mapping"),
+        ({"sesoi": 0.3, "expect": {"none": "better"}}, "other than the reference 'none'"),
+        ({"sesoi": 0.3, "metric": "noise:0.2"}, r"primary metric 'noise:0.2' .*\['none', 'pre'\]"),
+        ({"sesoi": 0.3, "alpha": 0.1}, r"unknown keys \['alpha'\]"),
+    ],
+)
+def test_a_bad_primary_declaration_is_refused(primary, message):
+    with pytest.raises(ConfigError, match=message):
+        _grid(primary=primary)
+
+
+def test_the_report_gives_holm_p_and_the_verdict_of_the_primary_metric(tmp_path):
+    from preattn.ablate import ablate
+    from preattn.ablate.report import format_report
+
+    grid = _grid(
+        base={**BASE, "eval_corrupt": ["noise:0.2"]},
+        variants={"none": {"placement": "none"}, "pre": {}, "branch": {"placement": "branch"}},
+        primary={"metric": "noise:0.2", "sesoi": 0.003, "expect": {"pre": "better"}},
+    )
+    report = ablate(grid, tmp_path, plots=False, progress=lambda line: None)
+    assert report["holm_tests"] == 4  # pre and branch, clean and noisy
+    by_name = {v["name"]: v for v in report["variants"]}
+    ps = {}
+    for n in ("pre", "branch"):
+        ps[f"{n}|clean"] = by_name[n]["paired_diff"]
+        ps[f"{n}|noise:0.2"] = by_name[n]["corrupt"]["noise:0.2"]["paired_diff"]
+    expected = holm({k: d["p"] for k, d in ps.items()})
+    assert {k: d["p_holm"] for k, d in ps.items()} == pytest.approx(expected)
+    decided = by_name["pre"]["verdict"]
+    assert decided["metric"] == "noise:0.2" and decided["expect"] == "better"
+    assert decided["p_holm"] == ps["pre|noise:0.2"]["p_holm"]
+    assert "verdict" not in by_name["branch"]  # the claim says nothing of it
+    text = format_report(report)
+    assert "Verdicts on the primary metric `noise:0.2`" in text
+    assert verdict_text(decided) in text
+    # the two jobs ran one after the other: no run's time overlapped another's
+    assert all(v["timing_shared"] is False for v in report["variants"])
+
+
+# --- match_cost -----------------------------------------------------------------------------
+
+
+def test_match_cost_sizes_the_plain_variant_and_keeps_its_width(tmp_path, monkeypatch, capsys):
+    """Step time modelled as t(w) = 1 + 2·w² and pre costing t(1.2): the plain variant gets
+    width 1.2, measured once, saved, and reused by later calls and the report."""
+    import importlib
+
+    from preattn.ablate import ablate
+
+    match_cost = importlib.import_module("preattn.ablate.match_cost")
+    calls = []
+
+    def fake(steps, repeats):
+        calls.append(sorted(steps))
+        out = {}
+        for name, step in steps.items():
+            width = 1.2 if name.startswith("target") else float(step.split("@")[1])
+            out[name] = 1 + 2 * width**2
+        return out
+
+    monkeypatch.setattr(match_cost, "_interleaved", fake)
+    monkeypatch.setattr(match_cost, "_step", lambda config: f"step@{config.width}")
+    grid = _grid(
+        variants={"none": {"placement": "none"}, "pre": {}, "wide": {"placement": "none"}},
+        match_cost={"variant": "wide", "to": "pre"},
+        seeds=[0],
+        primary=None,
+    )
+    with pytest.raises(ConfigError, match="has not been measured"):
+        ablate(grid, tmp_path, report_only=True)
+    ablate(grid, tmp_path, dry_run=True, progress=print)
+    assert "would measure match_cost" in capsys.readouterr().out and not calls
+    report = ablate(grid, tmp_path, plots=False)
+    assert len(calls) == 2  # the fit and its check
+    saved = json.loads((tmp_path / "match_cost.json").read_text())["wide"]
+    assert saved["width"] == pytest.approx(1.2) and saved["ratio"] == pytest.approx(1.0)
+    assert report["match_cost"]["width"] == pytest.approx(1.2)
+    assert TrainConfig.from_yaml(tmp_path / "wide" / "seed0" / "config.yaml").width == 1.2
+    ablate(grid, tmp_path, plots=False)  # finished and measured: nothing more
+    assert len(calls) == 2
+    with pytest.raises(ConfigError, match="match_cost must name two different variants"):
+        _grid(match_cost={"variant": "pre", "to": "pre"})
+    with pytest.raises(ConfigError, match="sets width itself"):
+        _grid(variants={"none": {}, "w": {"width": 2.0}}, match_cost={"variant": "w", "to": "none"})
+
+
+def test_runs_that_trained_at_the_same_time_are_marked_shared():
+    from preattn.ablate.report import _shared_time
+
+    def rows(start: float, end: float) -> list[dict]:  # two epochs spanning start..end
+        return [
+            {"wall_start": start, "wall_end": start + 1},
+            {"wall_start": end - 1, "wall_end": end},
+        ]
+
+    runs = {
+        "a": {0: rows(0, 10), 1: rows(20, 30)},
+        "b": {0: rows(9, 15), 1: rows(31, 40)},
+        "c": {0: [{"epoch": 1}]},  # records from before the times were kept
+    }
+    assert _shared_time(runs) == {
+        ("a", 0): True,  # 0-10 overlaps b's 9-15
+        ("a", 1): False,
+        ("b", 0): True,
+        ("b", 1): False,  # 31-40 starts after a's 20-30 ended
+        ("c", 0): None,
+    }
