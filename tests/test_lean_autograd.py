@@ -246,3 +246,25 @@ def test_the_environment_variable_turns_the_fast_path_off():
         env = {**__import__("os").environ, "PREATTN_FAST_ATTENTION": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert out.stdout.strip() == expected, out.stderr
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_the_gate_gradient_sums_in_the_tensors_own_layout(memory_format):
+    """Σ_HW a·b per (batch, channel): the einsum over rows (contiguous) or one product and
+    a sum (channels-last), never the two copies einsum makes of channels-last operands."""
+    import sys
+    from pathlib import Path
+
+    from preattn.lean_autograd import _spatial_dots
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _counting import count_full_size
+
+    torch.manual_seed(0)
+    a, b = (torch.randn(3, 8, 5, 7).contiguous(memory_format=memory_format) for _ in range(2))
+    expected = (a.double() * b.double()).sum(dim=(2, 3))
+    torch.testing.assert_close(_spatial_dots(a, b).double(), expected, atol=1e-5, rtol=1e-5)
+    counts = count_full_size(lambda: _spatial_dots(a, b), a.numel())
+    assert counts.allocations <= (0 if memory_format == torch.contiguous_format else 1), (
+        counts.by_operator
+    )

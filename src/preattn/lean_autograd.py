@@ -157,10 +157,19 @@ class ScaledChannelPool(torch.autograd.Function):
         scaled = x * c.to(x.dtype)
         g_scaled, ties = _peak_mask(scaled, peak, 1, out=scaled)
         g_scaled.mul_((g_peak / ties).to(x.dtype)).add_((g_mean / x.shape[1]).to(x.dtype))
-        # Σ_HW dL/dx'·x per (b, c) as a batched dot product: no full-size temporary
-        dots = torch.einsum("bcn,bcn->bc", _rows(g_scaled), _rows(x))
-        grad_c = dots.to(c.dtype).view_as(c)
+        grad_c = _spatial_dots(g_scaled, x).to(c.dtype).view_as(c)
         return g_scaled.mul_(c.to(x.dtype)), grad_c, None
+
+
+def _spatial_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Σ_HW a·b`` per (batch, channel) of two (B, C, H, W) tensors of one layout: (B, C).
+
+    Contiguous: a batched dot product over the rows, no full-size temporary. Channels-last:
+    one product and a reduction (``einsum`` would copy both operands into its batched
+    matrix-product layout: two full-size copies instead of one)."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.einsum("bcn,bcn->bc", _rows(a), _rows(b))
+    return (a * b).sum(dim=(2, 3))
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
