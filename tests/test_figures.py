@@ -147,3 +147,38 @@ def test_a_run_evaluating_more_images_than_it_trains_on_says_how_to_evaluate_few
     )
     train(config)
     assert "8 train / 12 test images (--limit-test evaluates fewer)" in capsys.readouterr().out
+
+
+def test_a_grid_evaluated_at_its_last_epoch_shows_intervals_as_error_bars(tmp_path, monkeypatch):
+    """ablate's accuracy.png: where only the last epoch was evaluated, each variant's mean
+    and clipped 95 % interval as an error bar, side by side; curves skip unevaluated epochs."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    from preattn.ablate import Grid, plots
+    from preattn.ablate.stats import summarise
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig))
+
+    def rows(final: float) -> list[dict]:
+        common = {"lambda": {}, "elapsed_s": 1.0}
+        return [{"epoch": 1, **common}, {"epoch": 2, "test_acc": final, **common}]
+
+    finals = {"none": [0.80, 0.82, 0.81], "pre": [0.99, 0.70, 0.85]}
+    runs = {v: {s: rows(a) for s, a in enumerate(accs)} for v, accs in finals.items()}
+    grid = Grid.from_dict({"base": TINY_CONFIG, "variants": {"none": {}, "pre": {}}})
+    plots.plot_grid(grid, tmp_path, runs)
+    ax = figures["accuracy.png"].axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]  # no bands
+    for container, accs in zip(bars, finals.values(), strict=True):
+        low, high = summarise(accs, (0.0, 1.0))["ci95"]
+        (segments,) = container.lines[2]
+        (x0, y0), (x1, y1) = segments.get_segments()[0]
+        assert (y0, y1) == pytest.approx((100 * low, 100 * high))
+        assert 1.9 < x0 < 2.1 and x0 == x1
+    assert high == 1.0  # pre's interval reaches past 100 %: clipped
+    assert bars[0].lines[0].get_xdata()[0] != bars[1].lines[0].get_xdata()[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]

@@ -1,6 +1,7 @@
 """PNG plots of a grid's finished runs.
 
-* ``accuracy.png``: test accuracy per epoch, mean over seeds with its Student-t 95 % band;
+* ``accuracy.png``: test accuracy per evaluated epoch, mean over seeds with its Student-t
+  95 % band (an error bar where only the last epoch was evaluated);
 * ``lambda.png``: λ per block over training (mean over seeds), one panel per variant that
   has λ;
 * ``accuracy_vs_time.png``: mean test accuracy against mean elapsed seconds (training and
@@ -107,18 +108,30 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
         return []
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for variant, by_seed in runs.items():
+    dodge = 0.08  # variants side by side where an epoch has one point each (error bars)
+    for index, (variant, by_seed) in enumerate(runs.items()):
         per_epoch = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
-        x = np.array(list(per_epoch))
+        x = np.array(list(per_epoch), dtype=float)
         stats = list(per_epoch.values())
         mean = np.array([100 * s["mean"] for s in stats])
-        (line,) = ax.plot(x, mean, marker="o", label=f"{variant} (n={len(by_seed)})")
-        if all(s["ci95"] is not None for s in stats):
-            low = [100 * s["ci95"][0] for s in stats]
-            high = [100 * s["ci95"][1] for s in stats]
-            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+        label = f"{variant} (n={len(by_seed)})"
+        known = all(s["ci95"] is not None for s in stats)
+        low = np.array([100 * s["ci95"][0] for s in stats]) if known else None
+        high = np.array([100 * s["ci95"][1] for s in stats]) if known else None
+        if len(x) > 1:
+            (line,) = ax.plot(x, mean, marker="o", label=label)
+            if known:
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+        else:  # evaluated at the last epoch only: the interval as an error bar
+            x = x + dodge * (index - (len(runs) - 1) / 2)
+            bars = None if not known else np.vstack([mean - low, high - mean])
+            ax.errorbar(x, mean, yerr=bars, fmt="o", capsize=4, label=label)
     _epoch_ticks(ax, max(min(len(r) for r in b.values()) for b in runs.values()))
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy, mean and 95 % band")
+    ax.set(
+        xlabel="epoch",
+        ylabel="test accuracy (%)",
+        title="test accuracy, mean and 95 % interval over seeds",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     written.append(_save(fig, root / "accuracy.png"))
