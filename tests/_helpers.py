@@ -127,3 +127,21 @@ def write_idx_files(
         else:
             (folder / name).write_bytes(data)
     return arrays
+
+
+def tiny_grid(**changes):
+    """A grid of two tiny one-epoch variants (``none``, the reference, and ``pre``) over seeds
+    0 and 1; ``changes`` replace its keys (new variants: the first is the reference unless
+    ``reference`` is given)."""
+    from preattn.ablate import Grid
+
+    values = {
+        "base": {**TINY_CONFIG, "epochs": 1},
+        "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
+        "reference": "none",
+        "seeds": [0, 1],
+    }
+    if changes.get("variants") and "reference" not in changes:
+        changes["reference"] = next(iter(changes["variants"]))
+    values.update(changes)
+    return Grid.from_dict(values)

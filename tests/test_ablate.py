@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _helpers import TINY_CONFIG, one_line_error
+from _helpers import TINY_CONFIG, one_line_error, tiny_grid
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.ablate import Grid, ablate, plan
 from preattn.ablate.stats import paired_difference, summarise
@@ -30,17 +30,7 @@ T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}
 BASE = {**TINY_CONFIG, "epochs": 1}
 
 
-def _grid(**changes) -> Grid:
-    values = {
-        "base": BASE,
-        "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
-        "reference": "none",
-        "seeds": [0, 1],
-    }
-    if changes.get("variants") and "reference" not in changes:
-        changes["reference"] = next(iter(changes["variants"]))
-    values.update(changes)
-    return Grid.from_dict(values)
+_grid = tiny_grid
 
 
 def _final(run_dir: Path) -> dict:

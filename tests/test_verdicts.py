@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from _helpers import TINY_CONFIG
+from _helpers import TINY_CONFIG, tiny_grid
 from preattn.ablate import Grid
 from preattn.ablate.report import verdict_text
 from preattn.ablate.stats import (
@@ -76,18 +76,12 @@ def test_verdict_words():
 
 
 BASE = {**TINY_CONFIG, "epochs": 1}
+PRIMARY = {"metric": "test_acc", "sesoi": 0.003, "expect": "better"}
 
 
 def _grid(**changes) -> Grid:
-    values = {
-        "base": BASE,
-        "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
-        "reference": "none",
-        "seeds": [0, 1],
-        "primary": {"metric": "test_acc", "sesoi": 0.003, "expect": "better"},
-    }
-    values.update(changes)
-    return Grid.from_dict(values)
+    """The tiny grid with a declared primary contrast (``primary=None`` for none)."""
+    return tiny_grid(**{"primary": PRIMARY, "reference": "none", **changes})
 
 
 @pytest.mark.parametrize(
