@@ -87,7 +87,7 @@ DATA=data/fashion-mnist
 echo "== tests on $DEVICE ($(elapsed) s)"
 set +e
 timeout 90 "$PY" -m pytest -q -p no:cacheprovider --device "$DEVICE" -m "not slow" \
-  tests/test_on_device.py tests/test_device_batches.py tests/test_train.py \
+  tests/test_on_device.py tests/test_compat.py tests/test_device_batches.py tests/test_train.py \
   > "$OUT/tests.txt" 2>&1
 TESTS=$?
 set -e
