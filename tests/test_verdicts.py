@@ -71,6 +71,8 @@ def test_verdict_words():
     assert decided["seeds_needed"] == seeds_to_resolve(noisy["std"], margin)
     n = decided["seeds_needed"]
     assert verdict_text(decided) == f"undecided: about {n} seeds would resolve ±0.30 points"
+    one = verdict(_diff([0.01]), None, margin)
+    assert verdict_text(one) == "undecided: a paired test needs at least 2 seeds"
     with pytest.raises(ValueError, match="expect must be 'better' or 'worse'"):
         verdict(up, 0.001, margin, expect="same")
 

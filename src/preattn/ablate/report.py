@@ -325,6 +325,8 @@ def verdict_text(decision: dict[str, Any]) -> str:
     word = decision["verdict"]
     if word == "equivalent":
         return f"equivalent within {margin}"
+    if word == "undecided" and decision.get("n", 2) < 2:
+        return "undecided: a paired test needs at least 2 seeds"
     if word == "undecided":
         n = decision.get("seeds_needed")
         need = f"about {n} seeds would resolve {margin}" if n else f"{margin} is out of reach"

@@ -143,8 +143,9 @@ def verdict(
     test), or ``undecided`` (with the seeds that would resolve ``±margin``)."""
     if expect not in ("better", "worse"):
         raise ValueError(f"expect must be 'better' or 'worse', got {expect!r}")
-    p_tost = equivalence_p(diff.get("diffs", []), margin)
-    out: dict[str, Any] = {"p_holm": p_holm, "p_tost": p_tost, "margin": margin}
+    diffs = diff.get("diffs", [])
+    p_tost = equivalence_p(diffs, margin)
+    out: dict[str, Any] = {"p_holm": p_holm, "p_tost": p_tost, "margin": margin, "n": len(diffs)}
     mean = diff.get("mean")
     if p_holm is not None and p_holm < ALPHA and mean:
         wanted = mean > 0 if expect == "better" else mean < 0
