@@ -514,7 +514,25 @@ def test_overrides_set_every_run_and_are_kept_with_the_grid(tmp_path, capsys):
     assert "--override takes KEY=VALUE, got 'epochs'" in one_line_error(capsys)
 
 
-def test_runs_spread_over_the_visible_gpus(monkeypatch):
+def test_each_local_worker_trains_on_its_own_gpu(monkeypatch):
+    import queue
+
+    execute = importlib.import_module("preattn.ablate.execute")
+    monkeypatch.setattr(execute, "die_with_parent", lambda parent: None)
+    monkeypatch.setattr(execute, "_WORKER_GPU", None)
+    gpus: queue.Queue = queue.Queue()
+    for index in (1, 0):
+        gpus.put(index)
+    execute.start_worker(os.getpid(), gpus)  # the first worker takes the first index
+    assert execute._WORKER_GPU == 1
+    configs = [{"device": d} for d in ("auto", "cuda", "cpu", "cuda:0")]
+    moved = [execute._on_worker_gpu(c)["device"] for c in configs]
+    assert moved == ["cuda:1", "cuda:1", "cpu", "cuda:0"]
+    monkeypatch.setattr(execute, "_WORKER_GPU", None)
+    assert execute._on_worker_gpu({"device": "auto"}) == {"device": "auto"}
+
+
+def test_submitted_runs_spread_over_the_visible_gpus(monkeypatch):
     execute = importlib.import_module("preattn.ablate.execute")
     grid = _grid(
         variants={

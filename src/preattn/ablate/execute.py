@@ -17,9 +17,12 @@ Executors, all calling :func:`run_task` in a separate process per job:
 
 A run's output goes to ``train.log`` in its run directory.
 
-GPUs: on this machine (``local``, ``submitit-local``) the runs whose device is ``auto`` or
-``cuda`` go to the visible GPUs in turn (run ``i`` on ``cuda:i mod count``), so ``--jobs``
-larger than the number of GPUs puts several runs on each. Slurm tasks get their own GPUs.
+GPUs: on this machine the runs whose device is ``auto`` or ``cuda`` go to the visible GPUs
+in turn: with ``local``, worker process ``i`` trains all its runs on ``cuda:i mod count``
+(so the GPUs stay evenly loaded whatever order the runs finish in); with
+``submitit-local``, run ``i`` of each batch of ``--jobs`` on ``cuda:i mod count``.
+``--jobs`` larger than the number of GPUs puts several runs on each. Slurm tasks get their
+own GPUs.
 
 ``time_limit``: after that many seconds no run starts, and a running one stops after the
 epoch it is in (committed: the next ``ablate`` resumes it); the report covers the runs that
@@ -56,6 +59,7 @@ __all__ = [
     "execute",
     "plan",
     "run_task",
+    "start_worker",
     "visible_gpus",
 ]
 
@@ -127,7 +131,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     committed epoch) when the deadline stopped it."""
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
-    config = TrainConfig.from_dict(task["config"])
+    config = TrainConfig.from_dict(_on_worker_gpu(task["config"]))
     deadline = task.get("deadline")
     started = time.perf_counter()
     if deadline is not None and time.time() >= deadline:
@@ -207,12 +211,37 @@ def die_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True).start()
 
 
+# the GPU this worker process trains on (local executor, machine with GPUs)
+_WORKER_GPU: int | None = None
+
+
+def start_worker(parent: int, gpus: Any = None) -> None:
+    """Worker initializer: end with the ablate process (:func:`die_with_parent`), and take
+    this worker's GPU from ``gpus`` (a queue of GPU indices, one per worker), if given."""
+    global _WORKER_GPU
+    die_with_parent(parent)
+    if gpus is not None:
+        _WORKER_GPU = int(gpus.get())
+
+
+def _on_worker_gpu(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` on this worker's GPU when it asks for ``auto`` or ``cuda``."""
+    if _WORKER_GPU is not None and config["device"] in ("auto", "cuda"):
+        return {**config, "device": f"cuda:{_WORKER_GPU}"}
+    return config
+
+
 def _local(pending: Sequence[PlannedRun], jobs: int, deadline: float | None) -> Iterator[Outcome]:
     threads = max(1, available_cores() // jobs)
-    tasks = _tasks(pending, threads, deadline, visible_gpus())
+    tasks = _tasks(pending, threads, deadline)
     context = multiprocessing.get_context("spawn")
+    gpus, queue = visible_gpus(), None
+    if gpus:
+        queue = context.Queue()
+        for worker in range(jobs):
+            queue.put(worker % gpus)
     with concurrent.futures.ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+        jobs, mp_context=context, initializer=start_worker, initargs=(os.getpid(), queue)
     ) as pool:
         futures = {pool.submit(run_task, task): p for task, p in zip(tasks, pending, strict=True)}
         for future in concurrent.futures.as_completed(futures):
