@@ -41,8 +41,12 @@ class Recipe:
     workers: int = 0
 
 
-def _splits(config: TrainConfig, stack: contextlib.ExitStack) -> tuple[Any, TrainConfig, str]:
-    """Fashion-MNIST where the usual places hold it, else random images in its format."""
+def fashion_splits(
+    config: TrainConfig, stack: contextlib.ExitStack
+) -> tuple[Any, TrainConfig, str]:
+    """The splits of ``config`` (Fashion-MNIST) where the usual places hold the files, else
+    of random images in its format written to a folder ``stack`` removes; with the config
+    that reads them and their source."""
     try:
         splits = build_data(config)
     except DatasetError:
@@ -80,7 +84,7 @@ def training_speed(
             limit_test=16,
             device=str(device),
         )
-        splits, base, source = _splits(base, stack)
+        splits, base, source = fashion_splits(base, stack)
         dist = DistContext(0, 1, 0, device)
         on_device = DeviceImages.of(splits.train, device)
         runs = {}

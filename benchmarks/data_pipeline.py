@@ -16,35 +16,21 @@ pixels).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import gzip
+import contextlib
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from preattn.data.errors import DatasetError
-from preattn.train.build import build_data, build_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training_speed import fashion_splits
+
+from preattn.train.build import build_model
 from preattn.train.config import TrainConfig
 from preattn.train.distributed import DistContext
 from preattn.train.loop import StepContext, _train_loader, train_one_epoch
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def _stand_in_fashion_mnist(folder: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for split, count in (("train", n), ("t10k", 16)):
-        _write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
 
 
 def measure_share(
@@ -61,14 +47,8 @@ def measure_share(
         limit_test=16,
         channels_last=channels_last,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            splits = build_data(config)
-        except DatasetError:
-            _stand_in_fashion_mnist(Path(tmp), n)
-            config = dataclasses.replace(config, data_dir=tmp)
-            splits = build_data(config)
-        source = splits.source
+    with contextlib.ExitStack() as stack:
+        splits, config, source = fashion_splits(config, stack)
         torch.manual_seed(0)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         net = build_model(config, splits.info).to(memory_format=memory_format)

@@ -368,4 +368,4 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"cuda:3 requested \(LOCAL_RANK=3\) but only 2 CUDA"):
-        distributed._pick_device("cuda", local_rank=3)
+        distributed.pick_device("cuda", local_rank=3)

@@ -33,6 +33,7 @@ from .._io import atomic_write_text
 from ..data.registry import DATASET_SPECS
 from ..train.build import build_model
 from ..train.config import ConfigError, TrainConfig
+from ..train.distributed import pick_device
 from ..train.precision import amp_dtype
 
 __all__ = ["MATCH_FILE", "PROBE_WIDTH", "match_width", "matched_widths"]
@@ -46,11 +47,7 @@ def _step(config: TrainConfig) -> Callable[[], None]:
     spec = DATASET_SPECS[config.dataset]
     classes = spec.classes or tuple(str(i) for i in range(10))
     info = spec.info(config.image_size, classes)
-    device = torch.device(
-        "cuda"
-        if config.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if config.device == "auto" else config.device)
-    )
+    device = pick_device(config.device)
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = build_model(config, info).to(device, memory_format=fmt).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

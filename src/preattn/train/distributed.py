@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_sum", "barrier", "init_distributed", "shutdown"]
+__all__ = [
+    "DistContext",
+    "all_reduce_sum",
+    "barrier",
+    "init_distributed",
+    "pick_device",
+    "shutdown",
+]
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,10 @@ class DistContext:
         return self.world_size > 1
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """The torch device of a ``device`` option: ``auto`` is CUDA when available, else the
+    CPU; ``cuda`` without an index is ``cuda:local_rank``. Raises ``ValueError`` for a
+    device that is not there (naming how many CUDA devices are)."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -61,7 +71,7 @@ def init_distributed(device: str = "auto") -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    torch_device = _pick_device(device, local_rank)
+    torch_device = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
