@@ -574,3 +574,30 @@ def test_grid_runs_evaluate_after_the_last_epoch_unless_told(tmp_path):
         ]
         assert ["test_acc" in r for r in rows] == [False, False, True]
         assert by_name[variant]["per_seed"]["0"]["test_acc"] == rows[-1]["test_acc"]
+
+
+def test_variants_trains_those_first_and_the_rest_later(tmp_path, capsys):
+    grid = _grid(seeds=[0])
+    with pytest.raises(ValueError, match=r"variants must name variants of the grid\(s\) "):
+        ablate(grid, tmp_path, variants=["wide"])
+    report = ablate(grid, tmp_path, variants=["pre"], progress=print)
+    assert "only pre now: 1 other run(s) wait" in capsys.readouterr().out
+    assert {v["name"]: v["n"] for v in report["variants"]} == {"none": 0, "pre": 1}
+    assert not RunDir(tmp_path / "none" / "seed0").holds_run()
+    report = ablate(grid, tmp_path)
+    assert {v["name"]: v["n"] for v in report["variants"]} == {"none": 1, "pre": 1}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(_grid(seeds=[0, 1]).to_dict()))
+    args = ["ablate", "--out", str(tmp_path), "--dry-run", "--variants", "none", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "would new: none seed 1" in out and "pre seed 1" not in out
+
+
+def test_runs_share_the_cores_unless_told():
+    execute = importlib.import_module("preattn.ablate.execute")
+    cores = execute.available_cores()
+    assert execute.run_threads("local", 1) == cores
+    assert execute.run_threads("local", 2 * cores) == 1
+    assert execute.run_threads("slurm", 4) is None
+    assert execute.run_threads("slurm", 4, execute.SlurmOptions(cpus_per_task=3)) == 3

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from _helpers import TINY_CONFIG, tiny_grid
 from preattn.ablate import Grid
@@ -141,10 +142,11 @@ def test_match_cost_sizes_the_plain_variant_and_keeps_its_width(tmp_path, monkey
     from preattn.ablate import ablate
 
     match_cost = importlib.import_module("preattn.ablate.match_cost")
-    calls = []
+    calls, threads = [], []
 
     def fake(steps, repeats):
         calls.append(sorted(steps))
+        threads.append(torch.get_num_threads())
         out = {}
         for name, step in steps.items():
             width = 1.2 if name.startswith("target") else float(step.split("@")[1])
@@ -171,6 +173,14 @@ def test_match_cost_sizes_the_plain_variant_and_keeps_its_width(tmp_path, monkey
     assert TrainConfig.from_yaml(tmp_path / "wide" / "seed0" / "config.yaml").width == 1.2
     ablate(grid, tmp_path, plots=False)  # finished and measured: nothing more
     assert len(calls) == 2
+    # timed with the threads each run will have: the cores shared among --jobs runs
+    execute = importlib.import_module("preattn.ablate.execute")
+    before = torch.get_num_threads()
+    match_cost.matched_widths(grid, tmp_path / "again", measure=True, threads=1)
+    assert threads[-2:] == [1, 1] and torch.get_num_threads() == before
+    saved = json.loads((tmp_path / "again" / "match_cost.json").read_text())["wide"]
+    assert saved["threads"] == 1
+    assert threads[0] == execute.run_threads("local", 1)  # one job: every core
     with pytest.raises(ConfigError, match="match_cost must name two different variants"):
         _grid(match_cost={"variant": "pre", "to": "pre"})
     with pytest.raises(ConfigError, match="sets width itself"):

@@ -205,6 +205,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         report_only=args.report_only,
         time_limit=args.time_limit,
+        variants=[v.strip() for v in args.variants.split(",") if v.strip()]
+        if args.variants is not None
+        else None,
         report_dir=report_dirs,
     )
     if result is not None:
@@ -644,6 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after this long start no run and stop each running one after its epoch (the "
         "same command resumes them); the report covers the finished runs",
+    )
+    p.add_argument(
+        "--variants",
+        metavar="NAME[,NAME]",
+        help="train only these variants now (e.g. the primary contrast first); the others "
+        "wait for a run without it, the report covers every finished run",
     )
     p.add_argument(
         "--override",

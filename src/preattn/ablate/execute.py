@@ -231,8 +231,18 @@ def _on_worker_gpu(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def run_threads(executor: str, jobs: int, slurm: SlurmOptions | None = None) -> int | None:
+    """Torch threads of each run: the cores shared among ``jobs`` runs on this machine
+    (``--cpus-per-task`` when given); None on Slurm, whose tasks keep their own setting."""
+    if slurm is not None and slurm.cpus_per_task:
+        return slurm.cpus_per_task
+    if executor == "slurm":
+        return None
+    return max(1, available_cores() // jobs)
+
+
 def _local(pending: Sequence[PlannedRun], jobs: int, deadline: float | None) -> Iterator[Outcome]:
-    threads = max(1, available_cores() // jobs)
+    threads = run_threads("local", jobs)
     tasks = _tasks(pending, threads, deadline)
     context = multiprocessing.get_context("spawn")
     gpus, queue = visible_gpus(), None
@@ -266,9 +276,7 @@ def _submitit(
             "--executor slurm/submitit-local needs submitit: pip install 'preattn[slurm]'"
         ) from None
     executor = submitit.AutoExecutor(folder=str(root / ".submitit" / "%j"), cluster=cluster)
-    threads = slurm.cpus_per_task or (
-        max(1, available_cores() // jobs) if cluster == "local" else None
-    )
+    threads = run_threads("slurm" if cluster == "slurm" else "local", jobs, slurm)
     parameters: dict[str, Any] = {"timeout_min": slurm.time_min, "name": "preattn-ablate"}
     if cluster == "slurm":
         parameters.update(slurm_array_parallelism=jobs, gpus_per_node=slurm.gpus_per_task)

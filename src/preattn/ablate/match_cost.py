@@ -112,10 +112,16 @@ def match_width(target: TrainConfig, plain: TrainConfig, *, repeats: int = 7) ->
 
 
 def matched_widths(
-    grid: Any, out: Path, *, measure: bool, progress: Callable[[str], None] = print
+    grid: Any,
+    out: Path,
+    *,
+    measure: bool,
+    threads: int | None = None,
+    progress: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     """``{variant: match_width result}`` of ``grid.match_cost``: read from
-    ``out/match_cost.json``, else measured now (``measure``) and saved there."""
+    ``out/match_cost.json``, else measured now (``measure``; with ``threads`` torch threads,
+    those the runs will train with, since the cost ratio depends on them) and saved there."""
     if grid.match_cost is None:
         return {}
     variant, to = grid.match_cost["variant"], grid.match_cost["to"]
@@ -130,11 +136,18 @@ def matched_widths(
         )
     seed = grid.seeds[0]
     progress(f"match_cost: timing {to} against a plain network to size {variant} ...")
-    result = match_width(
-        grid.config(to, seed, out, matched=False),
-        grid.config(variant, seed, out, matched=False),
-    )
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = match_width(
+            grid.config(to, seed, out, matched=False),
+            grid.config(variant, seed, out, matched=False),
+        )
+    finally:
+        torch.set_num_threads(before)
     result["to"] = to
+    result["threads"] = threads or before
     saved[variant] = result
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(saved, indent=1) + "\n")

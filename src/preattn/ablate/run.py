@@ -16,7 +16,7 @@ import yaml
 
 from .._io import atomic_write_text
 from ..train.config import ConfigError
-from .execute import PlannedRun, SlurmOptions, check_executor, execute, plan
+from .execute import PlannedRun, SlurmOptions, check_executor, execute, plan, run_threads
 from .grid import Grid
 from .match_cost import matched_widths
 from .report import write_report
@@ -38,6 +38,7 @@ def ablate(
     dry_run: bool = False,
     report_only: bool = False,
     time_limit: float | None = None,
+    variants: Sequence[str] | None = None,
     report_dir: str | Path | Sequence[str | Path] | None = None,
     plots: bool = True,
     progress: Callable[[str], None] = print,
@@ -46,6 +47,8 @@ def ablate(
     dry run). ``dry_run`` only says what would run; ``report_only`` trains nothing;
     ``time_limit`` (seconds) stops the runs after the epoch they are in once it has passed
     (the report covers the finished ones; the same call later resumes the others).
+    ``variants`` trains only the runs of these variants now (e.g. a grid's primary contrast
+    before the rest); the report covers every finished run as always.
 
     The report (and a copy of the grid, ``grid.yaml``) goes to ``report_dir`` (default
     ``out``). ``grid`` may be a list of grids sharing one pool of runs in ``out``: their
@@ -57,6 +60,7 @@ def ablate(
     out = Path(out)
     several = not isinstance(grid, Grid)
     grids = list(grid) if several else [grid]  # type: ignore[arg-type]
+    _check_variants(variants, grids)
     if several:
         if report_dir is None or isinstance(report_dir, str | Path):
             raise ValueError("report_dir must list one folder per grid when several are given")
@@ -66,9 +70,15 @@ def ablate(
     if len(report_dirs) != len(grids) or len(set(report_dirs)) != len(report_dirs):
         given = [str(d) for d in report_dirs]
         raise ValueError(f"report_dir must give {len(grids)} distinct folders, got {given}")
-    grids = [_with_matched(g, out, dry_run, report_only, progress) for g in grids]
+    threads = run_threads(executor, jobs, slurm)
+    grids = [_with_matched(g, out, dry_run, report_only, threads, progress) for g in grids]
     planned = _union([plan(g, out) for g in grids])
     pending = [p for p in planned if p.action != "done"]
+    if variants is not None:
+        held = [p for p in pending if p.run.variant not in variants]
+        pending = [p for p in pending if p.run.variant in variants]
+        if held:
+            progress(f"  only {', '.join(variants)} now: {len(held)} other run(s) wait")
     counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
     shape = (
         f"{len(grids[0].variants)} variants x {len(grids[0].seeds)} seeds"
@@ -114,11 +124,28 @@ def ablate(
     return reports if several else reports[0]
 
 
+def _check_variants(variants: Sequence[str] | None, grids: list[Grid]) -> None:
+    if variants is None:
+        return
+    known = [name for g in grids for name in g.variants]
+    unknown = [name for name in variants if name not in known]
+    if not variants or unknown:
+        raise ValueError(
+            f"variants must name variants of the grid(s) {sorted(set(known))}, got {list(variants)}"
+        )
+
+
 def _with_matched(
-    grid: Grid, out: Path, dry_run: bool, report_only: bool, progress: Callable[[str], None]
+    grid: Grid,
+    out: Path,
+    dry_run: bool,
+    report_only: bool,
+    threads: int | None,
+    progress: Callable[[str], None],
 ) -> Grid:
-    """``grid`` with its ``match_cost`` width: saved in ``out``, else measured now (not
-    for a dry run, which says it would, nor for a report, which needs it saved)."""
+    """``grid`` with its ``match_cost`` width: saved in ``out``, else measured now with the
+    runs' torch threads (not for a dry run, which says it would, nor for a report, which
+    needs it saved)."""
     if grid.match_cost is None:
         return grid
     if dry_run:
@@ -128,7 +155,9 @@ def _with_matched(
             progress(f"  would measure match_cost ({grid.match_cost}) before training")
             return grid
     else:
-        found = matched_widths(grid, out, measure=not report_only, progress=progress)
+        found = matched_widths(
+            grid, out, measure=not report_only, threads=threads, progress=progress
+        )
     return grid.with_matched({variant: result["width"] for variant, result in found.items()})
 
 
