@@ -187,6 +187,34 @@ def test_match_cost_sizes_the_plain_variant_and_keeps_its_width(tmp_path, monkey
         _grid(variants={"none": {}, "w": {"width": 2.0}}, match_cost={"variant": "w", "to": "none"})
 
 
+def test_match_cost_keeps_the_measured_closest_width_when_cost_is_not_smooth(monkeypatch):
+    """t(w) = 1 + 2·w² except off the eighths grid, where kernels are 30 % slower; pre costs
+    t(1.2) = 3.88: the fit says 1.2 (timed 5.04, ratio 1.30), 1.125 times 3.53 (0.91) and
+    1.25 times 4.125 (1.06): 1.25 is kept, with its measured ratio."""
+    import importlib
+
+    match_cost = importlib.import_module("preattn.ablate.match_cost")
+
+    def cost(width):
+        on_grid = abs(width * 8 - round(width * 8)) < 1e-9
+        return (1 + 2 * width**2) * (1.0 if on_grid else 1.3)
+
+    def fake(steps, repeats):
+        return {
+            name: (1 + 2 * 1.2**2) if name == "target" else cost(float(step.split("@")[1]))
+            for name, step in steps.items()
+        }
+
+    monkeypatch.setattr(match_cost, "_interleaved", fake)
+    monkeypatch.setattr(match_cost, "_step", lambda config: f"step@{config.width}")
+    config = TrainConfig(placement="none")
+    result = match_cost.match_width(config.replace(placement="pre"), config)
+    assert result["fitted"] == pytest.approx(1.2, abs=2e-3)
+    assert result["width"] == 1.25
+    assert result["ratio"] == pytest.approx((1 + 2 * 1.25**2) / (1 + 2 * 1.2**2))
+    assert set(result["seconds"]) >= {"plain@1.125", "plain@1.25", "target (check)"}
+
+
 def test_runs_that_trained_at_the_same_time_are_marked_shared():
     from preattn.ablate.report import _shared_time
 
