@@ -455,6 +455,14 @@ def test_report_keeps_each_seeds_values_and_the_paired_statistics_recompute_from
     if len({p - n for p, n in zip(pre, none, strict=True)}) > 1:  # a t-test is defined
         assert diff["p"] == pytest.approx(stats.ttest_rel(pre, none).pvalue)
     assert report["variants"][0]["per_seed"].keys() == {"0", "1", "2"}
+    # report.md lists them: seed, none %, pre %, pre - none in points
+    md = (out / "report.md").read_text().splitlines()
+    assert "| seed | none | pre | Δ pre |" in md
+    rows = [line for line in md if line[:4] in ("| 0 ", "| 1 ", "| 2 ")]
+    assert rows == [
+        f"| {s} | {100 * n:.2f} | {100 * p:.2f} | {100 * (p - n):+.2f} |"
+        for s, (p, n) in enumerate(zip(pre, none, strict=True))
+    ]
 
 
 # --- time limit, overrides, GPUs, evaluation -----------------------------------------------

@@ -236,3 +236,27 @@ def test_runs_that_trained_at_the_same_time_are_marked_shared():
         ("b", 1): False,  # 31-40 starts after a's 20-30 ended
         ("c", 0): None,
     }
+
+
+def test_the_per_seed_table_shows_the_primary_metric_and_marks_missing_seeds():
+    from preattn.ablate.report import _per_seed_lines
+
+    def seed(clean, noisy):
+        return {"test_acc": clean, "test_acc_corrupt": {"noise:0.2": noisy}}
+
+    report = {
+        "reference": "none",
+        "primary": {"metric": "noise:0.2", "sesoi": 0.003, "expect": {"pre": "better"}},
+        "variants": [
+            {"name": "none", "per_seed": {"0": seed(0.9, 0.80), "1": seed(0.9, 0.81)}},
+            {"name": "pre", "per_seed": {"0": seed(0.9, 0.8125)}},
+        ],
+    }
+    lines = _per_seed_lines(report)
+    assert "under `noise:0.2`" in lines[1]
+    assert lines[3:] == [
+        "| seed | none | pre | Δ pre |",
+        "|---|---|---|---|",
+        "| 0 | 80.00 | 81.25 | +1.25 |",
+        "| 1 | 81.00 | — | — |",
+    ]

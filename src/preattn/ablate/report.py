@@ -362,6 +362,49 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seed_value(entry: dict[str, Any], seed: str, metric: str) -> float | None:
+    values = entry.get("per_seed", {}).get(seed)
+    if values is None:
+        return None
+    return values["test_acc"] if metric == "test_acc" else values["test_acc_corrupt"].get(metric)
+
+
+def _per_seed_lines(report: dict[str, Any]) -> list[str]:
+    """Each seed's value of the primary metric (test accuracy without one) per variant, and
+    its paired difference to the reference: the numbers every interval above comes from."""
+    primary = report.get("primary")
+    metric = primary["metric"] if primary else "test_acc"
+    ref = report["reference"]
+    variants = report["variants"]
+    seeds = sorted({int(s) for v in variants for s in v.get("per_seed", {})})
+    if not seeds:
+        return []
+    others = [v["name"] for v in variants if v["name"] != ref]
+    label = "test accuracy" if metric == "test_acc" else f"test accuracy under `{metric}`"
+    lines = [
+        "",
+        f"Per seed: {label} (%), and each variant's difference to `{ref}` on the same seed "
+        "(points):",
+        "",
+        "| seed | "
+        + " | ".join(v["name"] for v in variants)
+        + " | "
+        + " | ".join(f"Δ {name}" for name in others)
+        + " |",
+        "|---" * (1 + len(variants) + len(others)) + "|",
+    ]
+    for seed in seeds:
+        values = {v["name"]: _seed_value(v, str(seed), metric) for v in variants}
+        cells = ["—" if x is None else f"{100 * x:.2f}" for x in values.values()]
+        base = values[ref]
+        deltas = [
+            "—" if values[n] is None or base is None else f"{100 * (values[n] - base):+.2f}"
+            for n in others
+        ]
+        lines.append(f"| {seed} | " + " | ".join(cells + deltas) + " |")
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Markdown tables of ``report`` (accuracies in percent, intervals in brackets)."""
     ref = report["reference"]
@@ -446,6 +489,7 @@ def format_report(report: dict[str, Any]) -> str:
             "interleaved timing before training).",
         ]
     lines += _verdict_lines(report)
+    lines += _per_seed_lines(report)
     missing = [(v["name"], v["missing_seeds"]) for v in report["variants"] if v["missing_seeds"]]
     if missing:
         lines += ["", "Not finished yet: " + "; ".join(f"{n} seeds {s}" for n, s in missing)]
