@@ -74,11 +74,8 @@ def ablate(
     grids = [_with_matched(g, out, dry_run, report_only, threads, progress) for g in grids]
     planned = _union([plan(g, out) for g in grids])
     pending = [p for p in planned if p.action != "done"]
-    if variants is not None:
-        held = [p for p in pending if p.run.variant not in variants]
-        pending = [p for p in pending if p.run.variant in variants]
-        if held:
-            progress(f"  only {', '.join(variants)} now: {len(held)} other run(s) wait")
+    held = [p for p in pending if variants is not None and p.run.variant not in variants]
+    pending = [p for p in pending if p not in held]
     counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
     shape = (
         f"{len(grids[0].variants)} variants x {len(grids[0].seeds)} seeds"
@@ -89,6 +86,8 @@ def ablate(
         f"{len(planned)} runs ({shape}) in {out}: {counts['done']} finished, "
         f"{counts['resume']} to resume, {counts['new']} new"
     )
+    if held:
+        progress(f"  only {', '.join(variants or ())} now: {len(held)} other run(s) wait")
     if dry_run:
         for p in pending:
             after = f" after epoch {p.epochs_done}" if p.action == "resume" else ""
