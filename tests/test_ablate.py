@@ -592,6 +592,8 @@ def test_variants_trains_those_first_and_the_rest_later(tmp_path, capsys):
     assert "only pre now: 1 other run(s) wait" in capsys.readouterr().out
     assert {v["name"]: v["n"] for v in report["variants"]} == {"none": 0, "pre": 1}
     assert not RunDir(tmp_path / "none" / "seed0").holds_run()
+    row = next(r for r in (tmp_path / "report.md").read_text().splitlines() if r[:9] == "| pre | 1")
+    assert row.split(" | ")[3:5] == ["—", "—"]  # no pair yet: no difference, not "reference"
     report = ablate(grid, tmp_path)
     assert {v["name"]: v["n"] for v in report["variants"]} == {"none": 1, "pre": 1}
     path = tmp_path / "g.yaml"

@@ -308,10 +308,17 @@ def _p(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def _diff_cells(diff: dict[str, Any] | None) -> tuple[str, str]:
-    """The difference with its interval, and ``p (Holm p)``."""
-    if diff is None:
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _diff_cells(diff: dict[str, Any] | None, reference: bool) -> tuple[str, str]:
+    """The difference with its interval, and ``p (Holm p)``; "—" for a variant without a
+    finished pair."""
+    if reference:
         return "reference", "—"
+    if diff is None:
+        return "—", "—"
     p, adjusted = diff.get("p"), diff.get("p_holm")
     if p is None:
         return _interval(diff, signed=True), "—"
@@ -344,8 +351,8 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         "",
         f"Verdicts on the primary metric `{primary['metric']}`, declared in the grid with its "
         f"smallest effect of interest ±{100 * primary['sesoi']:.2f} points: significant after "
-        f"Holm over the grid's {report['holm_tests']} paired tests (α = 0.05) in the claimed "
-        "direction = supported, in the other = opposite; else equivalent when two one-sided "
+        f"Holm over the grid's {_count(report['holm_tests'], 'paired test')} (α = 0.05) in the "
+        "claimed direction = supported, in the other = opposite; else equivalent when two one-sided "
         "t-tests place the difference within the margin; else undecided.",
         "",
         f"| variant | claim vs {ref} | Δ (pts) [95 %] | p Holm | p equivalence | verdict |",
@@ -411,7 +418,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"Final test accuracy (%), mean [Student-t 95 % interval] over seeds; paired "
         f"difference to `{ref}` in percentage points [95 % interval], two-sided paired "
-        f"t-test p (Holm-adjusted over the grid's {report.get('holm_tests', 0)} tests).",
+        f"t-test p (Holm-adjusted over the grid's {_count(report.get('holm_tests', 0), 'test')}).",
         "",
         "| variant | n | test acc % | Δ vs " + ref + " (pts) | p (Holm) | images/s | params | "
         "final λ (per block) | modulation % (per block) |",
@@ -426,7 +433,7 @@ def format_report(report: dict[str, Any]) -> str:
             "seeds before reading a difference.",
         ]
     for v in report["variants"]:
-        diff, p = _diff_cells(v["paired_diff"])
+        diff, p = _diff_cells(v["paired_diff"], v["name"] == ref)
         lam = ", ".join(f"{b} {x:.3f}" for b, x in v["lambda_final"].items()) or "—"
         mod = (
             ", ".join(f"{b} {100 * x:.2g}" for b, x in v.get("modulation_final", {}).items()) or "—"
@@ -459,7 +466,7 @@ def format_report(report: dict[str, Any]) -> str:
         ]
         for v in report["variants"]:
             entry = v["corrupt"][name]
-            diff, p = _diff_cells(entry["paired_diff"])
+            diff, p = _diff_cells(entry["paired_diff"], v["name"] == ref)
             lines.append(f"| {v['name']} | {_interval(entry['test_acc'])} | {diff} | {p} |")
     if report.get("target_acc") is not None:
         lines += [
