@@ -352,8 +352,8 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         f"Verdicts on the primary metric `{primary['metric']}`, declared in the grid with its "
         f"smallest effect of interest ±{100 * primary['sesoi']:.2f} points: significant after "
         f"Holm over the grid's {_count(report['holm_tests'], 'paired test')} (α = 0.05) in the "
-        "claimed direction = supported, in the other = opposite; else equivalent when two one-sided "
-        "t-tests place the difference within the margin; else undecided.",
+        "claimed direction = supported, in the other = opposite; else equivalent when two "
+        "one-sided t-tests place the difference within the margin; else undecided.",
         "",
         f"| variant | claim vs {ref} | Δ (pts) [95 %] | p Holm | p equivalence | verdict |",
         "|---|---|---|---|---|---|",
