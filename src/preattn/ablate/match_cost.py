@@ -11,11 +11,11 @@ backward, update) of ``pre`` and of the plain network at widths 1 and
 random inputs of the runs' shape, batch size, precision and memory format. Step time is
 modelled as ``t(w) = a + b·w²`` (convolution cost grows with the square of the width)
 through the two plain medians and solved for ``t(w) = t_pre``. Step time is not smooth in
-the width (channel counts that are not multiples of 8 get slower kernels: on a bf16 CPU,
-width 1.102 of SimpleCNN, 35/71/141 channels, timed 1.15x pre where the fit said 1.0), so
-the fitted width and the nearest widths on a grid of eighths are timed against ``pre``
-again, interleaved, and the one whose measured ratio is closest to 1 is kept (all timings
-and the ratio are saved and reported). The result is saved in
+the width: kernels differ with the channel counts (on a bf16 CPU with one thread, plain
+SimpleCNN measured 0.84x ``pre``'s step at width 1, where the fit was made, but 1.14x at the
+fitted 1.097 and 1.17x at 1.125). So the fitted width and the nearest widths on a grid of
+eighths are timed against ``pre`` again, interleaved, and the one whose measured ratio is
+closest to 1 is kept (all timings and that ratio are saved and reported). The result is saved in
 ``OUT/match_cost.json`` and reused by every later ``ablate`` on that folder, so the
 variant's runs keep one width across resumes.
 """
