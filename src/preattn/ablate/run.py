@@ -74,8 +74,10 @@ def ablate(
     grids = [_with_matched(g, out, dry_run, report_only, threads, progress) for g in grids]
     planned = _union([plan(g, out) for g in grids])
     pending = [p for p in planned if p.action != "done"]
-    held = [p for p in pending if variants is not None and p.run.variant not in variants]
-    pending = [p for p in pending if p not in held]
+    held: list[PlannedRun] = []
+    if variants is not None:
+        held = [p for p in pending if p.run.variant not in variants]
+        pending = [p for p in pending if p.run.variant in variants]
     counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
     shape = (
         f"{len(grids[0].variants)} variants x {len(grids[0].seeds)} seeds"
