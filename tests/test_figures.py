@@ -149,36 +149,114 @@ def test_a_run_evaluating_more_images_than_it_trains_on_says_how_to_evaluate_few
     assert "8 train / 12 test images (--limit-test evaluates fewer)" in capsys.readouterr().out
 
 
-def test_a_grid_evaluated_at_its_last_epoch_shows_intervals_as_error_bars(tmp_path, monkeypatch):
-    """ablate's accuracy.png: where only the last epoch was evaluated, each variant's mean
-    and clipped 95 % interval as an error bar, side by side; curves skip unevaluated epochs."""
-    from matplotlib.collections import PolyCollection
-    from matplotlib.container import ErrorbarContainer
-
+def _grid_figures(monkeypatch, tmp_path, runs, variants=("none", "pre")):
+    """ablate's figures of ``runs`` as matplotlib figures, by file name."""
     from preattn.ablate import Grid, plots
-    from preattn.ablate.stats import summarise
 
     figures = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig))
+    grid_file = tmp_path / "claim9-example.yaml"
+    grid_file.write_text(
+        "base: {}\nvariants: {" + ", ".join(f"{v}: {{}}" for v in variants) + "}\n"
+    )
+    plots.plot_grid(Grid.from_yaml(grid_file), tmp_path / "report", runs)
+    return figures
 
-    def rows(final: float) -> list[dict]:
-        common = {"lambda": {}, "elapsed_s": 1.0}
-        return [{"epoch": 1, **common}, {"epoch": 2, "test_acc": final, **common}]
+
+def _rows(accuracies, modulation=None, seconds=1.0):
+    """Metrics rows of one run: test accuracy where given (None: not evaluated)."""
+    return [
+        {
+            "epoch": e + 1,
+            "lambda": {},
+            "elapsed_s": seconds * (e + 1),
+            **({"test_acc": a} if a is not None else {}),
+            **({"modulation": modulation} if modulation else {}),
+        }
+        for e, a in enumerate(accuracies)
+    ]
+
+
+def test_a_grid_evaluated_at_its_last_epoch_shows_each_seed_joined_across_variants(
+    tmp_path, monkeypatch
+):
+    """ablate's accuracy.png where only the last epoch was evaluated: x is the variant, a
+    grey line per seed through its runs (a missing run breaks it), and each variant's mean
+    with its clipped 95 % interval as an error bar; the title names the grid and epoch."""
+    from matplotlib.container import ErrorbarContainer
+
+    from preattn.ablate.stats import summarise
 
     finals = {"none": [0.80, 0.82, 0.81], "pre": [0.99, 0.70, 0.85]}
-    runs = {v: {s: rows(a) for s, a in enumerate(accs)} for v, accs in finals.items()}
-    grid = Grid.from_dict({"base": TINY_CONFIG, "variants": {"none": {}, "pre": {}}})
-    plots.plot_grid(grid, tmp_path, runs)
-    ax = figures["accuracy.png"].axes[0]
+    runs = {v: {s: _rows([None, a]) for s, a in enumerate(accs)} for v, accs in finals.items()}
+    del runs["pre"][2]  # seed 2 of pre did not finish
+    ax = _grid_figures(monkeypatch, tmp_path, runs)["accuracy.png"].axes[0]
+    assert (
+        ax.get_title()
+        == "claim9-example\ntest accuracy after epoch 2; a line joins one seed's runs"
+    )
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none (n=3)", "pre (n=2)"]
+    assert ax.get_ylabel() == "test accuracy (%)"
+    seeds = [line for line in ax.lines if line.get_color() == "grey" and len(line.get_xdata())]
+    assert [list(line.get_ydata()) for line in seeds][:2] == [
+        pytest.approx([80.0, 99.0]),
+        pytest.approx([82.0, 70.0]),
+    ]
+    assert list(seeds[2].get_xdata()) == [0, 1] and np.isnan(seeds[2].get_ydata()[1])
     bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
-    assert len(bars) == 2
-    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]  # no bands
-    for container, accs in zip(bars, finals.values(), strict=True):
+    for index, (container, accs) in enumerate(
+        zip(bars, [finals["none"], [0.99, 0.70]], strict=True)
+    ):
         low, high = summarise(accs, (0.0, 1.0))["ci95"]
         (segments,) = container.lines[2]
         (x0, y0), (x1, y1) = segments.get_segments()[0]
         assert (y0, y1) == pytest.approx((100 * low, 100 * high))
-        assert 1.9 < x0 < 2.1 and x0 == x1
+        assert x0 == x1 == pytest.approx(index + 0.15)
     assert high == 1.0  # pre's interval reaches past 100 %: clipped
-    assert bars[0].lines[0].get_xdata()[0] != bars[1].lines[0].get_xdata()[0]
+
+
+def test_a_grid_evaluated_every_epoch_draws_clipped_bands_over_whole_epochs(tmp_path, monkeypatch):
+    from matplotlib.collections import PolyCollection
+
+    runs = {
+        "none": {s: _rows([0.5, 0.9 + 0.04 * s]) for s in range(3)},
+        "pre": {s: _rows([0.6, 0.98 + 0.01 * s]) for s in range(3)},
+    }
+    ax = _grid_figures(monkeypatch, tmp_path, runs)["accuracy.png"].axes[0]
+    assert ax.get_title().startswith("claim9-example: test accuracy")
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    assert max(v[1] for band in bands for v in band.get_paths()[0].vertices) <= 100.0
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+
+
+def test_modulation_figure_has_one_legend_for_its_panels_and_a_titled_log_axis(
+    tmp_path, monkeypatch
+):
+    runs = {
+        "pre": {0: _rows([0.8], {"block1": 0.01, "block2": 0.3})},
+        "cbam": {0: _rows([0.8], {"block1": 0.5, "block2": 0.6})},
+        "none": {0: _rows([0.8])},
+    }
+    fig = _grid_figures(monkeypatch, tmp_path, runs, ("pre", "cbam", "none"))["modulation.png"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["block1", "block2"]
+    assert all(ax.get_legend() is None and ax.get_yscale() == "log" for ax in panels)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["pre", "cbam", "2 % (off below)"]
+    assert fig._suptitle.get_text().startswith("claim9-example: how much attention")
+    assert panels[0].lines[0].get_ydata()[0] == pytest.approx(1.0)  # percent
+
+
+def test_accuracy_against_time_shows_a_once_evaluated_variants_spread_of_seconds(
+    tmp_path, monkeypatch
+):
+    from matplotlib.container import ErrorbarContainer
+
+    runs = {"none": {s: _rows([None, 0.8 + 0.01 * s], seconds=10.0 * (s + 1)) for s in range(3)}}
+    ax = _grid_figures(monkeypatch, tmp_path, runs, ("none",))["accuracy_vs_time.png"].axes[0]
+    (bar,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    seconds = sorted(x for segment in bar.lines[2][0].get_segments() for x, _ in segment)
+    assert seconds[0] == pytest.approx(20.0) and seconds[-1] == pytest.approx(60.0)
+    assert ax.get_title() == "claim9-example: test accuracy against wall time"
+    assert ax.get_xlabel().startswith("seconds")

@@ -1,11 +1,16 @@
-"""PNG plots of a grid's finished runs.
+"""PNG plots of a grid's finished runs, each titled with the grid's name.
 
 * ``accuracy.png``: test accuracy per evaluated epoch, mean over seeds with its Student-t
-  95 % band (an error bar where only the last epoch was evaluated);
+  95 % band, clipped to [0, 100] %; where every variant was evaluated at its last epoch
+  only, each seed's accuracy per variant instead, the seed's runs joined by a line (the
+  pairing), beside the mean and its interval as an error bar;
 * ``lambda.png``: λ per block over training (mean over seeds), one panel per variant that
   has λ;
+* ``modulation.png``: per attended block, each variant's modulation per epoch (log scale),
+  one legend for the figure;
 * ``accuracy_vs_time.png``: mean test accuracy against mean elapsed seconds (training and
-  evaluation).
+  evaluation); a variant evaluated once shows its accuracy interval and its seeds' range
+  of seconds as error bars.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .._io import atomic_write
 from ..modulation import MODULATION_FLOOR
@@ -31,10 +36,18 @@ Runs = dict[str, dict[int, list[dict[str, Any]]]]
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure with its own layout keeps it
+        fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path
+
+
+def grid_name(grid: Grid, root: Path) -> str:
+    """The name a figure's title gives the grid: its file's stem (``claim5-vs-cbam``), or
+    the report folder's name for a grid built in code."""
+    source = Path(grid.source.split(" (")[0])
+    return source.stem if source.suffix in (".yaml", ".yml") else root.name
 
 
 def _per_epoch(
@@ -61,9 +74,130 @@ def _epoch_ticks(ax: Any, epochs: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _plot_modulation(runs: Runs, root: Path) -> Path | None:
-    """``modulation.png``: per attended block, each variant's modulation per epoch (mean
-    over seeds, in percent), with the 2 % below which attention is effectively off."""
+def _interval(stats: dict[str, Any], scale: float = 100.0) -> np.ndarray | None:
+    """``[[mean − low], [high − mean]]`` of a summary's 95 % interval, for ``errorbar``."""
+    if stats["ci95"] is None:
+        return None
+    low, high = stats["ci95"]
+    return scale * np.array([[stats["mean"] - low], [high - stats["mean"]]])
+
+
+def _plot_accuracy_per_seed(runs: Runs, name: str, epoch: int) -> Any:
+    """Where every variant was evaluated once (at its last epoch): x is the variant; each
+    seed's accuracy is a dot and one grey line joins a seed across the variants (the
+    pairing the differences are taken over); beside the dots, the mean with its clipped
+    95 % interval."""
+    variants = list(runs)
+    seeds = sorted({s for by_seed in runs.values() for s in by_seed})
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(variants) + 2), 4.8))
+    x = np.arange(len(variants), dtype=float)
+    for seed in seeds:
+        values = [
+            100 * by_seed[seed][-1]["test_acc"] if seed in by_seed else np.nan
+            for by_seed in runs.values()
+        ]
+        ax.plot(x, values, color="grey", alpha=0.5, lw=1, marker="o", ms=4, zorder=1)
+    ax.plot([], [], color="grey", alpha=0.5, lw=1, marker="o", ms=4, label="one seed")
+    for index, by_seed in enumerate(runs.values()):
+        stats = summarise([rows[-1]["test_acc"] for rows in by_seed.values()], (0.0, 1.0))
+        ax.errorbar(
+            x[index] + 0.15,
+            100 * stats["mean"],
+            yerr=_interval(stats),
+            fmt="s",
+            color=f"C{index}",
+            capsize=4,
+            zorder=2,
+            label="mean, 95 % interval" if index == 0 else None,
+        )
+    ax.set_xticks(x, [f"{v} (n={len(runs[v])})" for v in variants])
+    ax.set_xlim(-0.5, len(variants) - 0.5)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set(
+        xlabel="variant",
+        ylabel="test accuracy (%)",
+        title=f"{name}\ntest accuracy after epoch {epoch}; a line joins one seed's runs",
+    )
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_accuracy_per_epoch(runs: Runs, name: str) -> Any:
+    """Mean test accuracy per evaluated epoch with its clipped 95 % band; a variant
+    evaluated at one epoch only gets an error bar there, beside the others'."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    dodge = 0.08  # variants side by side where an epoch has one point each (error bars)
+    for index, (variant, by_seed) in enumerate(runs.items()):
+        per_epoch = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
+        x = np.array(list(per_epoch), dtype=float)
+        stats = list(per_epoch.values())
+        mean = np.array([100 * s["mean"] for s in stats])
+        label = f"{variant} (n={len(by_seed)})"
+        known = all(s["ci95"] is not None for s in stats)
+        if len(x) > 1:
+            (line,) = ax.plot(x, mean, marker="o", label=label)
+            if known:
+                low = [100 * s["ci95"][0] for s in stats]
+                high = [100 * s["ci95"][1] for s in stats]
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+        else:
+            x = x + dodge * (index - (len(runs) - 1) / 2)
+            ax.errorbar(x, mean, yerr=_interval(stats[0]), fmt="o", capsize=4, label=label)
+    _epoch_ticks(ax, max(min(len(r) for r in b.values()) for b in runs.values()))
+    ax.set(
+        xlabel="epoch",
+        ylabel="test accuracy (%)",
+        title=f"{name}: test accuracy, mean and 95 % interval over seeds",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_lambda(runs: Runs, name: str) -> Any | None:
+    """One panel per variant with λ: each block's λ per epoch (mean over seeds), from its
+    starting value at epoch 0; a shared linear axis without offset notation."""
+    with_lambda = {
+        v: by_seed
+        for v, by_seed in runs.items()
+        if any(rows[-1].get("lambda") for rows in by_seed.values())
+    }
+    if not with_lambda:
+        return None
+    cols = min(3, len(with_lambda))
+    rows_n = -(-len(with_lambda) // cols)
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n + 0.4), squeeze=False, sharey=True
+    )
+    for ax, (variant, by_seed) in zip(axes.flat, with_lambda.items(), strict=False):
+        first = next(iter(by_seed.values()))
+        for block in first[-1]["lambda"]:
+            start = np.mean([rows[0]["lambda_start"][block] for rows in by_seed.values()])
+            per_epoch = [
+                np.mean([rows[e]["lambda"][block] for rows in by_seed.values()])
+                for e in range(min(len(r) for r in by_seed.values()))
+            ]
+            ax.plot(range(len(per_epoch) + 1), [start, *per_epoch], marker=".", label=block)
+        ax.set_title(variant, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(with_lambda) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("λ (mean over seeds)")
+    for ax in axes.flat:
+        ax.ticklabel_format(axis="y", useOffset=False)
+    fig.suptitle(f"{name}: λ per block over training")
+    return fig
+
+
+def _plot_modulation(runs: Runs, name: str) -> Any | None:
+    """Per attended block, each variant's modulation per epoch (mean over seeds, in
+    percent, log scale labelled at 1-2-5 steps), with the 2 % below which attention is
+    effectively off; one legend for the whole figure."""
     blocks = sorted(
         {
             b
@@ -76,9 +210,12 @@ def _plot_modulation(runs: Runs, root: Path) -> Path | None:
         return None
     cols = min(4, len(blocks))  # wrapped: a MobileNet has 16 attended blocks
     rows_n = -(-len(blocks) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.3 * rows_n + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(4.2 * cols, 3.3 * rows_n + 1.0), squeeze=False, layout="constrained"
+    )
     for ax in list(axes.flat)[len(blocks) :]:
         ax.set_visible(False)
+    colours = {variant: f"C{index}" for index, variant in enumerate(runs)}
     for ax, block in zip(axes.flat, blocks, strict=False):
         for variant, by_seed in runs.items():
             if not all(block in rows[-1].get("modulation", {}) for rows in by_seed.values()):
@@ -88,17 +225,63 @@ def _plot_modulation(runs: Runs, root: Path) -> Path | None:
                 100 * np.mean([rows[e]["modulation"][block] for rows in by_seed.values()])
                 for e in range(epochs)
             ]
-            ax.plot(range(1, epochs + 1), values, marker="o", label=variant)
-        ax.axhline(100 * MODULATION_FLOOR, color="grey", ls="--", lw=1, label="2 %")
+            ax.plot(range(1, epochs + 1), values, marker="o", color=colours[variant])
+        ax.axhline(100 * MODULATION_FLOOR, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="modulation (%, log scale)", title=f"{block}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle("how much attention changes its input: std(w)/mean(w), mean over seeds")
-    return _save(fig, root / "modulation.png")
+    handles = [
+        plt.Line2D([], [], color=colour, marker="o", label=variant)
+        for variant, colour in colours.items()
+        if any(
+            b in rows[-1].get("modulation", {}) for rows in runs[variant].values() for b in blocks
+        )
+    ]
+    handles.append(plt.Line2D([], [], color="grey", ls="--", lw=1, label="2 % (off below)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
+    fig.suptitle(f"{name}: how much attention changes its input, std(w)/mean(w), mean over seeds")
+    return fig
+
+
+def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str) -> Any:
+    """Mean test accuracy against mean elapsed seconds per evaluated epoch; a variant
+    evaluated once is one point with its accuracy interval and its seeds' min-max seconds."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, (variant, by_seed) in enumerate(runs.items()):
+        acc = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
+        seconds = _per_epoch(by_seed, "elapsed_s")
+        epochs = [e for e in acc if e in seconds]
+        x = [seconds[e]["mean"] for e in epochs]
+        y = [100 * acc[e]["mean"] for e in epochs]
+        if len(epochs) > 1:
+            ax.plot(x, y, marker="o", color=f"C{index}", label=variant)
+            continue
+        spent = [by_seed[s][epochs[0] - 1]["elapsed_s"] for s in by_seed]
+        ax.errorbar(
+            x,
+            y,
+            yerr=_interval(acc[epochs[0]]),
+            xerr=[[x[0] - min(spent)], [max(spent) - x[0]]],
+            fmt="o",
+            capsize=4,
+            color=f"C{index}",
+            label=variant,
+        )
+    if grid.target_acc is not None:
+        ax.axhline(100 * grid.target_acc, color="grey", linestyle="--", linewidth=1)
+    ax.ticklabel_format(axis="both", useOffset=False)
+    ax.set(
+        xlabel="seconds (training + evaluation, mean over seeds)",
+        ylabel="test accuracy (%)",
+        title=f"{name}: test accuracy against wall time",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
@@ -106,90 +289,19 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
     runs = {v: by_seed for v, by_seed in runs.items() if by_seed}
     if not runs:
         return []
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    dodge = 0.08  # variants side by side where an epoch has one point each (error bars)
-    for index, (variant, by_seed) in enumerate(runs.items()):
-        per_epoch = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
-        x = np.array(list(per_epoch), dtype=float)
-        stats = list(per_epoch.values())
-        mean = np.array([100 * s["mean"] for s in stats])
-        label = f"{variant} (n={len(by_seed)})"
-        known = all(s["ci95"] is not None for s in stats)
-        low = np.array([100 * s["ci95"][0] for s in stats]) if known else None
-        high = np.array([100 * s["ci95"][1] for s in stats]) if known else None
-        if len(x) > 1:
-            (line,) = ax.plot(x, mean, marker="o", label=label)
-            if known:
-                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
-        else:  # evaluated at the last epoch only: the interval as an error bar
-            x = x + dodge * (index - (len(runs) - 1) / 2)
-            bars = None if not known else np.vstack([mean - low, high - mean])
-            ax.errorbar(x, mean, yerr=bars, fmt="o", capsize=4, label=label)
-    _epoch_ticks(ax, max(min(len(r) for r in b.values()) for b in runs.values()))
-    ax.set(
-        xlabel="epoch",
-        ylabel="test accuracy (%)",
-        title="test accuracy, mean and 95 % interval over seeds",
+    name = grid_name(grid, root)
+    evaluated = {v: _per_epoch(by_seed, "test_acc") for v, by_seed in runs.items()}
+    last_only = all(len(epochs) == 1 for epochs in evaluated.values()) and (
+        len({next(iter(epochs)) for epochs in evaluated.values()}) == 1
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    written.append(_save(fig, root / "accuracy.png"))
-
-    with_lambda = {
-        v: by_seed
-        for v, by_seed in runs.items()
-        if any(rows[-1].get("lambda") for rows in by_seed.values())
+    figures = {
+        "accuracy.png": (
+            _plot_accuracy_per_seed(runs, name, next(iter(next(iter(evaluated.values())))))
+            if last_only
+            else _plot_accuracy_per_epoch(runs, name)
+        ),
+        "lambda.png": _plot_lambda(runs, name),
+        "modulation.png": _plot_modulation(runs, name),
+        "accuracy_vs_time.png": _plot_accuracy_vs_time(grid, runs, name),
     }
-    if with_lambda:
-        cols = min(3, len(with_lambda))
-        rows_n = -(-len(with_lambda) // cols)
-        fig, axes = plt.subplots(
-            rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False, sharey=True
-        )
-        for ax, (variant, by_seed) in zip(axes.flat, with_lambda.items(), strict=False):
-            first = next(iter(by_seed.values()))
-            for block in first[-1]["lambda"]:
-                start = np.mean([rows[0]["lambda_start"][block] for rows in by_seed.values()])
-                per_epoch = [
-                    np.mean([rows[e]["lambda"][block] for rows in by_seed.values()])
-                    for e in range(min(len(r) for r in by_seed.values()))
-                ]
-                ax.plot(range(len(per_epoch) + 1), [start, *per_epoch], marker=".", label=block)
-            ax.set_title(variant, fontsize=9)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(with_lambda) :]:
-            ax.set_visible(False)
-        axes[0][0].set_ylabel("λ (mean over seeds)")
-        for ax in axes.flat:
-            ax.ticklabel_format(axis="y", useOffset=False)
-        written.append(_save(fig, root / "lambda.png"))
-    modulation = _plot_modulation(runs, root)
-    if modulation is not None:
-        written.append(modulation)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for variant, by_seed in runs.items():
-        acc = _per_epoch(by_seed, "test_acc")
-        seconds = _per_epoch(by_seed, "elapsed_s")
-        epochs = [e for e in acc if e in seconds]
-        ax.plot(
-            [seconds[e]["mean"] for e in epochs],
-            [100 * acc[e]["mean"] for e in epochs],
-            marker="o",
-            label=variant,
-        )
-    if grid.target_acc is not None:
-        ax.axhline(100 * grid.target_acc, color="grey", linestyle="--", linewidth=1)
-    ax.set(
-        xlabel="seconds (training + evaluation, mean over seeds)",
-        ylabel="test accuracy (%)",
-        title="accuracy against wall time",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    written.append(_save(fig, root / "accuracy_vs_time.png"))
-    return written
+    return [_save(fig, root / file) for file, fig in figures.items() if fig is not None]
