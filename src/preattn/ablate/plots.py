@@ -89,7 +89,7 @@ def _plot_accuracy_per_seed(runs: Runs, name: str, epoch: int) -> Any:
     95 % interval."""
     variants = list(runs)
     seeds = sorted({s for by_seed in runs.values() for s in by_seed})
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(variants) + 2), 4.8))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.5, 1.1 * len(variants) + 2)), 4.8))
     x = np.arange(len(variants), dtype=float)
     for seed in seeds:
         values = [
@@ -110,7 +110,13 @@ def _plot_accuracy_per_seed(runs: Runs, name: str, epoch: int) -> Any:
             zorder=2,
             label="mean, 95 % interval" if index == 0 else None,
         )
-    ax.set_xticks(x, [f"{v} (n={len(runs[v])})" for v in variants])
+    many = len(variants) > 5  # names turned so that they do not overlap
+    ax.set_xticks(
+        x,
+        [f"{v} (n={len(runs[v])})" for v in variants],
+        rotation=30 if many else 0,
+        ha="right" if many else "center",
+    )
     ax.set_xlim(-0.5, len(variants) - 0.5)
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.set(
