@@ -263,6 +263,8 @@ def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str) -> Any:
         epochs = [e for e in acc if e in seconds]
         x = [seconds[e]["mean"] for e in epochs]
         y = [100 * acc[e]["mean"] for e in epochs]
+        if not epochs:  # no epoch that every seed evaluated and timed
+            continue
         if len(epochs) > 1:
             ax.plot(x, y, marker="o", color=f"C{index}", label=variant)
             continue
