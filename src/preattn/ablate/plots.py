@@ -261,10 +261,10 @@ def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str) -> Any:
         acc = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
         seconds = _per_epoch(by_seed, "elapsed_s")
         epochs = [e for e in acc if e in seconds]
-        x = [seconds[e]["mean"] for e in epochs]
-        y = [100 * acc[e]["mean"] for e in epochs]
         if not epochs:  # no epoch that every seed evaluated and timed
             continue
+        x = [seconds[e]["mean"] for e in epochs]
+        y = [100 * acc[e]["mean"] for e in epochs]
         if len(epochs) > 1:
             ax.plot(x, y, marker="o", color=f"C{index}", label=variant)
             continue
@@ -298,14 +298,13 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
     if not runs:
         return []
     name = grid_name(grid, root)
-    evaluated = {v: _per_epoch(by_seed, "test_acc") for v, by_seed in runs.items()}
-    last_only = all(len(epochs) == 1 for epochs in evaluated.values()) and (
-        len({next(iter(epochs)) for epochs in evaluated.values()}) == 1
-    )
+    # the evaluated epochs, when every variant has the same ones
+    evaluated = {tuple(_per_epoch(by_seed, "test_acc")) for by_seed in runs.values()}
+    once = next(iter(evaluated)) if len(evaluated) == 1 else ()
     figures = {
         "accuracy.png": (
-            _plot_accuracy_per_seed(runs, name, next(iter(next(iter(evaluated.values())))))
-            if last_only
+            _plot_accuracy_per_seed(runs, name, once[0])
+            if len(once) == 1
             else _plot_accuracy_per_epoch(runs, name)
         ),
         "lambda.png": _plot_lambda(runs, name),
