@@ -215,6 +215,46 @@ def test_a_grid_evaluated_at_its_last_epoch_shows_each_seed_joined_across_varian
     assert high == 1.0  # pre's interval reaches past 100 %: clipped
 
 
+def test_each_corrupted_test_set_gets_its_own_per_seed_figure(tmp_path, monkeypatch):
+    """A grid trained and tested on a corruption (claim 1) decides on that accuracy:
+    ``accuracy-noise-0.2.png`` shows each seed's accuracy under ``noise:0.2`` after the last
+    epoch, with the mean and clipped interval of those values, not of the clean ones."""
+    from matplotlib.container import ErrorbarContainer
+
+    from preattn.ablate.stats import summarise
+
+    clean = {"none": [0.80, 0.82], "pre": [0.81, 0.83]}
+    noisy = {"none": [0.60, 0.66], "pre": [0.70, 0.64]}
+    runs = {}
+    for variant in clean:
+        runs[variant] = {}
+        for seed in range(2):
+            rows = _rows([None, clean[variant][seed]])
+            rows[-1]["test_acc_corrupt"] = {"noise:0.2": noisy[variant][seed]}
+            runs[variant][seed] = rows
+    figures = _grid_figures(monkeypatch, tmp_path, runs)
+    assert "accuracy-noise-0.2.png" in figures
+    ax = figures["accuracy-noise-0.2.png"].axes[0]
+    assert ax.get_title() == (
+        "claim9-example\ntest accuracy under noise:0.2 after epoch 2; a line joins one seed's runs"
+    )
+    assert ax.get_ylabel() == "test accuracy under noise:0.2 (%)"
+    seeds = [line for line in ax.lines if line.get_color() == "grey" and len(line.get_xdata())]
+    assert [list(line.get_ydata()) for line in seeds] == [
+        pytest.approx([60.0, 70.0]),
+        pytest.approx([66.0, 64.0]),
+    ]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    for container, values in zip(bars, noisy.values(), strict=True):
+        low, high = summarise(values, (0.0, 1.0))["ci95"]
+        (segments,) = container.lines[2]
+        (_, y0), (_, y1) = segments.get_segments()[0]
+        assert (y0, y1) == pytest.approx((100 * low, 100 * high))
+    clean_ax = figures["accuracy.png"].axes[0]
+    clean_seeds = [line for line in clean_ax.lines if line.get_color() == "grey"]
+    assert list(clean_seeds[0].get_ydata()) == pytest.approx([80.0, 81.0])
+
+
 def test_a_grid_evaluated_every_epoch_draws_clipped_bands_over_whole_epochs(tmp_path, monkeypatch):
     from matplotlib.collections import PolyCollection
 

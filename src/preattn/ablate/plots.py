@@ -4,6 +4,10 @@
   95 % band, clipped to [0, 100] %; where every variant was evaluated at its last epoch
   only, each seed's accuracy per variant instead, the seed's runs joined by a line (the
   pairing), beside the mean and its interval as an error bar;
+* ``accuracy-<corruption>.png`` (e.g. ``accuracy-noise-0.2.png``): the same per-seed figure
+  for the accuracy on each corrupted test set the runs were evaluated on after their last
+  epoch (``eval_corrupt``), each character of the name other than letters, digits, ``.``,
+  ``_`` and ``-`` written ``-``;
 * ``lambda.png``: λ per block over training (mean over seeds), one panel per variant that
   has λ;
 * ``modulation.png``: per attended block, each variant's modulation per epoch (log scale),
@@ -15,6 +19,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,24 +87,36 @@ def _interval(stats: dict[str, Any], scale: float = 100.0) -> np.ndarray | None:
     return scale * np.array([[stats["mean"] - low], [high - stats["mean"]]])
 
 
-def _plot_accuracy_per_seed(runs: Runs, name: str, epoch: int) -> Any:
+def _final(rows: list[dict[str, Any]], corruption: str | None) -> float | None:
+    """A run's accuracy after its last epoch: on the test set, or on its ``corruption``
+    (None where that was not evaluated)."""
+    if corruption is None:
+        return rows[-1].get("test_acc")
+    return rows[-1].get("test_acc_corrupt", {}).get(corruption)
+
+
+def _plot_accuracy_per_seed(
+    runs: Runs, name: str, epoch: int, corruption: str | None = None
+) -> Any:
     """Where every variant was evaluated once (at its last epoch): x is the variant; each
-    seed's accuracy is a dot and one grey line joins a seed across the variants (the
-    pairing the differences are taken over); beside the dots, the mean with its clipped
-    95 % interval."""
-    variants = list(runs)
-    seeds = sorted({s for by_seed in runs.values() for s in by_seed})
+    seed's accuracy (on the test set, or on its ``corruption``) is a dot and one grey line
+    joins a seed across the variants (the pairing the differences are taken over); beside
+    the dots, the mean with its clipped 95 % interval."""
+    finals = {
+        v: {s: a for s, rows in by_seed.items() if (a := _final(rows, corruption)) is not None}
+        for v, by_seed in runs.items()
+    }
+    finals = {v: by_seed for v, by_seed in finals.items() if by_seed}
+    variants = list(finals)
+    seeds = sorted({s for by_seed in finals.values() for s in by_seed})
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.5, 1.1 * len(variants) + 2)), 4.8))
     x = np.arange(len(variants), dtype=float)
     for seed in seeds:
-        values = [
-            100 * by_seed[seed][-1]["test_acc"] if seed in by_seed else np.nan
-            for by_seed in runs.values()
-        ]
+        values = [100 * by_seed.get(seed, np.nan) for by_seed in finals.values()]
         ax.plot(x, values, color="grey", alpha=0.5, lw=1, marker="o", ms=4, zorder=1)
     ax.plot([], [], color="grey", alpha=0.5, lw=1, marker="o", ms=4, label="one seed")
-    for index, by_seed in enumerate(runs.values()):
-        stats = summarise([rows[-1]["test_acc"] for rows in by_seed.values()], (0.0, 1.0))
+    for index, by_seed in enumerate(finals.values()):
+        stats = summarise(list(by_seed.values()), (0.0, 1.0))
         ax.errorbar(
             x[index] + 0.15,
             100 * stats["mean"],
@@ -113,16 +130,17 @@ def _plot_accuracy_per_seed(runs: Runs, name: str, epoch: int) -> Any:
     many = len(variants) > 5  # names turned so that they do not overlap
     ax.set_xticks(
         x,
-        [f"{v} (n={len(runs[v])})" for v in variants],
+        [f"{v} (n={len(finals[v])})" for v in variants],
         rotation=30 if many else 0,
         ha="right" if many else "center",
     )
     ax.set_xlim(-0.5, len(variants) - 0.5)
     ax.ticklabel_format(axis="y", useOffset=False)
+    measured = "test accuracy" if corruption is None else f"test accuracy under {corruption}"
     ax.set(
         xlabel="variant",
-        ylabel="test accuracy (%)",
-        title=f"{name}\ntest accuracy after epoch {epoch}; a line joins one seed's runs",
+        ylabel=f"{measured} (%)",
+        title=f"{name}\n{measured} after epoch {epoch}; a line joins one seed's runs",
     )
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
@@ -311,4 +329,14 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
         "modulation.png": _plot_modulation(runs, name),
         "accuracy_vs_time.png": _plot_accuracy_vs_time(grid, runs, name),
     }
+    last = max(rows[-1]["epoch"] for by_seed in runs.values() for rows in by_seed.values())
+    corruptions = {
+        c: None
+        for by_seed in runs.values()
+        for rows in by_seed.values()
+        for c in rows[-1].get("test_acc_corrupt", {})
+    }
+    for corruption in corruptions:
+        file = "accuracy-" + re.sub(r"[^A-Za-z0-9._-]", "-", corruption) + ".png"
+        figures[file] = _plot_accuracy_per_seed(runs, name, last, corruption)
     return [_save(fig, root / file) for file, fig in figures.items() if fig is not None]
