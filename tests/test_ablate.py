@@ -483,6 +483,42 @@ class _Clock:
         return time.perf_counter()
 
 
+def test_a_run_another_ablate_trained_since_planning_is_kept_or_resumed(tmp_path, monkeypatch):
+    """Two ``ablate`` processes sharing a folder: a run planned as new that the other has
+    finished by the time it starts is kept (same accuracy, nothing retrained, its log
+    untouched); one the other has started is resumed, not refused."""
+    execute = importlib.import_module("preattn.ablate.execute")
+    grid = _grid(base={**BASE, "epochs": 2}, seeds=[0])
+    planned = {p.run.variant: p for p in plan(grid, tmp_path)}
+    assert {p.action for p in planned.values()} == {"new"}
+    tasks = {
+        v: {"config": p.run.config.to_dict(), "resume": False, "threads": None, "deadline": None}
+        for v, p in planned.items()
+    }
+    # "the other ablate": none trained to the end, pre stopped after its first epoch
+    finished = execute.run_task(dict(tasks["none"]))
+    monkeypatch.setattr(execute, "time", _Clock(start=0.0, later=100.0))
+    assert execute.run_task({**tasks["pre"], "deadline": 50.0})["stopped_after"] == 1
+    monkeypatch.undo()
+    none_dir = RunDir(planned["none"].run.config.out)
+    log = (none_dir.path / "train.log").read_text()
+    metrics = (none_dir.path / "metrics.jsonl").read_text()
+    # this ablate now runs its plan
+    kept = execute.run_task(dict(tasks["none"]))
+    assert kept == {"test_acc": finished["test_acc"], "seconds": 0.0}
+    assert (none_dir.path / "train.log").read_text() == log
+    assert (none_dir.path / "metrics.jsonl").read_text() == metrics
+    resumed = execute.run_task(dict(tasks["pre"]))
+    pre_dir = RunDir(planned["pre"].run.config.out)
+    assert pre_dir.committed_epoch() == 2
+    assert resumed["test_acc"] == pre_dir.read_metrics()[-1]["test_acc"]
+    assert [r["epoch"] for r in pre_dir.read_metrics()] == [1, 2]
+    # a run trained since with another configuration is refused, naming the option
+    other = {**tasks["none"], "config": {**tasks["none"]["config"], "lr": 0.5}}
+    with pytest.raises(ConfigError, match=r"lr \(0\.\d+ -> 0\.5\)"):
+        execute.run_task(other)
+
+
 def test_a_time_limit_stops_runs_after_their_epoch_and_the_grid_resumes_them(tmp_path, monkeypatch):
     execute = importlib.import_module("preattn.ablate.execute")  # the module, not the function
     grid = _grid(base={**BASE, "epochs": 3}, seeds=[0])

@@ -86,6 +86,19 @@ class SlurmOptions:
     time_min: int = 120
 
 
+def _check_same_configuration(run_dir: RunDir, config: TrainConfig, saved: TrainConfig) -> None:
+    """Raise ``ConfigError`` naming the run and each option whose saved value differs from
+    the grid's in a way a resume cannot change."""
+    differ = fixed_changes(config, saved)
+    if differ:
+        listing = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in differ.items())
+        raise ConfigError(
+            f"{run_dir.path} was trained with another configuration than the grid's "
+            f"({listing}); restore the grid, or use another --out (or a new variant "
+            "name) for the changed configuration"
+        )
+
+
 def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
     """What each run of ``grid`` under ``root`` needs; raises ``ConfigError`` for a run that
     exists with a different configuration (naming the run and the options)."""
@@ -96,14 +109,7 @@ def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
             planned.append(PlannedRun(run, "new"))
             continue
         saved, _ = run_dir.read_config()
-        differ = fixed_changes(run.config, saved)
-        if differ:
-            listing = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in differ.items())
-            raise ConfigError(
-                f"{run_dir.path} was trained with another configuration than the grid's "
-                f"({listing}); restore the grid, or use another --out (or a new variant "
-                "name) for the changed configuration"
-            )
+        _check_same_configuration(run_dir, run.config, saved)
         done = run_dir.committed_epoch()
         if done > run.config.epochs:
             raise ConfigError(
@@ -128,7 +134,12 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     ``threads`` (torch threads, or None) and ``deadline`` (``time.time()`` after which the
     run stops after its current epoch, or None). Output goes to the run's ``train.log``.
     Returns ``{"test_acc", "seconds"}``, or ``{"stopped_after", "seconds"}`` (the last
-    committed epoch) when the deadline stopped it."""
+    committed epoch) when the deadline stopped it.
+
+    What the run needs is decided again when it starts, not only when the grid was planned:
+    another ``ablate`` sharing the folder may have trained it since. A run that has all its
+    epochs by then is kept (its ``test_acc``, 0 seconds; its log untouched), one with some
+    is resumed."""
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
     config = TrainConfig.from_dict(_on_worker_gpu(task["config"]))
@@ -137,6 +148,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if deadline is not None and time.time() >= deadline:
         return {"stopped_after": None, "seconds": 0.0}
     out = Path(config.out)  # type: ignore[arg-type]
+    run_dir = RunDir(out)
+    resume = bool(task["resume"]) or run_dir.holds_run()
+    if resume and run_dir.committed_epoch() == config.epochs:
+        _check_same_configuration(run_dir, config, run_dir.read_config()[0])
+        return {"test_acc": run_dir.read_metrics()[-1]["test_acc"], "seconds": 0.0}
     out.mkdir(parents=True, exist_ok=True)
 
     def stop_at_deadline(record: dict[str, Any]) -> None:
@@ -149,7 +165,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         contextlib.redirect_stderr(log),
     ):
         try:
-            record = train(config, resume=bool(task["resume"]), callbacks=[stop_at_deadline])
+            record = train(config, resume=resume, callbacks=[stop_at_deadline])
         except _TimeUp as stop:
             print(f"stopped by the grid's time limit after epoch {stop.epoch}", flush=True)
             return {"stopped_after": stop.epoch, "seconds": time.perf_counter() - started}
