@@ -3,7 +3,9 @@
 Before anything trains, every run directory is inspected (:func:`plan`): a finished run is
 kept, an interrupted one is resumed, a missing one is started, and a run whose saved
 configuration differs from the grid's in an option that cannot change on resume is an
-error naming the run and the option (nothing is started then).
+error naming the run and the option (nothing is started then). Each run is inspected
+again when it starts (:func:`run_task`): another ``ablate`` on the same folder may have
+finished or started it in the meantime.
 
 Executors, all calling :func:`run_task` in a separate process per job:
 
