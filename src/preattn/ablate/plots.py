@@ -32,12 +32,11 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from .._io import atomic_write
 from ..modulation import MODULATION_FLOOR
+from .finals import Runs, corruption_names, final_accuracies
 from .grid import Grid
 from .stats import summarise
 
 __all__ = ["plot_grid"]
-
-Runs = dict[str, dict[int, list[dict[str, Any]]]]
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -87,14 +86,6 @@ def _interval(stats: dict[str, Any], scale: float = 100.0) -> np.ndarray | None:
     return scale * np.array([[stats["mean"] - low], [high - stats["mean"]]])
 
 
-def _final(rows: list[dict[str, Any]], corruption: str | None) -> float | None:
-    """A run's accuracy after its last epoch: on the test set, or on its ``corruption``
-    (None where that was not evaluated)."""
-    if corruption is None:
-        return rows[-1].get("test_acc")
-    return rows[-1].get("test_acc_corrupt", {}).get(corruption)
-
-
 def _plot_accuracy_per_seed(
     runs: Runs, name: str, epoch: int, corruption: str | None = None
 ) -> Any:
@@ -102,10 +93,7 @@ def _plot_accuracy_per_seed(
     seed's accuracy (on the test set, or on its ``corruption``) is a dot and one grey line
     joins a seed across the variants (the pairing the differences are taken over); beside
     the dots, the mean with its clipped 95 % interval."""
-    finals = {
-        v: {s: a for s, rows in by_seed.items() if (a := _final(rows, corruption)) is not None}
-        for v, by_seed in runs.items()
-    }
+    finals = {v: final_accuracies(by_seed, corruption) for v, by_seed in runs.items()}
     finals = {v: by_seed for v, by_seed in finals.items() if by_seed}
     variants = list(finals)
     seeds = sorted({s for by_seed in finals.values() for s in by_seed})
@@ -330,13 +318,7 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
         "accuracy_vs_time.png": _plot_accuracy_vs_time(grid, runs, name),
     }
     last = max(rows[-1]["epoch"] for by_seed in runs.values() for rows in by_seed.values())
-    corruptions = {
-        c: None
-        for by_seed in runs.values()
-        for rows in by_seed.values()
-        for c in rows[-1].get("test_acc_corrupt", {})
-    }
-    for corruption in corruptions:
+    for corruption in corruption_names(runs):
         file = "accuracy-" + re.sub(r"[^A-Za-z0-9._-]", "-", corruption) + ".png"
         figures[file] = _plot_accuracy_per_seed(runs, name, last, corruption)
     return [_save(fig, root / file) for file, fig in figures.items() if fig is not None]

@@ -20,6 +20,7 @@ from typing import Any
 from .._io import atomic_write_text
 from ..train.load import load_model
 from ..train.rundir import METRICS_FILE, RunDir, RunError
+from .finals import Runs, corruption_names, final_accuracies
 from .grid import Grid
 from .match_cost import MATCH_FILE
 from .plots import plot_grid
@@ -61,7 +62,7 @@ def _check_record(run_dir: RunDir, number: int, row: dict[str, Any]) -> None:
             raise RunError(f"{where}: {name!r} must map names to numbers, got {values!r}")
 
 
-def _runs_of(grid: Grid, root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
+def _runs_of(grid: Grid, root: Path) -> Runs:
     """Metrics rows of every finished run: ``{variant: {seed: rows}}``."""
     out: dict[str, dict[int, list[dict[str, Any]]]] = {v: {} for v in grid.variants}
     for run in grid.runs(root):
@@ -121,7 +122,7 @@ def _span(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
     return (min(starts), max(ends)) if starts and ends else None
 
 
-def _shared_time(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[tuple[str, int], Any]:
+def _shared_time(runs: Runs) -> dict[tuple[str, int], Any]:
     """``{(variant, seed): True | False | None}``: whether the run's training overlapped in
     time with another run of the grid (its images/s then measured a shared machine);
     None when its records lack the times."""
@@ -142,23 +143,9 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
     """The report of ``grid``'s finished runs under ``root`` as a JSON-ready dict."""
     root = Path(root)
     runs = _runs_of(grid, root)
-    final = {
-        v: {s: rows[-1]["test_acc"] for s, rows in by_seed.items()} for v, by_seed in runs.items()
-    }
+    final = {v: final_accuracies(by_seed) for v, by_seed in runs.items()}
     reference = final[grid.reference]
-    corrupt_names: list[str] = []
-    for by_seed in runs.values():
-        for rows in by_seed.values():
-            for name in rows[-1].get("test_acc_corrupt", {}):
-                if name not in corrupt_names:
-                    corrupt_names.append(name)
-
-    def corrupt(variant: str, name: str) -> dict[int, float]:
-        return {
-            s: rows[-1]["test_acc_corrupt"][name]
-            for s, rows in runs[variant].items()
-            if name in rows[-1].get("test_acc_corrupt", {})
-        }
+    corrupt_names = corruption_names(runs)
 
     shared = _shared_time(runs)
     variants = []
@@ -178,10 +165,12 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         }
         entry["corrupt"] = {
             c: {
-                "test_acc": summarise(list(corrupt(name, c).values()), ACCURACY),
+                "test_acc": summarise(list(final_accuracies(runs[name], c).values()), ACCURACY),
                 "paired_diff": None
                 if name == grid.reference
-                else paired_difference(corrupt(name, c), corrupt(grid.reference, c)),
+                else paired_difference(
+                    final_accuracies(runs[name], c), final_accuracies(runs[grid.reference], c)
+                ),
             }
             for c in corrupt_names
         }
