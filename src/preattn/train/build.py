@@ -41,6 +41,7 @@ def build_data(
         limit_test=limit_test if limit_test is not None else config.limit_test,
         image_size=config.image_size,
         seed=config.seed,
+        canvas=config.canvas,
     )
     if config.train_corrupt:
         train = CorruptedDataset(

@@ -28,6 +28,7 @@ from .._options import (
 )
 from .._yaml import YamlError
 from ..attention import attention_names
+from ..data.canvas import CanvasOptions
 from ..data.corrupt import Corruption, parse_corruptions
 from ..data.registry import DATASET_SPECS
 from ..models.factory import MODELS
@@ -39,6 +40,7 @@ __all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
 OPTIMIZERS = ("sgd", "adamw")
 # the widest channel multiplier a run may ask for (ResNet-50 at 8x: 1.6 billion parameters)
 MAX_WIDTH = 8.0
+CLUTTERED = "cluttered-fashion-mnist"
 
 
 class ConfigError(ValueError):
@@ -98,7 +100,16 @@ class TrainConfig:
     limit_train: int | None = option(None, "use the first N training images", parse_optional_int)
     limit_test: int | None = option(None, "use the first N test images", parse_optional_int)
     image_size: int | None = option(
-        None, "image size for imagefolder (224) and synthetic (32)", parse_optional_int
+        None,
+        "image size for imagefolder (224), synthetic (32) and the canvas side of "
+        "cluttered-fashion-mnist (60)",
+        parse_optional_int,
+    )
+    canvas: dict[str, Any] = option(
+        {},
+        "cluttered-fashion-mnist's distractors, e.g. patches=4,patch=8,items=0,item_size=16,"
+        "copies=1 (preattn.data.canvas.CanvasOptions); its canvas side is image_size",
+        parse_kwargs,
     )
     train_corrupt: list[str] = option(
         [], "corruptions of the training images, e.g. noise:0.2,occlude:0.25", parse_corruptions
@@ -212,7 +223,12 @@ class TrainConfig:
         for name in ("limit_train", "limit_test"):
             if getattr(self, name) is not None:
                 _validate.positive_int(name, getattr(self, name))
-        DATASET_SPECS[self.dataset].image_size_for(self.image_size)
+        size = DATASET_SPECS[self.dataset].image_size_for(self.image_size)
+        canvas = CanvasOptions.from_dict(self.canvas)
+        if self.dataset == CLUTTERED:
+            canvas.check_canvas(size, 28)
+        elif self.canvas:
+            raise ValueError(f"canvas applies to {CLUTTERED}, got dataset {self.dataset!r}")
         entry = MODELS[self.model]
         if self.stages is not None:
             _validate.stages(self.stages, count=entry.stage_count, default=())
