@@ -134,7 +134,7 @@ def test_only_in_memory_sets_go_to_the_device(device):
     expected = torch.nn.functional.pad(torch.from_numpy(images[[5, 1, 2]]), (1,) * 4)
     assert torch.equal(limited.padded.cpu().squeeze(1), expected)
     assert DeviceImages.of(SyntheticShapes(8, train=True, image_size=8), device) is None
-    corrupted = CorruptedDataset(data, ["noise:0.1"], seed=0, mean=MEAN, std=STD)
+    corrupted = CorruptedDataset(data, ["noise:0.1"], seed=0, split="train", mean=MEAN, std=STD)
     assert DeviceImages.of(corrupted, device) is None
     own = ArrayImageDataset(images, labels, lambda t: t.float())
     assert DeviceImages.of(own, device) is None

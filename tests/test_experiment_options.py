@@ -35,9 +35,9 @@ def _pixels(dataset, index: int) -> torch.Tensor:
 
 def test_noise_is_the_clamped_gaussian_of_its_generator():
     base = _dataset()
-    corrupted = CorruptedDataset(base, ["noise:0.3"], seed=5, mean=MEAN, std=STD)
+    corrupted = CorruptedDataset(base, ["noise:0.3"], seed=5, split="train", mean=MEAN, std=STD)
     clean = _pixels(base, 2)
-    g = Corruption("noise", 0.3).generator(5, 2)
+    g = Corruption("noise", 0.3).generator(5, 2, "train")
     expected = (clean + 0.3 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
     got = corrupted[2][0] * STD[0] + MEAN[0]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
@@ -46,9 +46,12 @@ def test_noise_is_the_clamped_gaussian_of_its_generator():
 
 def test_corruptions_are_deterministic_per_seed_and_sample():
     base = _dataset()
-    a = CorruptedDataset(base, ["noise:0.2", "clutter:0.3"], seed=1, mean=MEAN, std=STD)
-    b = CorruptedDataset(base, ["noise:0.2", "clutter:0.3"], seed=1, mean=MEAN, std=STD)
-    c = CorruptedDataset(base, ["noise:0.2", "clutter:0.3"], seed=2, mean=MEAN, std=STD)
+    a, b, c = (
+        CorruptedDataset(
+            base, ["noise:0.2", "clutter:0.3"], seed=s, split="train", mean=MEAN, std=STD
+        )
+        for s in (1, 1, 2)
+    )
     torch.manual_seed(0)
     first = a[3][0]
     torch.manual_seed(99)  # the global RNG plays no part
@@ -57,9 +60,23 @@ def test_corruptions_are_deterministic_per_seed_and_sample():
     assert not torch.equal(a[3][0], a[4][0])
 
 
+def test_training_and_test_images_draw_their_damage_from_separate_streams():
+    # the same base images as both splits: with one stream per index, test image i would
+    # carry exactly the noise field of training image i
+    base = _dataset()
+    train = CorruptedDataset(base, ["noise:0.2"], seed=0, split="train", mean=MEAN, std=STD)
+    test = CorruptedDataset(base, ["noise:0.2"], seed=0, split="test", mean=MEAN, std=STD)
+    for index in range(3):
+        field_train = _pixels(train, index) - _pixels(base, index)
+        field_test = _pixels(test, index) - _pixels(base, index)
+        assert not torch.allclose(field_train, field_test)
+    with pytest.raises(ValueError, match="split must be one of"):
+        CorruptedDataset(base, ["noise:0.2"], seed=0, split="val", mean=MEAN, std=STD)
+
+
 def test_occlusion_greys_a_square_of_the_given_area():
     base = _dataset(size=10)
-    corrupted = CorruptedDataset(base, ["occlude:0.25"], seed=0, mean=MEAN, std=STD)
+    corrupted = CorruptedDataset(base, ["occlude:0.25"], seed=0, split="train", mean=MEAN, std=STD)
     clean, got = _pixels(base, 1), _pixels(corrupted, 1)
     changed = (got - clean).abs() > 1e-6
     grey = (got - 0.5).abs() < 1e-6
@@ -71,7 +88,7 @@ def test_occlusion_greys_a_square_of_the_given_area():
 
 def test_clutter_pastes_patches_of_other_images():
     base = _dataset(n=4, size=12)
-    corrupted = CorruptedDataset(base, ["clutter:0.5"], seed=3, mean=MEAN, std=STD)
+    corrupted = CorruptedDataset(base, ["clutter:0.5"], seed=3, split="train", mean=MEAN, std=STD)
     clean, got = _pixels(base, 0), _pixels(corrupted, 0)
     changed = (got - clean).abs() > 1e-6
     assert 0 < int(changed.sum()) <= 4 * 18  # 4 patches of round(sqrt(0.125 * 144)) = 4 -> 16

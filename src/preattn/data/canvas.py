@@ -7,15 +7,15 @@ A task is described by :class:`CanvasOptions`. For item ``i`` of a split (a uint
 ``u_i`` of side ``s0``, resized to ``item_size`` = ``s`` first when ``s != s0``) the canvas
 ``c_i`` (``S x S``, ``S`` = the data set's ``image_size``) is built from zeros::
 
-    for k in 1..patches:  c[r_k : r_k+p, q_k : q_k+p] = max(c[...], u_{j_k}[a_k : a_k+p, b_k : b_k+p])
-    for k in 1..items:    c[...] = max(c[...], resize(u_{m_k}, item_scale·s))   # y_{m_k} != y_i
-    c[t : t+s, l : l+s] = max(c[t : t+s, l : l+s], u_i)
+    for k in 1..patches:  c[r:r+p, q:q+p] = max(c[r:r+p, q:q+p], u_{j_k}[a:a+p, b:b+p])
+    for k in 1..items:    c[r:r+z, q:q+z] = max(c[...], resize(u_{m_k}, z))  # y_{m_k} != y_i
+    c[t:t+s, l:l+s] = max(c[t:t+s, l:l+s], u_i)
 
-with ``p`` = ``patch`` (the side of a distractor patch), ``j_k`` / ``m_k`` other items of the
-same split drawn uniformly (whole distractor items are of another class than ``y_i``), and
-every position uniform over the places where the piece fits. Composition by pixel-wise
-maximum keeps the item whole where a distractor overlaps it (the images are bright objects
-on black). The label of ``c_i`` is ``y_i``.
+with ``p`` = ``patch`` (the side of a distractor patch), ``z = round(item_scale·s)``,
+``j_k`` / ``m_k`` other items of the same split drawn uniformly (whole distractor items are
+of another class than ``y_i``), and every position uniform over the places where the piece
+fits. Composition by pixel-wise maximum keeps the item whole where a distractor overlaps it
+(the images are bright objects on black). The label of ``c_i`` is ``y_i``.
 
 Every draw comes from a generator seeded by ``(split, i)`` only: a canvas is the same in every
 run, whatever the run's seed or model (a fixed data set, like the real one), and the
@@ -98,7 +98,9 @@ class CanvasOptions:
                 f"{name} (the canvas side) must be at least the item's side {side}, got {canvas}"
             )
         if self.patch > side:
-            raise ValueError(f"canvas: patch must be at most the item's side {side}, got {self.patch}")
+            raise ValueError(
+                f"canvas: patch must be at most the item's side {side}, got {self.patch}"
+            )
 
 
 def _check_int(name: str, key: str, value: Any, *, low: int) -> None:

@@ -12,9 +12,11 @@ clutter    4 squares of area ``s·H·W / 4`` each, copied from random positions 
            images of the same set and pasted at random positions
 =========  ===========================================================================
 
-Every random choice is drawn from a generator seeded by ``(seed, sample index, kind)``:
+Every random choice is drawn from a generator seeded by ``(seed, split, sample index, kind)``:
 the same sample gets the same damage in every run with that seed, whatever the model,
-so runs that differ only in the model see identical inputs (paired comparisons).
+so runs that differ only in the model see identical inputs (paired comparisons); the
+training and test splits draw from separate streams, so test image ``i`` carries none of
+the noise field (or patch positions) of training image ``i``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CORRUPTIONS", "CorruptedDataset", "Corruption", "parse_corruptions"]
+__all__ = ["CORRUPTIONS", "SPLITS", "CorruptedDataset", "Corruption", "parse_corruptions"]
 
 CORRUPTIONS = ("noise", "occlude", "clutter")
+SPLITS = ("train", "test")
 _CLUTTER_PATCHES = 4
 _OCCLUDE_FILL = 0.5
 
@@ -63,10 +66,14 @@ class Corruption:
     def name(self) -> str:
         return f"{self.kind}:{self.severity:g}"
 
-    def generator(self, seed: int, index: int) -> torch.Generator:
-        """The generator of sample ``index`` under ``seed`` (independent per kind)."""
-        kind_id = CORRUPTIONS.index(self.kind)
-        return torch.Generator().manual_seed(((seed * 1_000_003 + index) * 7 + kind_id) % 2**63)
+    def generator(self, seed: int, index: int, split: str) -> torch.Generator:
+        """The generator of sample ``index`` of ``split`` (one of :data:`SPLITS`) under ``seed``
+        (independent per kind and per split)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        kind_id, split_id = CORRUPTIONS.index(self.kind), SPLITS.index(split)
+        key = ((seed * 1_000_003 + index) * 7 + kind_id) * 3 + split_id
+        return torch.Generator().manual_seed(key % 2**63)
 
     def apply(
         self, image: torch.Tensor, generator: torch.Generator, others: _ImageSource | None = None
@@ -133,7 +140,8 @@ class CorruptedDataset(Dataset[tuple[torch.Tensor, int]]):
     transform (augmentation and normalisation with ``mean``/``std`` per channel).
 
     Sample ``i`` is ``normalise(c_k(... c_1(denormalise(x_i))))``; each ``c_j`` draws from
-    :meth:`Corruption.generator` ``(seed, i)``.
+    :meth:`Corruption.generator` ``(seed, i, split)``, ``split`` naming which split
+    ``dataset`` is (``"train"`` or ``"test"``).
     """
 
     def __init__(
@@ -142,6 +150,7 @@ class CorruptedDataset(Dataset[tuple[torch.Tensor, int]]):
         corruptions: Sequence[str | Corruption],
         *,
         seed: int,
+        split: str,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
     ) -> None:
@@ -149,7 +158,9 @@ class CorruptedDataset(Dataset[tuple[torch.Tensor, int]]):
         self.corruptions = [
             c if isinstance(c, Corruption) else Corruption.parse(c) for c in corruptions
         ]
-        self.seed = seed
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        self.seed, self.split = seed, split
         self.mean = torch.tensor(mean if mean is not None else (0.0,)).view(-1, 1, 1)
         self.std = torch.tensor(std if std is not None else (1.0,)).view(-1, 1, 1)
         self._source = _ImageSource(dataset, self.mean, self.std)
@@ -162,6 +173,6 @@ class CorruptedDataset(Dataset[tuple[torch.Tensor, int]]):
         pixels = image * self.std + self.mean
         for corruption in self.corruptions:
             pixels = corruption.apply(
-                pixels, corruption.generator(self.seed, index), others=self._source
+                pixels, corruption.generator(self.seed, index, self.split), others=self._source
             )
         return (pixels - self.mean) / self.std, label

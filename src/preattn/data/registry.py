@@ -249,9 +249,9 @@ class LoadRequest:
     canvas: CanvasOptions | None = None
 
 
-def _read_idx_splits(name: str, classes: int, data_dir: str | Path | None) -> tuple[
-    dict[str, tuple[np.ndarray, np.ndarray]], Path
-]:
+def _read_idx_splits(
+    name: str, classes: int, data_dir: str | Path | None
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], Path]:
     """``{"train": (images, labels), "test": (...)}`` of IDX set ``name``, checked, and the
     folder they came from."""
     files = find_idx_files(name, data_dir)

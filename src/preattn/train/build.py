@@ -48,6 +48,7 @@ def build_data(
             splits.train,
             config.train_corrupt,
             seed=config.seed,
+            split="train",
             mean=splits.mean,
             std=splits.std,
         )
@@ -59,7 +60,7 @@ def corrupted_test_sets(config: TrainConfig, splits: DataSplits) -> dict[str, Da
     """One corrupted copy of the test set per entry of ``config.eval_corrupt``, by name."""
     return {
         name: CorruptedDataset(
-            splits.test, [name], seed=config.seed, mean=splits.mean, std=splits.std
+            splits.test, [name], seed=config.seed, split="test", mean=splits.mean, std=splits.std
         )
         for name in config.eval_corrupt
     }
