@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from _helpers import TINY_CONFIG, tiny_grid
 from preattn.ablate import Grid
@@ -16,6 +18,8 @@ from preattn.ablate.stats import (
     equivalence_p,
     holm,
     paired_difference,
+    power,
+    seeds_for_power,
     seeds_to_resolve,
     verdict,
 )
@@ -53,6 +57,42 @@ def test_seeds_to_resolve_uses_the_t_quantile():
     assert seeds_to_resolve(None, 0.005) is None
 
 
+def _simulated_power(
+    std: float, margin: float, n: int, trials: int = 40_000
+) -> tuple[float, float]:
+    """Monte Carlo of the two powers: TOST on differences of true mean 0, the two-sided
+    paired t-test on differences of true mean ``margin``."""
+    rng = np.random.default_rng(0)
+    t_one, t_two = scipy_stats.t.ppf(0.95, n - 1), scipy_stats.t.ppf(0.975, n - 1)
+    zero = rng.normal(0.0, std, (trials, n))
+    se = zero.std(axis=1, ddof=1) / np.sqrt(n)
+    mean = zero.mean(axis=1)
+    equivalent = np.mean((mean - t_one * se > -margin) & (mean + t_one * se < margin))
+    shifted = rng.normal(margin, std, (trials, n))
+    t = shifted.mean(axis=1) / (shifted.std(axis=1, ddof=1) / np.sqrt(n))
+    return float(equivalent), float(np.mean(np.abs(t) > t_two))
+
+
+@pytest.mark.parametrize(("std", "n"), [(0.004, 9), (0.002, 5), (0.003, 3)])
+def test_power_matches_a_simulation_of_the_two_tests(std, n):
+    got = power(std, 0.003, n)
+    equivalent, detected = _simulated_power(std, 0.003, n)
+    assert got["equivalence"] == pytest.approx(equivalent, abs=0.01)
+    assert got["detection"] == pytest.approx(detected, abs=0.01)
+
+
+def test_seeds_for_power_are_more_than_the_seeds_that_place_the_interval():
+    # at the n whose interval half-width equals the margin, a true zero is called equivalent
+    # less than half the time; 80 % power needs more seeds
+    placed = seeds_to_resolve(0.004, 0.003)
+    assert power(0.004, 0.003, placed)["equivalence"] < 0.5
+    n = seeds_for_power(0.004, 0.003)
+    assert n > placed
+    assert min(power(0.004, 0.003, n).values()) >= 0.8 > min(power(0.004, 0.003, n - 1).values())
+    assert power(0.0, 0.003, 3) == {"equivalence": 1.0, "detection": 1.0}
+    assert power(None, 0.003, 5) is None and seeds_for_power(None, 0.003) is None
+
+
 def _diff(values: list[float]) -> dict:
     return paired_difference(dict(enumerate(values)), dict.fromkeys(range(len(values)), 0.0))
 
@@ -69,9 +109,10 @@ def test_verdict_words():
     noisy = _diff([0.02, -0.03, 0.01, -0.01, 0.04])
     decided = verdict(noisy, 0.8, margin)
     assert decided["verdict"] == "undecided"
-    assert decided["seeds_needed"] == seeds_to_resolve(noisy["std"], margin)
+    assert decided["seeds_needed"] == seeds_for_power(noisy["std"], margin)
     n = decided["seeds_needed"]
-    assert verdict_text(decided) == f"undecided: about {n} seeds would resolve ±0.30 points"
+    assert verdict_text(decided) == f"undecided: about {n} seeds for 80 % power at ±0.30 points"
+    assert decided["power"] == power(noisy["std"], margin, 5)
     one = verdict(_diff([0.01]), None, margin)
     assert verdict_text(one) == "undecided: a paired test needs at least 2 seeds"
     with pytest.raises(ValueError, match="expect must be 'better' or 'worse'"):

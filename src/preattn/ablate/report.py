@@ -316,7 +316,7 @@ def _diff_cells(diff: dict[str, Any] | None, reference: bool) -> tuple[str, str]
 
 def verdict_text(decision: dict[str, Any]) -> str:
     """The verdict in words: ``supported``, ``opposite``, ``equivalent within ±0.30
-    points`` or ``undecided: about 23 seeds would resolve ±0.30 points``."""
+    points`` or ``undecided: about 23 seeds for 80 % power at ±0.30 points``."""
     margin = f"±{100 * decision['margin']:.2f} points"
     word = decision["verdict"]
     if word == "equivalent":
@@ -325,9 +325,18 @@ def verdict_text(decision: dict[str, Any]) -> str:
         return "undecided: a paired test needs at least 2 seeds"
     if word == "undecided":
         n = decision.get("seeds_needed")
-        need = f"about {n} seeds would resolve {margin}" if n else f"{margin} is out of reach"
+        need = f"about {n} seeds for 80 % power at {margin}" if n else f"{margin} is out of reach"
         return f"undecided: {need}"
     return word
+
+
+def power_text(decision: dict[str, Any]) -> str:
+    """The power of the decision's seeds at the measured spread: ``35 % / 51 %`` (a true zero
+    called equivalent / a true difference of the margin found); "—" when unknown."""
+    got = decision.get("power")
+    if not got:
+        return "—"
+    return f"{100 * got['equivalence']:.0f} % / {100 * got['detection']:.0f} %"
 
 
 def _verdict_lines(report: dict[str, Any]) -> list[str]:
@@ -342,10 +351,13 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         f"smallest effect of interest ±{100 * primary['sesoi']:.2f} points: significant after "
         f"Holm over the grid's {_count(report['holm_tests'], 'paired test')} (α = 0.05) in the "
         "claimed direction = supported, in the other = opposite; else equivalent when two "
-        "one-sided t-tests place the difference within the margin; else undecided.",
+        "one-sided t-tests place the difference within the margin; else undecided. Power, "
+        "at the spread measured over these seeds: the chance that a true zero is called "
+        "equivalent / that a true difference of the margin is found (the seeds an undecided "
+        "contrast needs bring both to 80 %).",
         "",
-        f"| variant | claim vs {ref} | Δ (pts) [95 %] | p Holm | p equivalence | verdict |",
-        "|---|---|---|---|---|---|",
+        f"| variant | claim vs {ref} | Δ (pts) [95 %] | p Holm | p equivalence | power | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in decided:
         d = v["verdict"]
@@ -353,7 +365,7 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         diff = v["paired_diff"] if metric == "test_acc" else v["corrupt"][metric]["paired_diff"]
         lines.append(
             f"| {v['name']} | {d['expect']} | {_interval(diff, signed=True)} | "
-            f"{_p(d['p_holm'])} | {_p(d['p_tost'])} | {verdict_text(d)} |"
+            f"{_p(d['p_holm'])} | {_p(d['p_tost'])} | {power_text(d)} | {verdict_text(d)} |"
         )
     return lines
 

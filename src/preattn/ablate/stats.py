@@ -22,7 +22,23 @@ Deciding a claim (:func:`verdict`), at level α = 0.05:
   difference lies within ``±Δ``.
 * **Seeds to resolve ±Δ** (:func:`seeds_to_resolve`): the smallest ``n`` with
   ``t_{0.975, n−1} · s / √n ≤ Δ``, for the spread ``s`` of the differences: about that
-  many seeds make the 95 % interval no wider than ``±Δ``, enough to place it.
+  many seeds make the 95 % interval no wider than ``±Δ``. At that ``n`` a true zero is
+  called equivalent only about half the time: it places the interval, it does not decide.
+* **Power** (:func:`power`), for paired differences ``d_i ~ N(μ, σ²)`` over ``n`` seeds,
+  ``d̄ ~ N(μ, σ²/n)`` independent of ``s² ~ σ² χ²_{n−1} / (n − 1)``:
+
+  - *equivalence power* at ``μ = 0``: TOST rejects both nulls exactly when
+    ``|d̄| < Δ − t_{1−α, n−1} · s / √n``, so
+    ``P = ∫ [Φ(√n (Δ − t·s/√n)/σ) − Φ(−√n (Δ − t·s/√n)/σ)]⁺ f(s) ds``
+    over the distribution of ``s`` (numerical quadrature);
+  - *detection power* at ``μ = Δ``: the two-sided paired t-test at level α rejects with
+    probability ``P(|T| > t_{1−α/2, n−1})``, ``T`` noncentral t with ``n − 1`` degrees of
+    freedom and noncentrality ``√n · Δ / σ``.
+
+  :func:`seeds_for_power` is the smallest ``n`` at which both reach the target (80 %): with
+  that many seeds a true zero is called equivalent, and a true difference of ``±Δ`` found,
+  four times in five. ``σ`` is the spread measured so far, so the power is a planning
+  figure, not a property of the finished test.
 """
 
 from __future__ import annotations
@@ -38,6 +54,8 @@ __all__ = [
     "equivalence_p",
     "holm",
     "paired_difference",
+    "power",
+    "seeds_for_power",
     "seeds_to_resolve",
     "summarise",
     "verdict",
@@ -131,6 +149,68 @@ def seeds_to_resolve(std: float | None, margin: float, limit: int = 10_000) -> i
     return None
 
 
+def _equivalence_power(std: float, margin: float, n: int) -> float:
+    from scipy import integrate, stats
+
+    df = n - 1
+    t = float(stats.t.ppf(1 - ALPHA, df))
+    root = math.sqrt(n)
+
+    def given_s(s: float) -> float:
+        room = margin - t * s / root
+        if room <= 0:
+            return 0.0
+        z = root * room / std
+        return float(stats.norm.cdf(z) - stats.norm.cdf(-z))
+
+    def density(s: float) -> float:  # s = σ · sqrt(χ²_df / df)
+        q = df * (s / std) ** 2
+        return float(stats.chi2.pdf(q, df)) * 2 * df * s / std**2
+
+    s_max = std * math.sqrt(float(stats.chi2.ppf(1 - 1e-9, df)) / df)
+    limit = min(s_max, margin * root / t)  # beyond it the integrand is 0
+    value, _ = integrate.quad(lambda s: given_s(s) * density(s), 0.0, limit, limit=200)
+    return min(1.0, max(0.0, value))
+
+
+def _detection_power(std: float, effect: float, n: int) -> float:
+    from scipy import stats
+
+    df = n - 1
+    t = float(stats.t.ppf(1 - ALPHA / 2, df))
+    nc = math.sqrt(n) * effect / std
+    return float(stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc))
+
+
+def power(std: float | None, margin: float, n: int) -> dict[str, float] | None:
+    """``{"equivalence", "detection"}``: the chance, with ``n`` paired seeds whose differences
+    spread by ``std``, that a true zero is called equivalent within ``±margin`` and that a
+    true difference of ``margin`` is significant (module docstring); None when ``std`` is
+    unknown or ``n < 2``. A zero spread gives power 1."""
+    if std is None or n < 2 or not margin > 0:
+        return None
+    if std <= 0:
+        return {"equivalence": 1.0, "detection": 1.0}
+    return {
+        "equivalence": _equivalence_power(std, margin, n),
+        "detection": _detection_power(std, margin, n),
+    }
+
+
+def seeds_for_power(
+    std: float | None, margin: float, target: float = 0.8, limit: int = 1000
+) -> int | None:
+    """The smallest ``n ≥ 2`` at which both powers of :func:`power` reach ``target`` (None
+    when the spread is unknown or more than ``limit`` seeds would be needed)."""
+    if std is None:
+        return None
+    for n in range(2, limit + 1):
+        got = power(std, margin, n)
+        if got is not None and min(got.values()) >= target:
+            return n
+    return None
+
+
 def verdict(
     diff: Mapping[str, Any], p_holm: float | None, margin: float, expect: str = "better"
 ) -> dict[str, Any]:
@@ -140,12 +220,15 @@ def verdict(
 
     ``supported`` (significant after Holm, in the expected direction), ``opposite``
     (significant, the other way), ``equivalent`` (within ``±margin`` by the equivalence
-    test), or ``undecided`` (with the seeds that would resolve ``±margin``)."""
+    test), or ``undecided``. Every decision carries the ``power`` of its ``n`` seeds at the
+    measured spread; an undecided one also ``seeds_needed``, the seeds for 80 % power
+    (:func:`seeds_for_power`)."""
     if expect not in ("better", "worse"):
         raise ValueError(f"expect must be 'better' or 'worse', got {expect!r}")
     diffs = diff.get("diffs", [])
     p_tost = equivalence_p(diffs, margin)
     out: dict[str, Any] = {"p_holm": p_holm, "p_tost": p_tost, "margin": margin, "n": len(diffs)}
+    out["power"] = power(diff.get("std"), margin, len(diffs))
     mean = diff.get("mean")
     if p_holm is not None and p_holm < ALPHA and mean:
         wanted = mean > 0 if expect == "better" else mean < 0
@@ -154,5 +237,5 @@ def verdict(
         out["verdict"] = "equivalent"
     else:
         out["verdict"] = "undecided"
-        out["seeds_needed"] = seeds_to_resolve(diff.get("std"), margin)
+        out["seeds_needed"] = seeds_for_power(diff.get("std"), margin)
     return out
