@@ -54,6 +54,7 @@ REPORT_FILES = (
     "lambda.png",
     "accuracy_vs_time.png",
     "modulation.png",
+    "forest.png",
     ".submitit",
 )
 # options the grid sets itself for each run

@@ -7,7 +7,8 @@ each corrupted test set (``eval_corrupt``); images/s (mean and min–max over se
 parameters; final λ per block (mean over seeds); epochs and seconds (training +
 evaluation) to reach ``target_acc``; and ``per_seed``, each seed's own final values
 (accuracy, corrupted accuracies, λ, modulation, images/s, seconds).
-Accuracies are fractions in [0, 1].
+Accuracies are fractions in [0, 1]. With the plots, ``forest.png`` draws the grid's primary
+contrasts (:mod:`preattn.ablate.forest`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .._io import atomic_write_text
 from ..train.load import load_model
 from ..train.rundir import METRICS_FILE, RunDir, RunError
 from .finals import Runs, corruption_names, final_accuracies
+from .forest import write_forest
 from .grid import Grid
 from .match_cost import MATCH_FILE
 from .plots import plot_grid
@@ -521,4 +523,5 @@ def write_report(
     atomic_write_text(target / "report.md", format_report(report))
     if plots:
         plot_grid(grid, target, _runs_of(grid, root))
+        write_forest([(target.name, report)], target / "forest.png")
     return report

@@ -8,6 +8,7 @@ finished, resumes what was interrupted and runs what was added to the grid.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 from .._io import atomic_write_text
 from ..train.config import ConfigError
 from .execute import PlannedRun, SlurmOptions, check_executor, execute, plan, run_threads
+from .forest import write_forest
 from .grid import Grid
 from .match_cost import matched_widths
 from .report import write_report
@@ -54,7 +56,9 @@ def ablate(
     ``out``). ``grid`` may be a list of grids sharing one pool of runs in ``out``: their
     runs are trained together (a run that two grids share, once; two grids that give one
     run folder different configurations are an error), ``report_dir`` is then a list of
-    folders, one per grid, and a list of reports is returned.
+    folders, one per grid, and a list of reports is returned; with ``plots``, the forest
+    plot of their primary contrasts (:mod:`preattn.ablate.forest`) goes to ``forest.png``
+    in the folders' common parent.
     Raises :class:`AblationFailed` after the reports when some runs failed."""
     check_executor(executor, jobs)  # before anything is written
     out = Path(out)
@@ -116,6 +120,9 @@ def ablate(
         write_report(g, out, report_dir=folder, plots=plots)
         for g, folder in zip(grids, report_dirs, strict=True)
     ]
+    if plots and several:  # every grid's primary contrasts in one figure, beside their folders
+        named = [(folder.name, r) for folder, r in zip(report_dirs, reports, strict=True)]
+        write_forest(named, Path(os.path.commonpath(report_dirs)) / "forest.png")
     failed = [o[0].run.label for o in outcomes if o[2] is not None]
     if failed:
         raise AblationFailed(
