@@ -1,6 +1,6 @@
 """Draw the forest plot of committed reports (no runs needed):
 
-    python experiments/forest.py docs/evidence/*/report.json --out docs/img/forest.png
+python experiments/forest.py docs/evidence/*/report.json --out docs/img/forest.png
 """
 
 from __future__ import annotations
