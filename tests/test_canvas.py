@@ -77,10 +77,10 @@ def test_canvases_are_fixed_per_split_and_index_and_the_splits_differ():
     np.testing.assert_array_equal(train_a, train_b)
     # the same items as both splits: separate streams place them differently
     assert sum(not np.array_equal(a, b) for a, b in zip(train_a, test, strict=True)) >= 10
-    # a canvas depends on its own index only: a prefix of the set composes identically
-    first, _ = compose_canvases(images[:5], labels[:5], 36, CanvasOptions(patches=0), split="train")
-    whole, _ = compose_canvases(images, labels, 36, CanvasOptions(patches=0), split="train")
-    np.testing.assert_array_equal(first, whole[:5])
+    # a canvas depends on its own index only: the first canvases are the same whatever limit
+    first, first_labels = compose_canvases(images, labels, 36, options, split="train", limit=5)
+    np.testing.assert_array_equal(first, train_a[:5])
+    np.testing.assert_array_equal(first_labels, labels[:5])
 
 
 def test_copies_put_each_test_item_on_several_canvases():
@@ -146,6 +146,30 @@ def test_the_data_set_reads_fashion_mnist_files_and_keeps_to_its_split(tmp_path)
         item = arrays["t10k-images-idx3-ubyte"][index % 12].astype(np.float32)
         places = _find(pixels.round().numpy(), item - 0.5)
         assert places, "the test canvas does not hold its own test item"
+    # a test canvas is the same whatever limit_test; limit_train makes a smaller task whose
+    # canvases hold only its own items
+    few = build_datasets(
+        "cluttered-fashion-mnist",
+        tmp_path / "fm",
+        image_size=36,
+        canvas={"copies": 2},
+        limit_train=4,
+        limit_test=5,
+    )
+    full = build_datasets(
+        "cluttered-fashion-mnist", tmp_path / "fm", image_size=36, canvas={"copies": 2}
+    )
+    assert len(few.test) == 5 and torch.equal(few.test[3][0], full.test[3][0])
+    own, _ = compose_canvases(
+        arrays["train-images-idx3-ubyte"][:4].astype(np.uint8),
+        arrays["train-labels-idx1-ubyte"][:4],
+        36,
+        CanvasOptions(),
+        split="train",
+    )
+    pixels = ((few.train[2][0][0] * 0.3530 + 0.2860) * 255).round().numpy()
+    # training augmentation is a horizontal flip at random: the canvas or its mirror image
+    assert np.array_equal(pixels, own[2]) or np.array_equal(pixels, own[2][:, ::-1])
 
 
 def test_a_run_on_the_canvas_trains_and_its_readers_rebuild_the_canvas(tmp_path):

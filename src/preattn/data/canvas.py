@@ -133,11 +133,14 @@ def compose_canvases(
     options: CanvasOptions,
     *,
     split: str,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The canvases of one split: uint8 (N·copies, canvas, canvas) and their labels (N·copies,).
+    """The canvases of one split: uint8 (M, canvas, canvas) and their labels (M,), with
+    ``M = N·copies`` or the first ``limit`` of them.
 
-    ``images``: uint8 (N, H, W) items of the split; ``labels``: (N,); ``copies`` applies to
-    the test split only. See the module docstring for the composition."""
+    ``images``: uint8 (N, H, W), all the items of the split (distractors are drawn from all
+    of them, so canvas ``i`` is the same whatever ``limit``); ``labels``: (N,); ``copies``
+    applies to the test split only. See the module docstring for the composition."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"split must be one of {list(_SPLIT_IDS)}, got {split!r}")
     native = images.shape[1]
@@ -151,8 +154,9 @@ def compose_canvases(
     labels = np.asarray(labels)
     if options.items and len(np.unique(labels)) < 2:
         raise ValueError("canvas: items > 0 needs at least two classes in the split")
-    out = np.zeros((count * copies, canvas, canvas), dtype=np.uint8)
-    for index in range(count * copies):
+    total = count * copies if limit is None else min(limit, count * copies)
+    out = np.zeros((total, canvas, canvas), dtype=np.uint8)
+    for index in range(total):
         item = index % count
         rng = np.random.Generator(np.random.PCG64([_STREAM, _SPLIT_IDS[split], index]))
         image = out[index]
@@ -170,7 +174,7 @@ def compose_canvases(
             _paste_max(image, small_items[other], int(top), int(left))
         top, left = rng.integers(0, canvas - side + 1, size=2)
         _paste_max(image, items[item], int(top), int(left))
-    return out, np.tile(labels, copies)
+    return out, np.tile(labels, copies)[:total]
 
 
 def _other(rng: np.random.Generator, count: int, item: int) -> int:

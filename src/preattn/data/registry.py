@@ -280,16 +280,18 @@ def _load_idx(spec: DatasetSpec, request: LoadRequest) -> Loaded:
 
 def _load_cluttered(spec: DatasetSpec, request: LoadRequest) -> Loaded:
     """Fashion-MNIST items on cluttered canvases of side ``request.image_size``
-    (:mod:`preattn.data.canvas`); only the items a run uses are composed."""
+    (:mod:`preattn.data.canvas`). ``limit_train`` makes a smaller task: its canvases hold the
+    first N training items, distractors included; a test canvas is the same whatever
+    ``limit_test`` (its distractors come from the whole test split)."""
     options = request.canvas or CanvasOptions()
     splits, folder = _read_idx_splits("fashion-mnist", len(spec.classes or ()), request.data_dir)
     out = []
     for split, limit in (("train", request.limit_train), ("test", request.limit_test)):
         images, labels = splits[split]
-        if limit is not None and split == "train":
-            images, labels = images[:limit], labels[:limit]
+        if split == "train" and limit is not None:  # a smaller task: N items, N canvases
+            images, labels, limit = images[:limit], labels[:limit], None
         canvases, canvas_labels = compose_canvases(
-            images, labels, request.image_size, options, split=split
+            images, labels, request.image_size, options, split=split, limit=limit
         )
         train = split == "train"
         transform = ArrayTransform(spec.mean, spec.std, request.image_size, flip=True, train=train)
