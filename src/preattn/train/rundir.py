@@ -20,7 +20,11 @@ Commit of epoch N (:meth:`RunDir.commit`): both files are written into
 ``checkpoints/.tmp-epoch-NNNN-*``, the directory is renamed to ``epoch-NNNN``, then the
 ``checkpoint`` pointer is replaced atomically. The pointer is the commit: a kill or a full
 disk at any instant leaves it naming a complete epoch (N − 1 or N). Temporaries and
-uncommitted epoch directories are removed at the next start (:meth:`RunDir.clean_stale`).
+uncommitted epoch directories are removed at the next start (:meth:`RunDir.clean_stale`),
+and only after :meth:`RunDir.check_checkpoints` found the pointer naming a complete epoch:
+a pointer that names a missing or incomplete epoch (a hand edit, a run copied while it
+committed) is refused with nothing deleted, so clean-up never removes the last complete
+epoch.
 
 What is deleted: only what the run wrote. Paths written into RUN are recorded in
 ``.run-files``; ``--overwrite`` (:meth:`RunDir.clear`) removes exactly those, and nothing is
@@ -90,6 +94,7 @@ _CORE_FILES = (
 )
 # names in checkpoints/ that a run writes: committed epochs and commit temporaries
 _CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
+_EPOCH_DIR = re.compile(r"epoch-\d{4,}")
 
 # options a resumed run may change; every other option is fixed by the run
 RESUMABLE_OPTIONS = (
@@ -210,7 +215,70 @@ class RunDir:
         if epoch == 0:
             raise RunError(f"{self.path}: no committed checkpoint (no completed epoch)")
         folder = self.path / CHECKPOINTS_DIR / _epoch_name(epoch)
-        return folder if folder.is_dir() else self.path
+        if folder.is_dir():
+            return folder
+        if not (self.path / POINTER_FILE).is_file():
+            return self.path  # a run written before checkpoints/ existed
+        raise RunError(self._damaged_pointer(epoch, "is missing"))
+
+    def complete_epochs(self) -> list[int]:
+        """The epochs in ``checkpoints/`` whose folder holds both files of a commit
+        (committed or not), in increasing order."""
+        folder = self._checkpoints_folder()
+        if not folder.is_dir():
+            return []
+        epochs = []
+        for p in folder.iterdir():
+            if _EPOCH_DIR.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                files = (p / WEIGHTS_FILE, p / STATE_FILE)
+                if all(f.is_file() and not f.is_symlink() for f in files):
+                    epochs.append(int(p.name.removeprefix("epoch-")))
+        return sorted(epochs)
+
+    def _damaged_pointer(self, epoch: int, what: str) -> str:
+        complete = [_epoch_name(e) for e in self.complete_epochs()]
+        found = f"the complete epochs are {', '.join(complete)}" if complete else "none is complete"
+        advice = (
+            f"write {complete[-1]!r} into {self.path / POINTER_FILE} to resume from it, or "
+            if complete
+            else ""
+        )
+        return (
+            f"{self.path / POINTER_FILE} names {_epoch_name(epoch)}, but "
+            f"{CHECKPOINTS_DIR}/{_epoch_name(epoch)} {what} ({found}); nothing was deleted: "
+            f"{advice}use --overwrite to start the run again"
+        )
+
+    def check_checkpoints(self) -> int:
+        """The committed epoch, once the checkpoints agree with the pointer; else
+        :class:`RunError`, before anything is deleted.
+
+        The pointer must name a complete epoch folder (weights of that epoch and a training
+        state), and no complete epoch may lie beyond the one a commit interrupted between
+        its rename and its pointer (``committed + 1``): a pointer that lags further, or is
+        missing beside such epochs, was damaged or copied apart from its run."""
+        epoch = self.committed_epoch()
+        complete = self.complete_epochs()
+        if epoch:
+            folder = self._checkpoint_dir()
+            if folder != self.path:
+                if epoch not in complete:
+                    files = (WEIGHTS_FILE, STATE_FILE)
+                    lacking = [n for n in files if not (folder / n).is_file()]
+                    what = f"is incomplete (no file {' nor '.join(lacking) or 'of a commit'})"
+                    raise RunError(self._damaged_pointer(epoch, what))
+                if _weights_epoch(folder / WEIGHTS_FILE) != epoch:
+                    raise RunError(self._damaged_pointer(epoch, "holds another epoch's weights"))
+        beyond = [e for e in complete if e > epoch + 1]
+        if beyond:
+            pointer = self.path / POINTER_FILE
+            named = _epoch_name(epoch) if epoch else "no epoch"
+            raise RunError(
+                f"{pointer} names {named}, but {CHECKPOINTS_DIR}/{_epoch_name(beyond[-1])} is "
+                f"complete; nothing was deleted: write {_epoch_name(beyond[-1])!r} into "
+                f"{pointer} to resume from it, or use --overwrite to start the run again"
+            )
+        return epoch
 
     # --- lock, cleaning, overwrite -------------------------------------------------------
 
@@ -247,11 +315,13 @@ class RunDir:
 
         Only entries named as a run names them (``epoch-NNNN``, ``.tmp-epoch-NNNN-PID``)
         are touched; any other file in ``checkpoints/`` is left alone. Call it only once
-        the decision to write in RUN is final (resume or overwrite)."""
+        the decision to write in RUN is final (resume or overwrite). The checkpoints are
+        checked first (:meth:`check_checkpoints`): when the pointer does not name a complete
+        epoch, nothing is removed, so the last complete epoch always survives."""
         folder = self._checkpoints_folder()
         if not folder.is_dir():
             return []
-        keep = _epoch_name(self.committed_epoch())
+        keep = _epoch_name(self.check_checkpoints())
         removed = [
             p
             for p in folder.iterdir()
