@@ -54,9 +54,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._files import irregular_kind, require_regular_file
 from .._io import atomic_write, atomic_write_text, set_file_mode
 from ..data.registry import DatasetInfo
 from .config import ConfigError, TrainConfig
+from .data_record import read_data_record
 
 __all__ = [
     "CONFIG_FILE",
@@ -199,6 +201,7 @@ class RunDir:
     def committed_epoch(self) -> int:
         """The last committed epoch, 0 when there is none."""
         pointer = self.path / POINTER_FILE
+        require_regular_file(pointer, RunError)
         if pointer.is_file():
             name = pointer.read_text().strip()
             try:
@@ -263,9 +266,12 @@ class RunDir:
             folder = self._checkpoint_dir()
             if folder != self.path:
                 if epoch not in complete:
-                    files = (WEIGHTS_FILE, STATE_FILE)
-                    lacking = [n for n in files if not (folder / n).is_file()]
-                    what = f"is incomplete (no file {' nor '.join(lacking) or 'of a commit'})"
+                    lacking = [
+                        f"{folder / n} is {irregular_kind(folder / n) or 'missing'}"
+                        for n in (WEIGHTS_FILE, STATE_FILE)
+                        if not (folder / n).is_file() or irregular_kind(folder / n)
+                    ]
+                    what = f"is incomplete ({'; '.join(lacking) or 'a file is a link'})"
                     raise RunError(self._damaged_pointer(epoch, what))
                 if _weights_epoch(folder / WEIGHTS_FILE) != epoch:
                     raise RunError(self._damaged_pointer(epoch, "holds another epoch's weights"))
@@ -286,6 +292,7 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold an exclusive OS lock on ``RUN/.lock`` (released when the process dies)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        require_regular_file(self.path / LOCK_FILE, RunError, "lock file")  # a FIFO blocks
         with open(self.path / LOCK_FILE, "a") as handle:
             try:
                 import fcntl
@@ -381,6 +388,7 @@ class RunDir:
 
     def _read_config_file(self) -> tuple[TrainConfig, list[dict[str, Any]], dict[str, Any]]:
         path = self.path / CONFIG_FILE
+        require_regular_file(path, ConfigError, "config file")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found (is {self.path} a run directory?)")
         history: list[dict[str, Any]] = []
@@ -391,7 +399,12 @@ class RunDir:
             data.update(values.pop("data", None) or {})
             return values
 
-        return TrainConfig.from_yaml(path, prepare=pop_records), history, data
+        config = TrainConfig.from_yaml(path, prepare=pop_records)
+        try:  # held to the rules of the flags that made it
+            config.validate()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return config, history, data
 
     def read_config(self) -> tuple[TrainConfig, list[dict[str, Any]]]:
         """The saved config and its resume history."""
@@ -403,18 +416,14 @@ class RunDir:
         it was recorded, or no config yet)."""
         if not (self.path / CONFIG_FILE).is_file():
             return None
-        _, _, data = self._read_config_file()
+        config, _, data = self._read_config_file()
         if not data:
             return None
-        try:
-            return DatasetInfo.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(
-                f"{self.path / CONFIG_FILE}: the 'data' record is damaged ({exc!r})"
-            ) from None
+        return read_data_record(data, config, self.path / CONFIG_FILE)
 
     def _read_jsonl(self, name: str, upto_epoch: int | None) -> list[dict[str, Any]]:
         path = self.path / name
+        require_regular_file(path, RunError, "record file")
         if not path.is_file():
             return []
         rows = []
@@ -517,6 +526,7 @@ class RunDir:
     def load_weights(self) -> tuple[dict[str, torch.Tensor], int]:
         """The committed weights: (state dict, epoch)."""
         path = self._checkpoint_dir() / WEIGHTS_FILE
+        require_regular_file(path, RunError)
         if not path.is_file():
             raise RunError(f"{path}: missing weights of the committed checkpoint")
         try:
@@ -527,6 +537,7 @@ class RunDir:
     def load_state(self) -> dict[str, Any]:
         """The committed training state, read with ``weights_only=True``."""
         path = self._checkpoint_dir() / STATE_FILE
+        require_regular_file(path, RunError)  # torch.load would block on a FIFO
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
