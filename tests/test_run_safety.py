@@ -1,0 +1,250 @@
+"""Runs that cannot be broken from outside: saved records held to the rules of the flags,
+bounded sizes, special files, mapped failures, concurrent ablates."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _helpers import TINY_TRAIN_FLAGS as TINY
+from _helpers import one_line_error
+from preattn.cli import main
+from preattn.train.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished 1-epoch run (copy it before changing it)."""
+    run = tmp_path_factory.mktemp("tiny") / "r"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    copy = tmp_path / "r"
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    return path
+
+
+def _edit_config(run: Path, **changes) -> None:
+    path = run / "config.yaml"
+    values = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        if key.startswith("data."):
+            values["data"][key.removeprefix("data.")] = value
+        else:
+            values[key] = value
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def _readers(run: Path, image: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """Every command that rebuilds a run's network, with its arguments."""
+    return {
+        "eval": ["eval", "--checkpoint", str(run)],
+        "predict": ["predict", "--checkpoint", str(run), str(image)],
+        "viz": ["viz", "--checkpoint", str(run), "--images", "2", "--out", str(tmp_path / "v")],
+        "check": ["check", "--checkpoint", str(run)],
+        "summary": ["summary", "--checkpoint", str(run)],
+        "export": ["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")],
+    }
+
+
+# --- a saved config and data record are held to the rules of the flags -------------------
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "viz", "check", "summary", "export"])
+def test_a_saved_width_beyond_the_flags_limit_is_refused_by_every_reader(
+    run_copy, image, tmp_path, capsys, command
+):
+    _edit_config(run_copy, width=1000.0)
+    capsys.readouterr()
+    assert main(_readers(run_copy, image, tmp_path)[command]) == 2
+    error = one_line_error(capsys)
+    assert "config.yaml" in error and "width must be at most 8.0, got 1000.0" in error
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("data.image_size", 100000, "data.image_size must be 8"),  # the example
+        ("data.image_size", 8.0, "data.image_size must be 8"),  # a float is not the int
+        ("data.in_chans", 1000, "data.in_chans must be 3"),
+        ("data.classes", [str(i) for i in range(10_000)], "data.classes must be 6 distinct"),
+        ("data.std", [0.0, 1.0, 1.0], "data.std must be null or 3 finite numbers > 0"),
+        ("data.mean", [0.5], "data.mean must be null or 3 finite numbers"),
+        ("image_size", 100000, "image_size must be at most 4096"),
+        ("seed", -1, "seed must be an int >= 0"),
+        ("batch_size", 0, "batch_size must be an int >= 1"),
+    ],
+)
+def test_a_tampered_saved_record_is_one_line_naming_file_and_field(
+    run_copy, image, tmp_path, capsys, field, value, named
+):
+    _edit_config(run_copy, **{field: value})
+    capsys.readouterr()
+    assert main(_readers(run_copy, image, tmp_path)["predict"]) == 2
+    error = one_line_error(capsys)
+    assert str(run_copy / "config.yaml") in error and named in error
+
+
+def test_create_model_from_run_refuses_a_tampered_width(run_copy):
+    pytest.importorskip("timm")
+    from preattn.timm import create_model_from_run
+
+    _edit_config(run_copy, width=1000.0)
+    with pytest.raises(ConfigError, match=r"config\.yaml: width must be at most 8\.0"):
+        create_model_from_run(run_copy)
+
+
+def test_an_untouched_run_still_reads(run_copy, image, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(_readers(run_copy, image, tmp_path)["predict"]) == 0
+    assert str(image) in capsys.readouterr().out
+
+
+# --- sizes from arguments are capped; predict streams in bounded batches ------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--input-size", "3,60000,60000"],  # the example: 86 GB
+        ["summary", "--input-size", "3,60000,60000"],
+        ["summary", "--input-size", "3,32,4097"],  # one past the largest --image-size
+        ["summary", "--input-size", "100000,8,8"],  # channels
+    ],
+)
+def test_an_absurd_input_size_is_a_usage_error_before_any_network_is_built(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--input-size" in err and "H, W <= 4096" in err
+
+
+def test_the_largest_input_size_allowed_is_accepted(capsys):
+    assert main(["summary", "--model", "simplecnn", "--input-size", "16,16,16"]) == 0
+    assert "16x16x16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("count", ["100000000", "65", "0", "-3"])
+def test_viz_refuses_an_image_count_outside_its_range(run_copy, capsys, count):
+    capsys.readouterr()
+    assert main(["viz", "--checkpoint", str(run_copy), "--images", count]) == 2
+    assert f"--images must be an int in [1, 64] (one figure row each), got {count}" in (
+        one_line_error(capsys)
+    )
+
+
+def _pngs(folder: Path, count: int) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i:03d}.png"
+        Image.new("RGB", (8, 8), (i * 37 % 256, i * 91 % 256, 40)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_runs_one_batch_at_a_time_and_matches_a_single_pass(run_copy, tmp_path):
+    """Each forward pass sees at most ``batch_size`` images, the iterator yields a batch's
+    predictions before it decodes the next file, and the probabilities equal those of
+    one pass over all the images (eval mode: images do not affect each other)."""
+    import torch
+
+    from preattn.predict import iter_predictions, predict, preprocess_image
+    from preattn.train.load import load_model
+
+    loaded = load_model(run_copy)
+    paths = _pngs(tmp_path / "images", 7)
+    seen: list[int] = []
+    hook = loaded.model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    decoded: list[Path] = []
+
+    def lazily():
+        for p in paths:
+            decoded.append(p)
+            yield p
+
+    stream = iter_predictions(loaded.model, lazily(), loaded.info, top_k=6, batch_size=3)
+    first = next(stream)
+    assert len(decoded) == 3 and seen == [3]  # the first result before the 4th file is read
+    rest = list(stream)
+    hook.remove()
+    assert seen == [3, 3, 1] and [r.path for r in [first, *rest]] == [str(p) for p in paths]
+    batch = torch.stack([preprocess_image(p, loaded.info) for p in paths])
+    with torch.no_grad():
+        reference = loaded.model.eval()(batch).softmax(dim=1)
+    for row, result in zip(reference, [first, *rest], strict=True):
+        expected = sorted(row.tolist(), reverse=True)
+        assert result.probabilities == pytest.approx(expected, abs=1e-5)
+    together = predict(loaded.model, paths, loaded.info, top_k=6)  # one batch of 64
+    assert [r.indices for r in together] == [r.indices for r in [first, *rest]]
+
+
+def test_predict_on_a_folder_prints_every_image_in_name_order(run_copy, tmp_path, capsys):
+    import json
+
+    paths = _pngs(tmp_path / "images", 5)
+    (tmp_path / "images" / "notes.txt").write_text("not an image, not listed")
+    capsys.readouterr()
+    argv = ["predict", "--checkpoint", str(run_copy), str(tmp_path / "images")]
+    assert main([*argv, "--json", "--batch-size", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["file"] for line in lines] == [str(p) for p in paths]
+    assert main([*argv, "--batch-size", "0"]) == 2
+    assert "--batch-size must be an int >= 1, got 0" in one_line_error(capsys)
+
+
+# --- only regular files are read ----------------------------------------------------------
+
+
+def _fifo(path: Path) -> Path:
+    import os
+
+    os.mkfifo(path)
+    return path
+
+
+def test_predict_on_a_fifo_is_one_line_and_goes_on(run_copy, image, tmp_path, capsys):
+    fifo = _fifo(tmp_path / "pipe.png")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run_copy), str(fifo), str(image)]) == 2
+    out, err = capsys.readouterr()
+    assert str(image) in out  # the regular file is still predicted
+    assert err.count("\n") == 1 and f"{fifo}: a FIFO (named pipe), not an image file" in err
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "checkpoints/epoch-0001/state.pt", "checkpoint"])
+def test_a_fifo_in_place_of_a_run_file_is_one_line(run_copy, tmp_path, capsys, name):
+    target = run_copy / name
+    target.unlink()
+    _fifo(target)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_copy), "--epochs", "2"]) == 2
+    assert f"{target}" in (error := one_line_error(capsys)) and "FIFO" in error
+
+
+def test_a_fifo_as_grid_file_or_lock_is_one_line(run_copy, tmp_path, capsys):
+    grid = _fifo(tmp_path / "grid.yaml")
+    assert main(["ablate", str(grid), "--out", str(tmp_path / "a"), "--dry-run"]) == 2
+    assert "FIFO" in one_line_error(capsys)
+    (run_copy / ".lock").unlink(missing_ok=True)
+    _fifo(run_copy / ".lock")
+    assert main(["train", "--resume", str(run_copy), "--epochs", "2"]) == 2
+    assert "lock file" in one_line_error(capsys)
