@@ -248,3 +248,68 @@ def test_a_fifo_as_grid_file_or_lock_is_one_line(run_copy, tmp_path, capsys):
     _fifo(run_copy / ".lock")
     assert main(["train", "--resume", str(run_copy), "--epochs", "2"]) == 2
     assert "lock file" in one_line_error(capsys)
+
+
+# --- ablate decides everything before it writes, also for a dry run -----------------------
+
+
+def _grid_file(tmp_path: Path, **changes) -> Path:
+    from _helpers import TINY_CONFIG
+
+    values = {
+        "base": {**TINY_CONFIG, "epochs": 1},
+        "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
+        "reference": "none",
+        "seeds": [0],
+        **changes,
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "nan", "inf"])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_ablate_refuses_a_bad_time_limit_before_writing_anything(tmp_path, capsys, limit, dry_run):
+    grid, out = _grid_file(tmp_path), tmp_path / "out"
+    argv = ["ablate", str(grid), "--out", str(out), "--time-limit", limit]
+    capsys.readouterr()
+    assert main([*argv, *(["--dry-run"] if dry_run else [])]) == 2
+    assert "time_limit must be a number of seconds > 0, got" in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "sized",
+    [
+        {"placement": "pre"},  # the example: a variant with attention
+        {"placement": "branch", "attention": "se", "lam": None},  # beyond: another placement
+    ],
+)
+def test_match_cost_naming_a_variant_with_attention_is_refused_by_a_dry_run(
+    tmp_path, capsys, sized
+):
+    grid = _grid_file(
+        tmp_path,
+        variants={"none": {"placement": "none"}, "pre": {"placement": "pre"}, "wide": sized},
+        match_cost={"variant": "wide", "to": "pre"},
+    )
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["ablate", str(grid), "--out", str(out), "--dry-run"]) == 2
+    error = one_line_error(capsys)
+    assert "match_cost: 'wide' has attention" in error and "placement: none" in error
+    assert not out.exists()
+
+
+def test_match_cost_inheriting_attention_from_base_is_refused(tmp_path, capsys):
+    from _helpers import TINY_CONFIG
+
+    grid = _grid_file(
+        tmp_path,
+        base={**TINY_CONFIG, "epochs": 1, "placement": "pre"},  # the variant sets no placement
+        variants={"none": {"placement": "none"}, "pre": {}, "wide": {}},
+        match_cost={"variant": "wide", "to": "pre"},
+    )
+    assert main(["ablate", str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "match_cost: 'wide' has attention (placement=pre" in one_line_error(capsys)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import math
 import multiprocessing
 import os
 import threading
@@ -57,6 +58,7 @@ __all__ = [
     "PlannedRun",
     "SlurmOptions",
     "check_executor",
+    "check_time_limit",
     "die_with_parent",
     "execute",
     "plan",
@@ -318,6 +320,18 @@ def _submitit(
                 yield by_job[job.job_id], None, reason[-1] if reason else type(exc).__name__
 
 
+def check_time_limit(time_limit: Any) -> None:
+    """Raise ``ValueError`` unless ``time_limit`` is None or a finite number of seconds > 0."""
+    if time_limit is None:
+        return
+    number = isinstance(time_limit, int | float) and not isinstance(time_limit, bool)
+    if not (number and math.isfinite(time_limit) and time_limit > 0):
+        infinite = " (not finite)" if number and math.isinf(time_limit) else ""
+        raise ValueError(
+            f"time_limit must be a number of seconds > 0, got {time_limit!r}{infinite}"
+        )
+
+
 def check_executor(executor: str, jobs: int) -> None:
     """Raise ``ValueError`` for an unknown executor or a ``jobs`` that is not an int >= 1."""
     if executor not in EXECUTORS:
@@ -340,8 +354,7 @@ def execute(
     through ``progress``. Returns ``(planned, result or None, error or None)`` per run.
     ``time_limit``: seconds after which runs stop (module docstring)."""
     check_executor(executor, jobs)
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
+    check_time_limit(time_limit)
     if not pending:
         return []
     deadline = None if time_limit is None else time.time() + time_limit

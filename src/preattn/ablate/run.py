@@ -16,7 +16,15 @@ import yaml
 
 from .._io import atomic_write_text
 from ..train.config import ConfigError
-from .execute import PlannedRun, SlurmOptions, check_executor, execute, plan, run_threads
+from .execute import (
+    PlannedRun,
+    SlurmOptions,
+    check_executor,
+    check_time_limit,
+    execute,
+    plan,
+    run_threads,
+)
 from .grid import Grid
 from .match_cost import matched_widths
 from .report import write_report
@@ -56,7 +64,8 @@ def ablate(
     run folder different configurations are an error), ``report_dir`` is then a list of
     folders, one per grid, and a list of reports is returned.
     Raises :class:`AblationFailed` after the reports when some runs failed."""
-    check_executor(executor, jobs)  # before anything is written
+    check_executor(executor, jobs)  # before anything is written, also for a dry run
+    check_time_limit(time_limit)
     out = Path(out)
     several = not isinstance(grid, Grid)
     grids = list(grid) if several else [grid]  # type: ignore[arg-type]
