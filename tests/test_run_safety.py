@@ -3,6 +3,7 @@ bounded sizes, special files, mapped failures, concurrent ablates."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from pathlib import Path
 
@@ -313,3 +314,181 @@ def test_match_cost_inheriting_attention_from_base_is_refused(tmp_path, capsys):
     )
     assert main(["ablate", str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
     assert "match_cost: 'wide' has attention (placement=pre" in one_line_error(capsys)
+
+
+# --- failures of the machine are one line that says what to change ------------------------
+
+
+def _fail_state_write_of_epoch(monkeypatch, epoch: int, exc: BaseException) -> None:
+    import preattn.train.rundir as rundir
+
+    real = rundir.torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if obj.get("epoch") == epoch:
+            Path(path).write_bytes(b"PK\x03\x04partial")  # a part of the archive, then it fails
+            raise exc
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(rundir.torch, "save", save)
+
+
+def test_a_full_disk_during_a_commit_is_one_line_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    import preattn.train.rundir as rundir
+    from preattn.train import RunDir
+
+    run = tmp_path / "r"
+    # what torch.save raises when its archive writer runs out of space (the example)
+    full = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 986")
+    _fail_state_write_of_epoch(monkeypatch, 2, full)
+    monkeypatch.setattr(rundir, "low_on_space", lambda folder: True)
+    capsys.readouterr()
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(run)]) == 2
+    error = one_line_error(capsys)
+    assert "No space left on device while committing epoch 2" in error
+    assert f"the run keeps epoch 1; free space, then continue it with --resume {run}" in error
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001"]
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert RunDir(run).load_weights()[1] == 2
+
+
+def test_a_failed_write_with_space_left_is_not_called_a_full_disk(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "r"
+    _fail_state_write_of_epoch(monkeypatch, 1, RuntimeError("PytorchStreamWriter failed"))
+    capsys.readouterr()
+    assert main(["train", *TINY, "--out", str(run)]) == 2
+    error = one_line_error(capsys)
+    assert "Could not write (PytorchStreamWriter failed) while committing epoch 1" in error
+    assert "the run has no complete epoch yet" in error and "No space" not in error
+
+
+def test_a_full_disk_outside_a_commit_says_what_to_change(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from preattn.train import RunDir
+
+    def no_space(self, record):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(RunDir, "append_metrics", no_space)
+    capsys.readouterr()
+    assert main(["train", *TINY, "--out", str(tmp_path / "r")]) == 2
+    error = one_line_error(capsys)
+    assert "out of disk space (No space left on device): free space on that disk" in error
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 86400000000 bytes. Error code 12"
+        ),
+        MemoryError(),
+        "cuda",  # torch.OutOfMemoryError, as CUDA raises it
+    ],
+)
+def test_out_of_memory_is_one_line_naming_what_to_reduce(capsys, monkeypatch, exc):
+    import torch
+
+    summary_module = importlib.import_module(
+        "preattn.summary"
+    )  # the package's name is the function
+
+    if exc == "cuda":
+        exc = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    def exhausted(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(summary_module, "summary", exhausted)
+    capsys.readouterr()
+    assert main(["summary", "--model", "simplecnn"]) == 2
+    assert "out of memory" in (error := one_line_error(capsys))
+    assert "use a smaller --batch-size, --image-size, --width or model" in error
+
+
+def test_an_unrelated_runtime_error_still_shows_its_traceback(monkeypatch):
+    summary_module = importlib.import_module(
+        "preattn.summary"
+    )  # the package's name is the function
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a resource")
+
+    monkeypatch.setattr(summary_module, "summary", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["summary", "--model", "simplecnn"])
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", str(2**32), str(2**63)])
+def test_an_out_of_range_seed_is_one_line(tmp_path, capsys, seed):
+    capsys.readouterr()
+    assert main(["train", *TINY, "--seed", seed, "--out", str(tmp_path / "r")]) == 2
+    assert f"seed must be an int in [0, 4294967295], got {seed}" in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_largest_seed_trains(tmp_path):
+    assert main(["train", *TINY, "--seed", str(2**32 - 1), "--out", str(tmp_path / "r")]) == 0
+
+
+def test_a_grid_seed_out_of_range_names_the_variant(tmp_path, capsys):
+    grid = _grid_file(tmp_path, seeds=[0, 2**40])
+    assert main(["ablate", str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "seed must be an int in [0, 4294967295]" in one_line_error(capsys)
+
+
+# --- models work on the meta device -------------------------------------------------------
+
+
+def _meta_cases():
+    from preattn.models.factory import MODELS
+
+    cases = [(name, {"placement": "pre"}) for name in MODELS]
+    cases += [("resnet18", {"placement": p}) for p in ("branch", "post", "skip", "none")]
+    cases += [("simplecnn", {"placement": "pre", "attention": a}) for a in ("se", "eca", "coord")]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "options"), _meta_cases())
+def test_a_model_built_on_the_meta_device_infers_shapes(name, options):
+    import torch
+
+    from preattn.models.factory import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, image_size=32, num_classes=7, **options)
+    y = model(torch.empty(2, 3, 32, 32, device="meta"))
+    assert y.device.type == "meta" and tuple(y.shape) == (2, 7)
+
+
+def test_deferred_initialisation_loads_weights_and_matches_the_eager_model():
+    """Built on meta, materialised with ``to_empty``, loaded with an eager model's weights:
+    the same outputs as that model (nothing the state dict misses is left uninitialised)."""
+    import torch
+
+    from _helpers import randomise_batchnorm
+    from preattn.models.factory import create_model
+
+    torch.manual_seed(0)
+    eager = randomise_batchnorm(create_model("resnet18", image_size=32, num_classes=5)).eval()
+    with torch.device("meta"):
+        deferred = create_model("resnet18", image_size=32, num_classes=5)
+    deferred = deferred.to_empty(device="cpu")
+    deferred.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(deferred.eval()(x), eager(x))
+
+
+def test_a_retrofitted_torchvision_network_runs_on_the_meta_device():
+    import torch
+    import torchvision
+
+    from preattn import retrofit
+
+    model = retrofit(torchvision.models.resnet18(num_classes=3), placement="pre").to("meta")
+    assert tuple(model(torch.empty(1, 3, 64, 64, device="meta")).shape) == (1, 3)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _validate
+from ._failures import disk_full_message, is_disk_full, out_of_memory_message
 from ._io import atomic_write_text
 from ._options import parse_bool, parse_int_list
 from ._yaml import parse_yaml_value
@@ -582,8 +583,11 @@ def _input_size(text: str) -> tuple[int, ...]:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The error's message on one line (an OSError with its file name)."""
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+    """The error's message on one line (an OSError with its file name; a full disk says
+    what to change)."""
+    if is_disk_full(exc):
+        text = disk_full_message(exc)  # type: ignore[arg-type]
+    elif isinstance(exc, OSError) and exc.filename and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
     else:
         text = str(exc) or type(exc).__name__
@@ -855,14 +859,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"preattn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except MemoryError:
-        if debug:
+    except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch's out-of-memory errors
+        message = out_of_memory_message(exc)
+        if debug or message is None:
             raise
-        print(
-            f"preattn {args.command}: error: out of memory; use a smaller --batch-size, "
-            "--image-size or model",
-            file=sys.stderr,
-        )
+        print(f"preattn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"preattn {args.command}: interrupted", file=sys.stderr)

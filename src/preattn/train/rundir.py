@@ -38,6 +38,7 @@ out of RUN: a link in place of a run file or of ``checkpoints/`` is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -54,6 +55,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._failures import is_disk_full, low_on_space, writer_failed
 from .._files import irregular_kind, require_regular_file
 from .._io import atomic_write, atomic_write_text, set_file_mode
 from ..data.registry import DatasetInfo
@@ -499,8 +501,10 @@ class RunDir:
             final = folder / _epoch_name(epoch)
             shutil.rmtree(final, ignore_errors=True)  # an uncommitted one from a crash
             os.rename(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(exc) or writer_failed(exc):
+                raise self._commit_failed(epoch, exc) from exc
             raise
         _after_commit_step("rename")
         self._write_text(POINTER_FILE, _epoch_name(epoch) + "\n")
@@ -509,6 +513,17 @@ class RunDir:
         _after_commit_step("publish")
         self.clean_stale()
         (self.path / STATE_FILE).unlink(missing_ok=True)  # a legacy top-level state
+
+    def _commit_failed(self, epoch: int, exc: BaseException) -> OSError:
+        """The one-line error of a commit whose files could not be written (a full disk):
+        what survives and how to go on."""
+        kept = f"keeps epoch {epoch - 1}" if epoch > 1 else "has no complete epoch yet"
+        after = f"the run {kept}; free space, then continue it with --resume {self.path}"
+        if is_disk_full(exc) or low_on_space(self.path):
+            code, what = errno.ENOSPC, "No space left on device"
+        else:
+            code, what = errno.EIO, f"Could not write ({str(exc).strip().splitlines()[0]})"
+        return OSError(code, f"{what} while committing epoch {epoch}; {after}")
 
     def _publish_weights(self, source: Path) -> None:
         """``RUN/model.safetensors``: the committed weights, for users and other tools."""
