@@ -492,3 +492,105 @@ def test_a_retrofitted_torchvision_network_runs_on_the_meta_device():
 
     model = retrofit(torchvision.models.resnet18(num_classes=3), placement="pre").to("meta")
     assert tuple(model(torch.empty(1, 3, 64, 64, device="meta")).shape) == (1, 3)
+
+
+# --- two ablates on one folder: a run the other is training is waited for ----------------
+
+
+class _OtherAblate:
+    """Holds a run's lock as another process training it would (a lock taken through a
+    second open file is refused to this process too); :meth:`finish` puts the other's
+    finished run in place and lets the lock go, after ``delay`` seconds."""
+
+    def __init__(self, run: Path) -> None:
+        import fcntl
+
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train.log").write_text("epoch 1/1 ... (the other ablate's live output)\n")
+        self.handle = open(run / ".lock", "a")  # noqa: SIM115
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+        self.run = run
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+        self.handle.close()
+
+    def finish(self, trained: Path, delay: float) -> None:
+        import threading
+
+        def later() -> None:
+            for path in trained.iterdir():
+                if path.name not in (".lock", "train.log"):
+                    copy = shutil.copytree if path.is_dir() else shutil.copy2
+                    copy(path, self.run / path.name)
+            self.release()
+
+        threading.Timer(delay, later).start()
+
+
+def _grid_and_trained(tmp_path: Path):
+    """A one-run grid and that run trained elsewhere (what the other ablate produces)."""
+    from _helpers import tiny_grid
+    from preattn.train import train
+
+    grid = tiny_grid(variants={"none": {"placement": "none"}}, seeds=[0])
+    run = grid.runs(tmp_path / "out")[0]
+    trained = tmp_path / "elsewhere"
+    train(run.config.replace(out=str(trained)))
+    return grid, run, trained
+
+
+def test_a_run_another_ablate_trains_is_waited_for_and_its_log_left_alone(tmp_path, monkeypatch):
+    from preattn.train import RunDir
+
+    execute = importlib.import_module("preattn.ablate.execute")
+    monkeypatch.setattr(execute, "WAIT_POLL", 0.05)
+    _, run, trained = _grid_and_trained(tmp_path)
+    out = Path(run.config.out)
+    other = _OtherAblate(out)
+    log = (out / "train.log").read_text()
+    other.finish(trained, delay=0.5)
+    task = {"config": run.config.to_dict(), "resume": False, "threads": None, "deadline": None}
+    result = execute.run_task(task)
+    expected = RunDir(trained).read_metrics()[-1]["test_acc"]
+    assert result == {"test_acc": expected, "seconds": 0.0, "by_other": True}
+    assert (out / "train.log").read_text() == log  # no traceback, nothing of this process
+
+
+def test_a_run_locked_between_the_check_and_the_training_is_waited_for(tmp_path, monkeypatch):
+    """The other takes the lock after this process looked: train's refusal (RunBusy) goes
+    into no log and the run is waited for as before."""
+    execute = importlib.import_module("preattn.ablate.execute")
+    monkeypatch.setattr(execute, "WAIT_POLL", 0.05)
+    _, run, trained = _grid_and_trained(tmp_path)
+    out = Path(run.config.out)
+    other = _OtherAblate(out)
+    log = (out / "train.log").read_text()
+    looks = []
+    real_busy = execute.RunDir.busy
+
+    def busy(self):
+        looks.append(1)
+        return False if len(looks) == 1 else real_busy(self)  # the first look misses it
+
+    monkeypatch.setattr(execute.RunDir, "busy", busy)
+    other.finish(trained, delay=0.5)
+    task = {"config": run.config.to_dict(), "resume": False, "threads": None, "deadline": None}
+    assert execute.run_task(task)["by_other"] is True
+    assert len(looks) > 1 and (out / "train.log").read_text() == log
+
+
+def test_past_the_time_limit_a_busy_run_is_left_to_the_other_not_failed(tmp_path, capsys):
+    from preattn.ablate import ablate
+
+    grid, run, _ = _grid_and_trained(tmp_path)
+    other = _OtherAblate(Path(run.config.out))
+    try:
+        report = ablate(grid, tmp_path / "out", time_limit=1e-9)  # raises if a run failed
+    finally:
+        other.release()
+    out = capsys.readouterr().out
+    assert ": left to the process training it (another ablate" in out and "FAILED" not in out
+    assert [v["n"] for v in report["variants"]] == [0]

@@ -67,6 +67,7 @@ __all__ = [
     "METRICS_FILE",
     "RESUMABLE_OPTIONS",
     "WEIGHTS_FILE",
+    "RunBusy",
     "RunDir",
     "RunError",
     "fixed_changes",
@@ -118,6 +119,10 @@ _after_commit_step: Callable[[str], None] = lambda step: None  # noqa: E731
 
 class RunError(RuntimeError):
     """A run directory cannot be used as asked; the message says why and what to do."""
+
+
+class RunBusy(RunError):
+    """Another process trains in the run directory (it holds the run's lock)."""
 
 
 def _epoch_name(epoch: int) -> str:
@@ -304,7 +309,7 @@ class RunDir:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunError(
+                raise RunBusy(
                     f"{self.path} is in use by another training process (lock {LOCK_FILE}); "
                     "wait for it or choose another --out"
                 ) from None
@@ -312,6 +317,23 @@ class RunDir:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def busy(self) -> bool:
+        """Whether another process holds the run's lock (trains in RUN) at this instant."""
+        path = self.path / LOCK_FILE
+        if not path.is_file() or path.is_symlink():
+            return False
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return False
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
 
     def _checkpoints_folder(self) -> Path:
         """``RUN/checkpoints``; a symbolic link there is refused (never followed)."""
