@@ -594,3 +594,27 @@ def test_past_the_time_limit_a_busy_run_is_left_to_the_other_not_failed(tmp_path
     out = capsys.readouterr().out
     assert ": left to the process training it (another ablate" in out and "FAILED" not in out
     assert [v["n"] for v in report["variants"]] == [0]
+
+
+def test_an_interrupted_report_write_leaves_the_previous_report_whole(tmp_path, monkeypatch):
+    """Reports go to a temporary beside them and are renamed into place: a writer stopped
+    midway (or racing another ablate) never leaves a half report.md or report.json."""
+    from _helpers import tiny_grid
+    from preattn.ablate import ablate
+
+    grid, out = tiny_grid(seeds=[0]), tmp_path / "out"
+    ablate(grid, out, report_only=True, plots=False)
+    before = {name: (out / name).read_bytes() for name in ("report.md", "report.json")}
+    real = Path.write_text
+
+    def torn(self, text, *args, **kwargs):
+        if self.name.startswith((".report.md", ".report.json")):
+            real(self, text[: len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt("stopped while writing the report")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(KeyboardInterrupt):
+        ablate(grid, out, report_only=True, plots=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".report")]
