@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import preattn.train.rundir as rundir
 from _helpers import TINY_CONFIG, metrics_without_timings, one_line_error
@@ -420,3 +420,79 @@ def test_viz_and_eval_outputs_never_replace_another_runs_files(tmp_path, capsys)
     assert {"confusion.png", "eval.json"} <= set(RunDir(a).recorded())
     assert main(["viz", "--checkpoint", str(a), "--images", "2", "--out", str(a)]) == 0
     assert "attention.png" in RunDir(a).recorded()
+
+
+# --- 10. nothing is cleaned before the resume is known to be possible ---------------------
+
+
+def _tree(run: Path) -> dict[str, bytes | None]:
+    """Every path in ``run`` with a file's bytes (None for a folder)."""
+    return {
+        str(p.relative_to(run)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(run.rglob("*"))
+        if p.name != ".lock"
+    }
+
+
+def _two_epoch_run(tmp_path: Path) -> Path:
+    run = tmp_path / "r"
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(run)]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0002"]
+    return run
+
+
+def test_a_pointer_to_a_missing_epoch_deletes_nothing_and_names_the_fix(tmp_path, capsys):
+    run = _two_epoch_run(tmp_path)
+    (run / "checkpoints" / "epoch-0001").mkdir()  # an uncommitted leftover, also kept
+    (run / "checkpoint").write_text("epoch-0005\n")
+    before = _tree(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    error = one_line_error(capsys)
+    assert "names epoch-0005" in error and "is missing" in error
+    assert "write 'epoch-0002'" in error and "nothing was deleted" in error
+    assert _tree(run) == before
+    # the fix the message names works: the run resumes from its last complete epoch
+    (run / "checkpoint").write_text("epoch-0002\n")
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert RunDir(run).load_weights()[1] == 3
+    assert [r["epoch"] for r in _rows(run)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("damage", ["state missing", "weights of another epoch"])
+def test_a_pointer_to_an_incomplete_epoch_deletes_nothing(tmp_path, capsys, damage):
+    run = _two_epoch_run(tmp_path)
+    committed = run / "checkpoints" / "epoch-0002"
+    (run / "checkpoints" / ".tmp-epoch-0003-77").mkdir()  # stale, but cleaning waits
+    if damage == "state missing":
+        (committed / "state.pt").unlink()
+    else:
+        tensors = load_file(str(committed / "model.safetensors"))
+        save_file(tensors, str(committed / "model.safetensors"), metadata={"epoch": "1"})
+    before = _tree(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "nothing was deleted" in one_line_error(capsys)
+    assert _tree(run) == before
+
+
+def test_a_lost_pointer_beside_a_later_complete_epoch_deletes_nothing(tmp_path, capsys):
+    run = _two_epoch_run(tmp_path)
+    (run / "checkpoint").unlink()
+    (run / "model.safetensors").unlink()
+    before = _tree(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    error = one_line_error(capsys)
+    assert "epoch-0002 is complete" in error and "nothing was deleted" in error
+    assert _tree(run) == before
+
+
+def test_an_unreadable_checkpoint_leaves_config_and_records_untouched(tmp_path, capsys):
+    run = _two_epoch_run(tmp_path)
+    (run / "checkpoints" / "epoch-0002" / "state.pt").write_bytes(b"not a torch file")
+    before = _tree(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "state.pt: not a readable training state" in one_line_error(capsys)
+    assert _tree(run) == before  # no resume entry in config.yaml, records not rewritten

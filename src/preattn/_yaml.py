@@ -8,6 +8,7 @@
 - refuses a key given twice in one mapping (PyYAML silently keeps the last one);
 - reads ``1e-3`` and ``5E4`` as floats, as YAML 1.2 does (YAML 1.1, PyYAML's default,
   wants a dot: ``1.0e-3``);
+- reads regular files only (a FIFO would block forever);
 - names the file (and the line) in every error: not found, not UTF-8, too large, syntax.
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ._files import irregular_kind
 
 __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "YamlError", "load_yaml", "parse_yaml_value"]
 
@@ -113,6 +116,9 @@ def load_yaml(path: str | Path, what: str) -> Any:
     """The YAML document in ``path`` (see the module docstring); ``what`` names the kind of
     file in errors ("config file", "grid file")."""
     path = Path(path)
+    kind = irregular_kind(path)
+    if kind is not None:  # a FIFO would block in open() forever
+        raise YamlError(f"{what} {path} is {kind}, not a regular file")
     if not path.is_file():
         raise YamlError(f"{what} {path} not found")
     size = path.stat().st_size

@@ -130,9 +130,10 @@ def _full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast switched off: gates are computed in float32 under AMP (no bf16 sigmoids).
 
     While torch.fx traces, the device is symbolic and a graph records no context manager:
-    the gates' inputs are cast to the weights' dtype explicitly instead.
+    the gates' inputs are cast to the weights' dtype explicitly instead. A device without
+    autocast (``meta``: shape inference, deferred initialisation) has nothing to switch off.
     """
-    if _validate.fx_tracing():
+    if _validate.fx_tracing() or not torch.amp.is_autocast_available(x.device.type):
         return contextlib.nullcontext()
     return torch.autocast(x.device.type, enabled=False)
 

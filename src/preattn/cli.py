@@ -16,7 +16,8 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, _validate
+from ._failures import disk_full_message, is_disk_full, out_of_memory_message
 from ._io import atomic_write_text
 from ._options import parse_bool, parse_int_list
 from ._yaml import parse_yaml_value
@@ -26,6 +27,11 @@ from .models.factory import MODELS
 from .spec import PRESETS, AttentionSpec
 
 __all__ = ["build_parser", "main"]
+
+# the most images `viz` draws (one figure row each)
+MAX_VIZ_IMAGES = 64
+# the most input channels `summary`/`check` build a network for (multispectral data has ~13)
+MAX_INPUT_CHANNELS = 16
 
 
 def _argparse_type(parse: Any) -> Any:
@@ -441,8 +447,11 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     from .train.rundir import RunDir, guard_output
     from .viz import GRADCAM_HINT, draw_attention, draw_channel_gates, draw_comparison
 
-    if args.images < 1:
-        raise ValueError(f"images must be an int >= 1, got {args.images}")
+    if not 1 <= args.images <= MAX_VIZ_IMAGES:
+        raise ValueError(
+            f"--images must be an int in [1, {MAX_VIZ_IMAGES}] (one figure row each), "
+            f"got {args.images}"
+        )
     run = RunDir(args.checkpoint)
     out = Path(args.out) if args.out else run.path / "viz"
     names = ("attention.png", "channel_gates.png", "lambda.png", "compare.png")
@@ -478,19 +487,31 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from .predict import predict
+    from .predict import DEFAULT_BATCH, image_files, iter_predictions
     from .train.load import load_model
 
+    _validate.positive_int("--top-k", args.top_k)
+    batch_size = _validate.positive_int(
+        "--batch-size", DEFAULT_BATCH if args.batch_size is None else args.batch_size
+    )
     loaded = load_model(args.checkpoint)
-    failed: list[str] = []
+    failed = 0
 
     def report(path: str | Path, exc: DatasetError) -> None:  # the others go on
-        print(f"preattn predict: error: {_one_line(exc)}", file=sys.stderr)
-        failed.append(str(path))
+        nonlocal failed
+        print(f"preattn predict: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        failed += 1
 
-    results = predict(loaded.model, args.images, loaded.info, top_k=args.top_k, on_error=report)
-    for result in results:
-        print(json.dumps(result.to_dict()) if args.json else str(result))
+    results = iter_predictions(
+        loaded.model,
+        image_files(args.images),
+        loaded.info,
+        top_k=args.top_k,
+        on_error=report,
+        batch_size=batch_size,
+    )
+    for result in results:  # printed batch by batch, as they are computed
+        print(json.dumps(result.to_dict()) if args.json else str(result), flush=True)
     return 2 if failed else 0
 
 
@@ -541,6 +562,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _input_size(text: str) -> tuple[int, ...]:
+    """``--input-size C,H,W``, within what a run may train on (:data:`MAX_INPUT_CHANNELS`,
+    ``MAX_IMAGE_SIZE``): a 60000x60000 input is tens of GB of activations, not a summary."""
+    from .data.registry import MAX_IMAGE_SIZE
+
     try:
         size = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
@@ -549,12 +574,20 @@ def _input_size(text: str) -> tuple[int, ...]:
         ) from None
     if len(size) != 3 or min(size) < 1:
         raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}")
+    if size[0] > MAX_INPUT_CHANNELS or max(size[1:]) > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected C <= {MAX_INPUT_CHANNELS} and H, W <= {MAX_IMAGE_SIZE} (the largest "
+            f"--image-size), got {text!r}"
+        )
     return size
 
 
 def _one_line(exc: BaseException) -> str:
-    """The error's message on one line (an OSError with its file name)."""
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+    """The error's message on one line (an OSError with its file name; a full disk says
+    what to change)."""
+    if is_disk_full(exc):
+        text = disk_full_message(exc)  # type: ignore[arg-type]
+    elif isinstance(exc, OSError) and exc.filename and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
     else:
         text = str(exc) or type(exc).__name__
@@ -749,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="figures of a run's attention: spatial maps, Grad-CAM, channel gates, λ",
     )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
-    p.add_argument("--images", type=int, default=8, help="how many images (default 8)")
+    p.add_argument("--images", type=int, default=8, help="how many images, 1-64 (default 8)")
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--out", help="folder for the PNGs (default: DIR/viz)")
     p.add_argument("--compare", metavar="DIR2", help="a second run, side by side")
@@ -759,8 +792,18 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", allow_abbrev=False, help="top-k classes of image files with a run's model"
     )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run directory")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="PNG or JPEG files, or folders (their image files, by name)",
+    )
     p.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images decoded and predicted at once: the memory bound (default 64)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_cmd_predict)
 
@@ -816,14 +859,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"preattn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except MemoryError:
-        if debug:
+    except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch's out-of-memory errors
+        message = out_of_memory_message(exc)
+        if debug or message is None:
             raise
-        print(
-            f"preattn {args.command}: error: out of memory; use a smaller --batch-size, "
-            "--image-size or model",
-            file=sys.stderr,
-        )
+        print(f"preattn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"preattn {args.command}: interrupted", file=sys.stderr)

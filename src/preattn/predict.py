@@ -11,12 +11,17 @@ on, and a ``hint`` when either fires: the normalised entropy of the class probab
 (``H / log K``, 0 for certainty, 1 for a uniform guess; hint above
 :data:`UNCERTAIN_ENTROPY`), and the image's pixel mean against the training set's (hint
 when they differ by more than the training set's pixel standard deviation).
+
+Files are decoded and predicted in batches (:func:`iter_predictions`), so the memory is that
+of one batch however many files there are; ``preattn predict`` prints each batch's lines as
+they are computed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +29,24 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from . import _validate
 from .data.errors import DatasetError
 from .data.images import open_image
 from .data.registry import DatasetInfo
 
-__all__ = ["UNCERTAIN_ENTROPY", "Prediction", "predict", "preprocess_image"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "UNCERTAIN_ENTROPY",
+    "Prediction",
+    "image_files",
+    "iter_predictions",
+    "predict",
+    "preprocess_image",
+]
 
 UNCERTAIN_ENTROPY = 0.6
+# images decoded and run through the network at once: the memory bound of a prediction
+DEFAULT_BATCH = 64
 
 
 @dataclass
@@ -95,25 +111,45 @@ def preprocess_image(path: str | Path, info: DatasetInfo) -> torch.Tensor:
     return x
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
-    paths: Sequence[str | Path],
+    paths: Iterable[str | Path],
     info: DatasetInfo,
     *,
     top_k: int = 5,
     on_error: Callable[[str | Path, DatasetError], None] | None = None,
+    batch_size: int = DEFAULT_BATCH,
 ) -> list[Prediction]:
     """Top-``top_k`` predictions of ``model`` (eval mode) for each file in ``paths``, with
-    the class names of ``info`` (the data set the model was trained on).
+    the class names of ``info`` (the data set the model was trained on): the list of
+    :func:`iter_predictions`.
 
     A file that cannot be read raises its :class:`~preattn.data.errors.DatasetError`; with
     ``on_error`` it is passed to ``on_error(path, error)`` instead and left out of the
     result (each file is decoded once either way)."""
-    if top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1, got {top_k}")
-    classes = info.classes
-    images, kept = [], []
+    return list(
+        iter_predictions(model, paths, info, top_k=top_k, on_error=on_error, batch_size=batch_size)
+    )
+
+
+def iter_predictions(
+    model: nn.Module,
+    paths: Iterable[str | Path],
+    info: DatasetInfo,
+    *,
+    top_k: int = 5,
+    on_error: Callable[[str | Path, DatasetError], None] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> Iterator[Prediction]:
+    """The predictions of :func:`predict`, yielded batch by batch as they are computed.
+
+    ``paths`` is read lazily and at most ``batch_size`` decoded images are held at a time,
+    so the memory is bounded by one batch (``batch_size`` x C x H x W floats and one
+    forward pass) whatever the number of files: a folder of 100,000 photos streams."""
+    _validate.positive_int("top_k", top_k)
+    _validate.positive_int("batch_size", batch_size)
+    images: list[torch.Tensor] = []
+    kept: list[str | Path] = []
     for path in paths:
         try:
             images.append(preprocess_image(path, info))
@@ -121,10 +157,24 @@ def predict(
             if on_error is None:
                 raise
             on_error(path, exc)
-        else:
-            kept.append(path)
-    if not images:
-        return []
+            continue
+        kept.append(path)
+        if len(images) == batch_size:
+            yield from _predict_batch(model, images, kept, info, top_k)
+            images, kept = [], []
+    if images:
+        yield from _predict_batch(model, images, kept, info, top_k)
+
+
+@torch.no_grad()
+def _predict_batch(
+    model: nn.Module,
+    images: list[torch.Tensor],
+    paths: list[str | Path],
+    info: DatasetInfo,
+    top_k: int,
+) -> list[Prediction]:
+    """The predictions of ``model`` (in eval mode for the pass) on one batch of images."""
     batch = torch.stack(images)
     parameter = next(model.parameters(), None)
     if parameter is not None:
@@ -139,17 +189,33 @@ def predict(
     values, indices = probabilities.topk(k, dim=1)
     count = probabilities.shape[1]
     plogp = probabilities * probabilities.clamp_min(1e-12).log()
-    entropies = (-plogp.sum(dim=1) / math.log(count)).tolist() if count > 1 else [0.0] * len(kept)
+    entropies = (-plogp.sum(dim=1) / math.log(count)).tolist() if count > 1 else [0.0] * len(paths)
     return [
         Prediction(
             str(path),
-            [classes[i] for i in idx.tolist()],
+            [info.classes[i] for i in idx.tolist()],
             idx.tolist(),
             [float(v) for v in vals],
             entropy,
             _hint(x, entropy, info),
         )
         for path, vals, idx, entropy, x in zip(
-            kept, values, indices, entropies, images, strict=True
+            paths, values, indices, entropies, images, strict=True
         )
     ]
+
+
+def image_files(arguments: Iterable[str | Path]) -> Iterator[Path]:
+    """The files the command line names: a file as given, a folder as the image files in it
+    (by name, not recursively; suffixes PIL reads), each yielded as it is reached."""
+    from PIL import Image
+
+    suffixes = {s.lower() for s in Image.registered_extensions()}
+    for argument in arguments:
+        path = Path(argument)
+        if not path.is_dir():
+            yield path
+            continue
+        names = sorted(e.name for e in os.scandir(path) if Path(e.name).suffix.lower() in suffixes)
+        for name in names:
+            yield path / name

@@ -5,7 +5,9 @@ kept, an interrupted one is resumed, a missing one is started, and a run whose s
 configuration differs from the grid's in an option that cannot change on resume is an
 error naming the run and the option (nothing is started then). Each run is inspected
 again when it starts (:func:`run_task`): another ``ablate`` on the same folder may have
-finished or started it in the meantime.
+finished or started it in the meantime. A run the other is training (it holds the run's
+lock) is waited for and then kept or resumed, never reported as failed and never written
+into while the other trains it; past the time limit it is left to the other.
 
 Executors, all calling :func:`run_task` in a separate process per job:
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import math
 import multiprocessing
 import os
 import threading
@@ -49,7 +52,7 @@ import torch
 
 from ..train.config import ConfigError, TrainConfig
 from ..train.loop import train
-from ..train.rundir import RunDir, fixed_changes
+from ..train.rundir import RunBusy, RunDir, fixed_changes
 from .grid import Grid, GridRun
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "PlannedRun",
     "SlurmOptions",
     "check_executor",
+    "check_time_limit",
     "die_with_parent",
     "execute",
     "plan",
@@ -67,6 +71,8 @@ __all__ = [
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 LOG_FILE = "train.log"
+# seconds between two looks at a run another ablate is training
+WAIT_POLL = 2.0
 
 
 @dataclass(frozen=True)
@@ -141,20 +147,42 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     What the run needs is decided again when it starts, not only when the grid was planned:
     another ``ablate`` sharing the folder may have trained it since. A run that has all its
     epochs by then is kept (its ``test_acc``, 0 seconds; its log untouched), one with some
-    is resumed."""
+    is resumed. A run another process is training (it holds the run's lock) is waited for,
+    polling every :data:`WAIT_POLL` seconds, and then decided again: finished by the other
+    (``"by_other": True`` in the result), or resumed here when the other stopped early. Past
+    the deadline it is left to the other (``{"busy": True}``). Nothing is written into the
+    run while the other trains it."""
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
     config = TrainConfig.from_dict(_on_worker_gpu(task["config"]))
     deadline = task.get("deadline")
     started = time.perf_counter()
-    if deadline is not None and time.time() >= deadline:
-        return {"stopped_after": None, "seconds": 0.0}
+    run_dir = RunDir(config.out)  # type: ignore[arg-type]
+    waited = False
+    while True:
+        while run_dir.busy():
+            if deadline is not None and time.time() >= deadline:
+                return {"busy": True, "seconds": time.perf_counter() - started}
+            waited = True
+            time.sleep(WAIT_POLL)
+        if deadline is not None and time.time() >= deadline:
+            return {"stopped_after": None, "seconds": 0.0}
+        resume = bool(task["resume"]) or run_dir.holds_run()
+        if resume and run_dir.committed_epoch() == config.epochs:
+            _check_same_configuration(run_dir, config, run_dir.read_config()[0])
+            acc = run_dir.read_metrics()[-1]["test_acc"]
+            return {"test_acc": acc, "seconds": 0.0, **({"by_other": True} if waited else {})}
+        try:
+            return _train_logged(config, resume, deadline, started)
+        except RunBusy:  # another ablate took the run since the check: wait for it
+            waited = True
+
+
+def _train_logged(
+    config: TrainConfig, resume: bool, deadline: float | None, started: float
+) -> dict[str, Any]:
+    """:func:`run_task`'s training, its output appended to the run's ``train.log``."""
     out = Path(config.out)  # type: ignore[arg-type]
-    run_dir = RunDir(out)
-    resume = bool(task["resume"]) or run_dir.holds_run()
-    if resume and run_dir.committed_epoch() == config.epochs:
-        _check_same_configuration(run_dir, config, run_dir.read_config()[0])
-        return {"test_acc": run_dir.read_metrics()[-1]["test_acc"], "seconds": 0.0}
     out.mkdir(parents=True, exist_ok=True)
 
     def stop_at_deadline(record: dict[str, Any]) -> None:
@@ -171,6 +199,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         except _TimeUp as stop:
             print(f"stopped by the grid's time limit after epoch {stop.epoch}", flush=True)
             return {"stopped_after": stop.epoch, "seconds": time.perf_counter() - started}
+        except RunBusy:
+            raise  # the run is another process's: nothing of this one goes into its log
         except Exception:
             traceback.print_exc()  # into the log; the executor reports the error itself
             raise
@@ -318,6 +348,18 @@ def _submitit(
                 yield by_job[job.job_id], None, reason[-1] if reason else type(exc).__name__
 
 
+def check_time_limit(time_limit: Any) -> None:
+    """Raise ``ValueError`` unless ``time_limit`` is None or a finite number of seconds > 0."""
+    if time_limit is None:
+        return
+    number = isinstance(time_limit, int | float) and not isinstance(time_limit, bool)
+    if not (number and math.isfinite(time_limit) and time_limit > 0):
+        infinite = " (not finite)" if number and math.isinf(time_limit) else ""
+        raise ValueError(
+            f"time_limit must be a number of seconds > 0, got {time_limit!r}{infinite}"
+        )
+
+
 def check_executor(executor: str, jobs: int) -> None:
     """Raise ``ValueError`` for an unknown executor or a ``jobs`` that is not an int >= 1."""
     if executor not in EXECUTORS:
@@ -340,8 +382,7 @@ def execute(
     through ``progress``. Returns ``(planned, result or None, error or None)`` per run.
     ``time_limit``: seconds after which runs stop (module docstring)."""
     check_executor(executor, jobs)
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
+    check_time_limit(time_limit)
     if not pending:
         return []
     deadline = None if time_limit is None else time.time() + time_limit
@@ -361,8 +402,15 @@ def execute(
                 else f"stopped by the time limit after epoch {after} of "
                 f"{planned.run.config.epochs}, {result['seconds']:.0f} s"
             ) + " (the same command resumes it)"
+        elif error is None and result is not None and result.get("busy"):
+            status = (
+                "left to the process training it (another ablate on this folder; the same "
+                "command reports it once it is finished)"
+            )
         elif error is None and result is not None:
             status = f"test acc {result['test_acc']:.4f}, {result['seconds']:.0f} s"
+            if result.get("by_other"):
+                status += " (trained by another ablate on this folder, waited for)"
         else:
             status = f"FAILED ({error}); see {log}"
         progress(f"[{count}/{len(pending)}] {planned.run.label}: {status}")

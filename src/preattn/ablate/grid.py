@@ -166,6 +166,15 @@ class Grid:
             source=source,
         )
         runs = grid.runs(Path("."))  # every variant's configuration must be valid
+        if grid.match_cost is not None:
+            sized = grid.match_cost["variant"]
+            spec = grid.config(sized, grid.seeds[0], Path("."), matched=False).spec
+            if spec.has_attention:
+                raise ConfigError(
+                    f"{source}: match_cost: {sized!r} has attention ({spec.describe()}); "
+                    "match_cost sizes a network without attention (placement: none) to cost "
+                    f"what {grid.match_cost['to']!r} costs"
+                )
         metric = grid.primary["metric"] if grid.primary else "test_acc"
         lacking = sorted(
             {r.variant for r in runs if metric not in ("test_acc", *r.config.eval_corrupt)}

@@ -17,7 +17,15 @@ import yaml
 
 from .._io import atomic_write_text
 from ..train.config import ConfigError
-from .execute import PlannedRun, SlurmOptions, check_executor, execute, plan, run_threads
+from .execute import (
+    PlannedRun,
+    SlurmOptions,
+    check_executor,
+    check_time_limit,
+    execute,
+    plan,
+    run_threads,
+)
 from .forest import write_forest
 from .grid import Grid
 from .match_cost import matched_widths
@@ -60,7 +68,8 @@ def ablate(
     plot of their primary contrasts (:mod:`preattn.ablate.forest`) goes to ``forest.png``
     in the folders' common parent.
     Raises :class:`AblationFailed` after the reports when some runs failed."""
-    check_executor(executor, jobs)  # before anything is written
+    check_executor(executor, jobs)  # before anything is written, also for a dry run
+    check_time_limit(time_limit)
     out = Path(out)
     several = not isinstance(grid, Grid)
     grids = list(grid) if several else [grid]  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ Every reader of image files (image-folder training, ``preattn predict``) goes th
   PIL's own ``convert("L")`` clips these values at 255 (a white image);
 - palette, alpha, CMYK, YCbCr, 1-bit and float images go through PIL's conversion (alpha
   is dropped);
+- anything but a regular file (a FIFO, a device, a folder) is refused before it is opened;
 - an image whose header claims more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (a
   decompression bomb) is refused before its pixels are decoded.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .._files import irregular_kind
 from .errors import DatasetError
 
 __all__ = ["open_image", "open_rgb"]
@@ -41,6 +43,9 @@ def open_image(path: str | Path, channels: int) -> Image.Image:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     target = "L" if channels == 1 else "RGB"
+    kind = irregular_kind(path)
+    if kind is not None:  # a FIFO would block in open() forever
+        raise DatasetError(f"{path}: {kind}, not an image file; only regular files are read")
     try:
         with warnings.catch_warnings():
             # PIL warns between MAX_IMAGE_PIXELS and twice that; both are refused here

@@ -38,6 +38,8 @@ from .precision import AMP_MODES, parse_amp
 __all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
+# the largest seed (numpy's range; torch.manual_seed takes the per-epoch seeds derived from it)
+MAX_SEED = 2**32 - 1
 # the widest channel multiplier a run may ask for (ResNet-50 at 8x: 1.6 billion parameters)
 MAX_WIDTH = 8.0
 CLUTTERED = "cluttered-fashion-mnist"
@@ -120,7 +122,7 @@ class TrainConfig:
         "noise:0.2,clutter:0.3",
         parse_corruptions,
     )
-    seed: int = option(0, "random seed (>= 0)", int)
+    seed: int = option(0, "random seed, 0 to 2**32 - 1", int)
     out: str | None = option(None, "run directory (default: a new runs/<date>-<time>-<model>)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N, or any torch device name")
     amp: str = option(
@@ -203,6 +205,8 @@ class TrainConfig:
             _validate.positive_int(name, getattr(self, name))
         for name in ("seed", "workers", "eval_every"):
             _validate.non_negative_int(name, getattr(self, name))
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed must be an int in [0, {MAX_SEED}], got {self.seed}")
         if not self.lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not self.lam_lr_scale > 0:

@@ -246,12 +246,27 @@ def _check_resume(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any
     return changed
 
 
+def _read_checkpoint(run: RunDir, epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The committed weights and training state of ``epoch``; :class:`RunError` when either
+    is unreadable or from another epoch."""
+    weights, weights_epoch = run.load_weights()
+    state = run.load_state()
+    if not weights_epoch == state.get("epoch") == epoch:
+        raise RunError(
+            f"{run.path}: the committed checkpoint is epoch {epoch}, but its weights "
+            f"are from epoch {weights_epoch} and its training state from epoch "
+            f"{state.get('epoch')}"
+        )
+    return weights, state
+
+
 def _prepare_run_dir(
     run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool, overwrite: bool
 ) -> tuple[int, list[dict[str, Any]]]:
     """Check and set up ``run`` for a new or resumed run (rank 0, lock held).
 
-    Nothing is deleted before the decision to write in ``run`` is final. Returns the
+    Everything is decided first (the options, the data, a complete and readable committed
+    checkpoint); nothing is deleted or written before. Returns the
     committed epoch to start after and the metrics history up to it.
     """
     if not resume:
@@ -269,12 +284,14 @@ def _prepare_run_dir(
     trained_on = run.read_data_info()
     if trained_on is not None:
         check_same_data(run, trained_on, splits.info)
-    run.clean_stale()
-    start = run.committed_epoch()
+    start = run.check_checkpoints()
     if config.epochs < start:
         raise RunError(
             f"epochs={config.epochs} is fewer than the {start} epochs {run.path} has completed"
         )
+    if start:
+        _read_checkpoint(run, start)  # readable before anything changes
+    run.clean_stale()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     entry: dict[str, Any] = {"resumed_after_epoch": start, "time": stamp}
     if changed:
@@ -366,14 +383,7 @@ def _train(
     if ctx.distributed:
         start_epoch = _broadcast_int(start_epoch, device)
     if start_epoch:
-        weights, weights_epoch = run.load_weights()
-        state = run.load_state()
-        if not weights_epoch == state.get("epoch") == start_epoch:
-            raise RunError(
-                f"{run.path}: the committed checkpoint is epoch {start_epoch}, but its weights "
-                f"are from epoch {weights_epoch} and its training state from epoch "
-                f"{state.get('epoch')}"
-            )
+        weights, state = _read_checkpoint(run, start_epoch)
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

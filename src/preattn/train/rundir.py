@@ -20,7 +20,11 @@ Commit of epoch N (:meth:`RunDir.commit`): both files are written into
 ``checkpoints/.tmp-epoch-NNNN-*``, the directory is renamed to ``epoch-NNNN``, then the
 ``checkpoint`` pointer is replaced atomically. The pointer is the commit: a kill or a full
 disk at any instant leaves it naming a complete epoch (N − 1 or N). Temporaries and
-uncommitted epoch directories are removed at the next start (:meth:`RunDir.clean_stale`).
+uncommitted epoch directories are removed at the next start (:meth:`RunDir.clean_stale`),
+and only after :meth:`RunDir.check_checkpoints` found the pointer naming a complete epoch:
+a pointer that names a missing or incomplete epoch (a hand edit, a run copied while it
+committed) is refused with nothing deleted, so clean-up never removes the last complete
+epoch.
 
 What is deleted: only what the run wrote. Paths written into RUN are recorded in
 ``.run-files``; ``--overwrite`` (:meth:`RunDir.clear`) removes exactly those, and nothing is
@@ -34,6 +38,7 @@ out of RUN: a link in place of a run file or of ``checkpoints/`` is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -50,15 +55,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._failures import is_disk_full, low_on_space, writer_failed
+from .._files import irregular_kind, require_regular_file
 from .._io import atomic_write, atomic_write_text, set_file_mode
 from ..data.registry import DatasetInfo
 from .config import ConfigError, TrainConfig
+from .data_record import read_data_record
 
 __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "RESUMABLE_OPTIONS",
     "WEIGHTS_FILE",
+    "RunBusy",
     "RunDir",
     "RunError",
     "fixed_changes",
@@ -90,6 +99,7 @@ _CORE_FILES = (
 )
 # names in checkpoints/ that a run writes: committed epochs and commit temporaries
 _CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
+_EPOCH_DIR = re.compile(r"epoch-\d{4,}")
 
 # options a resumed run may change; every other option is fixed by the run
 RESUMABLE_OPTIONS = (
@@ -109,6 +119,10 @@ _after_commit_step: Callable[[str], None] = lambda step: None  # noqa: E731
 
 class RunError(RuntimeError):
     """A run directory cannot be used as asked; the message says why and what to do."""
+
+
+class RunBusy(RunError):
+    """Another process trains in the run directory (it holds the run's lock)."""
 
 
 def _epoch_name(epoch: int) -> str:
@@ -194,6 +208,7 @@ class RunDir:
     def committed_epoch(self) -> int:
         """The last committed epoch, 0 when there is none."""
         pointer = self.path / POINTER_FILE
+        require_regular_file(pointer, RunError)
         if pointer.is_file():
             name = pointer.read_text().strip()
             try:
@@ -210,7 +225,73 @@ class RunDir:
         if epoch == 0:
             raise RunError(f"{self.path}: no committed checkpoint (no completed epoch)")
         folder = self.path / CHECKPOINTS_DIR / _epoch_name(epoch)
-        return folder if folder.is_dir() else self.path
+        if folder.is_dir():
+            return folder
+        if not (self.path / POINTER_FILE).is_file():
+            return self.path  # a run written before checkpoints/ existed
+        raise RunError(self._damaged_pointer(epoch, "is missing"))
+
+    def complete_epochs(self) -> list[int]:
+        """The epochs in ``checkpoints/`` whose folder holds both files of a commit
+        (committed or not), in increasing order."""
+        folder = self._checkpoints_folder()
+        if not folder.is_dir():
+            return []
+        epochs = []
+        for p in folder.iterdir():
+            if _EPOCH_DIR.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                files = (p / WEIGHTS_FILE, p / STATE_FILE)
+                if all(f.is_file() and not f.is_symlink() for f in files):
+                    epochs.append(int(p.name.removeprefix("epoch-")))
+        return sorted(epochs)
+
+    def _damaged_pointer(self, epoch: int, what: str) -> str:
+        complete = [_epoch_name(e) for e in self.complete_epochs()]
+        found = f"the complete epochs are {', '.join(complete)}" if complete else "none is complete"
+        advice = (
+            f"write {complete[-1]!r} into {self.path / POINTER_FILE} to resume from it, or "
+            if complete
+            else ""
+        )
+        return (
+            f"{self.path / POINTER_FILE} names {_epoch_name(epoch)}, but "
+            f"{CHECKPOINTS_DIR}/{_epoch_name(epoch)} {what} ({found}); nothing was deleted: "
+            f"{advice}use --overwrite to start the run again"
+        )
+
+    def check_checkpoints(self) -> int:
+        """The committed epoch, once the checkpoints agree with the pointer; else
+        :class:`RunError`, before anything is deleted.
+
+        The pointer must name a complete epoch folder (weights of that epoch and a training
+        state), and no complete epoch may lie beyond the one a commit interrupted between
+        its rename and its pointer (``committed + 1``): a pointer that lags further, or is
+        missing beside such epochs, was damaged or copied apart from its run."""
+        epoch = self.committed_epoch()
+        complete = self.complete_epochs()
+        if epoch:
+            folder = self._checkpoint_dir()
+            if folder != self.path:
+                if epoch not in complete:
+                    lacking = [
+                        f"{folder / n} is {irregular_kind(folder / n) or 'missing'}"
+                        for n in (WEIGHTS_FILE, STATE_FILE)
+                        if not (folder / n).is_file() or irregular_kind(folder / n)
+                    ]
+                    what = f"is incomplete ({'; '.join(lacking) or 'a file is a link'})"
+                    raise RunError(self._damaged_pointer(epoch, what))
+                if _weights_epoch(folder / WEIGHTS_FILE) != epoch:
+                    raise RunError(self._damaged_pointer(epoch, "holds another epoch's weights"))
+        beyond = [e for e in complete if e > epoch + 1]
+        if beyond:
+            pointer = self.path / POINTER_FILE
+            named = _epoch_name(epoch) if epoch else "no epoch"
+            raise RunError(
+                f"{pointer} names {named}, but {CHECKPOINTS_DIR}/{_epoch_name(beyond[-1])} is "
+                f"complete; nothing was deleted: write {_epoch_name(beyond[-1])!r} into "
+                f"{pointer} to resume from it, or use --overwrite to start the run again"
+            )
+        return epoch
 
     # --- lock, cleaning, overwrite -------------------------------------------------------
 
@@ -218,6 +299,7 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold an exclusive OS lock on ``RUN/.lock`` (released when the process dies)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        require_regular_file(self.path / LOCK_FILE, RunError, "lock file")  # a FIFO blocks
         with open(self.path / LOCK_FILE, "a") as handle:
             try:
                 import fcntl
@@ -227,7 +309,7 @@ class RunDir:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunError(
+                raise RunBusy(
                     f"{self.path} is in use by another training process (lock {LOCK_FILE}); "
                     "wait for it or choose another --out"
                 ) from None
@@ -235,6 +317,23 @@ class RunDir:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def busy(self) -> bool:
+        """Whether another process holds the run's lock (trains in RUN) at this instant."""
+        path = self.path / LOCK_FILE
+        if not path.is_file() or path.is_symlink():
+            return False
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return False
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
 
     def _checkpoints_folder(self) -> Path:
         """``RUN/checkpoints``; a symbolic link there is refused (never followed)."""
@@ -247,11 +346,13 @@ class RunDir:
 
         Only entries named as a run names them (``epoch-NNNN``, ``.tmp-epoch-NNNN-PID``)
         are touched; any other file in ``checkpoints/`` is left alone. Call it only once
-        the decision to write in RUN is final (resume or overwrite)."""
+        the decision to write in RUN is final (resume or overwrite). The checkpoints are
+        checked first (:meth:`check_checkpoints`): when the pointer does not name a complete
+        epoch, nothing is removed, so the last complete epoch always survives."""
         folder = self._checkpoints_folder()
         if not folder.is_dir():
             return []
-        keep = _epoch_name(self.committed_epoch())
+        keep = _epoch_name(self.check_checkpoints())
         removed = [
             p
             for p in folder.iterdir()
@@ -311,6 +412,7 @@ class RunDir:
 
     def _read_config_file(self) -> tuple[TrainConfig, list[dict[str, Any]], dict[str, Any]]:
         path = self.path / CONFIG_FILE
+        require_regular_file(path, ConfigError, "config file")
         if not path.is_file():
             raise ConfigError(f"config file {path} not found (is {self.path} a run directory?)")
         history: list[dict[str, Any]] = []
@@ -321,7 +423,12 @@ class RunDir:
             data.update(values.pop("data", None) or {})
             return values
 
-        return TrainConfig.from_yaml(path, prepare=pop_records), history, data
+        config = TrainConfig.from_yaml(path, prepare=pop_records)
+        try:  # held to the rules of the flags that made it
+            config.validate()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return config, history, data
 
     def read_config(self) -> tuple[TrainConfig, list[dict[str, Any]]]:
         """The saved config and its resume history."""
@@ -333,18 +440,14 @@ class RunDir:
         it was recorded, or no config yet)."""
         if not (self.path / CONFIG_FILE).is_file():
             return None
-        _, _, data = self._read_config_file()
+        config, _, data = self._read_config_file()
         if not data:
             return None
-        try:
-            return DatasetInfo.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(
-                f"{self.path / CONFIG_FILE}: the 'data' record is damaged ({exc!r})"
-            ) from None
+        return read_data_record(data, config, self.path / CONFIG_FILE)
 
     def _read_jsonl(self, name: str, upto_epoch: int | None) -> list[dict[str, Any]]:
         path = self.path / name
+        require_regular_file(path, RunError, "record file")
         if not path.is_file():
             return []
         rows = []
@@ -420,8 +523,10 @@ class RunDir:
             final = folder / _epoch_name(epoch)
             shutil.rmtree(final, ignore_errors=True)  # an uncommitted one from a crash
             os.rename(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(exc) or writer_failed(exc):
+                raise self._commit_failed(epoch, exc) from exc
             raise
         _after_commit_step("rename")
         self._write_text(POINTER_FILE, _epoch_name(epoch) + "\n")
@@ -430,6 +535,17 @@ class RunDir:
         _after_commit_step("publish")
         self.clean_stale()
         (self.path / STATE_FILE).unlink(missing_ok=True)  # a legacy top-level state
+
+    def _commit_failed(self, epoch: int, exc: BaseException) -> OSError:
+        """The one-line error of a commit whose files could not be written (a full disk):
+        what survives and how to go on."""
+        kept = f"keeps epoch {epoch - 1}" if epoch > 1 else "has no complete epoch yet"
+        after = f"the run {kept}; free space, then continue it with --resume {self.path}"
+        if is_disk_full(exc) or low_on_space(self.path):
+            code, what = errno.ENOSPC, "No space left on device"
+        else:
+            code, what = errno.EIO, f"Could not write ({str(exc).strip().splitlines()[0]})"
+        return OSError(code, f"{what} while committing epoch {epoch}; {after}")
 
     def _publish_weights(self, source: Path) -> None:
         """``RUN/model.safetensors``: the committed weights, for users and other tools."""
@@ -447,6 +563,7 @@ class RunDir:
     def load_weights(self) -> tuple[dict[str, torch.Tensor], int]:
         """The committed weights: (state dict, epoch)."""
         path = self._checkpoint_dir() / WEIGHTS_FILE
+        require_regular_file(path, RunError)
         if not path.is_file():
             raise RunError(f"{path}: missing weights of the committed checkpoint")
         try:
@@ -457,6 +574,7 @@ class RunDir:
     def load_state(self) -> dict[str, Any]:
         """The committed training state, read with ``weights_only=True``."""
         path = self._checkpoint_dir() / STATE_FILE
+        require_regular_file(path, RunError)  # torch.load would block on a FIFO
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
