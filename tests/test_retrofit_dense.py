@@ -159,6 +159,7 @@ def _assert_original_state_loads(table: dict, name: str, original: dict) -> None
     assert all(".attention." in k or ".mix." in k for k in result.missing_keys)
     for key, value in original.items():
         assert torch.equal(fresh.state_dict()[key], value), key
+    retrofit(table[name][0]()).load_state_dict(fresh.state_dict())  # its own: strictly
 
 
 @pytest.mark.parametrize("name", _cases(DETECTORS))
@@ -203,6 +204,22 @@ def test_segmenter_keeps_its_masks_trains_and_loads(name):
     sum(losses).backward()
     grads = _lambda_gradients(model)
     assert sum(g > 0 for g in grads) > len(grads) // 2
+
+
+@pytest.mark.parametrize("placement", ["branch", "post", "skip"])
+def test_other_placements_keep_a_detectors_features_and_a_segmenters_masks(placement):
+    batch = torch.stack(_images())
+    detector = _built(DETECTORS, "fasterrcnn_mobilenet_v3_large_fpn")
+    segmenter = _built(SEGMENTERS, "lraspp_mobilenet_v3_large")
+    with torch.no_grad():
+        features, masks = detector.backbone(batch), segmenter(batch)
+        retrofit(detector, placement=placement)
+        retrofit(segmenter, placement=placement)
+        _assert_same(detector.eval().backbone(batch), features)
+        _assert_same(segmenter.eval()(batch), masks)
+    # with skip, blocks without a residual (the strided ones) stay as they were
+    expected = 15 if placement != "skip" else 10
+    assert len(detector.preattn_retrofitted) == len(segmenter.preattn_retrofitted) == expected
 
 
 def test_stages_and_within_reach_into_a_detectors_backbone():
