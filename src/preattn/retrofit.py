@@ -15,14 +15,22 @@ The converted model's ``state_dict`` uses the original names (``layer1.0.conv1.w
 with ``strict=False`` (only the new keys are missing), and its own checkpoints load back
 strictly.
 
-One table, :data:`BLOCK_LAYOUTS`, says for each supported block type how it computes
-``y = act(S(x) + drop(F(x)))``: the attributes that make ``F`` in forward order, the
-attribute of ``S``, whether the block has a residual, its output activation and its
-stochastic depth. Supported: torchvision's ResNet ``BasicBlock``/``Bottleneck``, MobileNetV2
-and V3 ``InvertedResidual``, EfficientNet ``MBConv``/``FusedMBConv``, RegNet
-``ResBottleneckBlock``, ConvNeXt ``CNBlock`` (``F`` ends with its layer scale); timm's ResNet
-``BasicBlock``/``Bottleneck``, EfficientNet/MobileNet ``InvertedResidual`` and
-``DepthwiseSeparableConv``, RegNet ``Bottleneck``.
+One table, :data:`~preattn.block_layouts.BLOCK_LAYOUTS`, says for each supported block type
+how it computes ``y = act(S(x) + drop(F(x)))``: the attributes that make ``F`` in forward
+order, the attribute of ``S``, whether the block has a residual, its output activation and
+its stochastic depth. Supported: torchvision's ResNet ``BasicBlock``/``Bottleneck``,
+MobileNetV2 and V3 ``InvertedResidual``, EfficientNet ``MBConv``/``FusedMBConv``, RegNet
+``ResBottleneckBlock``, ConvNeXt ``CNBlock`` (``F`` ends with its layer scale), and so the
+detectors and segmenters built on them; timm's ResNet ``BasicBlock``/``Bottleneck``,
+EfficientNet/MobileNet ``InvertedResidual`` and ``DepthwiseSeparableConv``, RegNet
+``Bottleneck``. :func:`~preattn.register_block_layout` (or ``layouts=``) adds a user's type;
+such a block is checked before it is converted (its attributes; its outputs at λ = 0 on a
+probe input).
+
+The model is seen through ``nn.DataParallel`` and ``torch.compile`` wrappers, a block held at
+several places is converted at each, and a model with a ``backbone`` child (torchvision's
+detectors and segmenters) is converted inside it by default. docs/retrofit.md has the table
+of what converts and the promises tested for each family.
 
 Blocks without a residual (MobileNet's strided blocks) take ``pre``, ``branch`` and
 ``post``; with ``placement="skip"`` they are left as they are.
