@@ -323,6 +323,99 @@ def _chosen(name: str, wanted: set[int] | None, parts: list[str] | None) -> bool
     return parts is None or any(p == "" or name == p or name.startswith(p + ".") for p in parts)
 
 
+_Target = tuple[list[str], nn.Module, BlockLayout]  # every name of a block, it, its layout
+
+
+def _targets(
+    model: nn.Module,
+    table: Mapping[str, BlockLayout],
+    skip_placement: bool,
+    wanted: set[int] | None,
+    parts: list[str] | None,
+    done: list[str],
+) -> list[_Target]:
+    """The blocks to convert, each once with all its places; errors for blocks converted
+    before, shared with a place not chosen, lacking an attribute, or for none found."""
+    where = places(model)
+    targets: list[_Target] = []
+    again: list[str] = []
+    seen: set[int] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if id(module) in seen or not _chosen(name, wanted, parts):
+            continue
+        seen.add(id(module))
+        if isinstance(module, ResidualBlock) and name in done:
+            again.append(name)
+            continue
+        layout = table.get(_qualified_name(module))
+        if layout is None or (skip_placement and not layout.is_residual(module)):
+            continue  # unknown, or no residual for skip attention to act on
+        left_out = [n for n in where[id(module)] if not _chosen(n, wanted, parts)]
+        if left_out:
+            raise ValueError(
+                f"retrofit: the block at {name!r} is also held at {left_out}, which stages/"
+                "within leave out; converting it at one place would change the other; choose "
+                "every place it sits, or give each place its own copy (copy.deepcopy)"
+            )
+        layout.check(module, name)
+        targets.append((where[id(module)], module, layout))
+    if again:
+        raise ValueError(
+            f"retrofit: {', '.join(again)} already converted by an earlier retrofit call "
+            "(model.preattn_retrofitted); convert each block once, or pass stages= naming "
+            "only stages not converted yet"
+        )
+    if not targets:
+        where_text = "" if wanted is None else f" in stages {sorted(wanted)}"
+        where_text += "" if parts is None else f" within {parts}"
+        found = _block_types(model)
+        held = f" (it holds {', '.join(found[:5])})" if found else ""
+        raise ValueError(
+            f"retrofit found no supported residual block{where_text} in "
+            f"{type(model).__name__}{held}; supported block types are {list(table)} "
+            "(preattn.register_block_layout adds one)"
+        )
+    return targets
+
+
+def _handle_own_attention(targets: list[_Target], own_attention: str) -> None:
+    """Keep (and warn about) or remove the attention the blocks carry inside ``F``."""
+    stacked = [
+        f"{names[0]}.{inner}" for names, block, _ in targets for inner in _own_attention(block)
+    ]
+    if stacked and own_attention == "replace":
+        for _, block, _ in targets:
+            _remove_own_attention(block)
+        logger.info("retrofit: removed the blocks' own attention: %s", ", ".join(stacked))
+    elif stacked:
+        logger.warning(
+            "retrofit: %d converted blocks have attention of their own inside F (%s%s); "
+            "the new attention is added to it. own_attention='replace' removes theirs",
+            len(stacked),
+            ", ".join(stacked[:3]),
+            ", ..." if len(stacked) > 3 else "",
+        )
+
+
+def _put_converted(model: nn.Module, targets: list[_Target], spec: AttentionSpec) -> list[str]:
+    """Convert each block once and put it at each of its places; the names, logged."""
+    converted: list[str] = []
+    for names, block, layout in targets:
+        new = _convert(block, layout, spec, names[0])
+        for name in names:
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, new)
+            converted.append(name)
+    logger.info(
+        "retrofit: %d blocks converted to %s: %s",
+        len(converted),
+        spec.describe(),
+        ", ".join(converted),
+    )
+    return converted
+
+
 def retrofit(
     model: nn.Module,
     spec: AttentionSpec | None = None,
@@ -391,82 +484,12 @@ def retrofit(
     parts = _parts(model, _default_within(model, within))
 
     done = list(getattr(model, "preattn_retrofitted", []))
-    where = places(model)
-    targets: list[tuple[list[str], nn.Module, BlockLayout]] = []
-    again: list[str] = []
-    seen: set[int] = set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if id(module) in seen or not _chosen(name, wanted, parts):
-            continue
-        seen.add(id(module))
-        names = where[id(module)]
-        if isinstance(module, ResidualBlock) and name in done:
-            again.append(name)
-            continue
-        key = _qualified_name(module)
-        layout = table.get(key)
-        if layout is None:
-            continue
-        if spec.placement == "skip" and not layout.is_residual(module):
-            continue  # no residual: nothing for skip attention to act on
-        left_out = [n for n in names if not _chosen(n, wanted, parts)]
-        if left_out:
-            raise ValueError(
-                f"retrofit: the block at {name!r} is also held at {left_out}, which stages/"
-                "within leave out; converting it at one place would change the other; choose "
-                "every place it sits, or give each place its own copy (copy.deepcopy)"
-            )
-        layout.check(module, name)
-        targets.append((names, module, layout))
-    if again:
-        raise ValueError(
-            f"retrofit: {', '.join(again)} already converted by an earlier retrofit call "
-            "(model.preattn_retrofitted); convert each block once, or pass stages= naming "
-            "only stages not converted yet"
-        )
-    if not targets:
-        where_text = "" if wanted is None else f" in stages {sorted(wanted)}"
-        where_text += "" if parts is None else f" within {parts}"
-        found = _block_types(model)
-        held = f" (it holds {', '.join(found[:5])})" if found else ""
-        raise ValueError(
-            f"retrofit found no supported residual block{where_text} in "
-            f"{type(model).__name__}{held}; supported block types are {list(table)} "
-            "(preattn.register_block_layout adds one)"
-        )
+    targets = _targets(model, table, spec.placement == "skip", wanted, parts, done)
     for names, block, layout in targets:
         if is_declared_by_user(_qualified_name(block), layout):
             _check_unchanged_at_zero(names[0], block, layout, spec)
-
-    stacked = [
-        f"{names[0]}.{inner}" for names, block, _ in targets for inner in _own_attention(block)
-    ]
-    if stacked and own_attention == "replace":
-        for _, block, _ in targets:
-            _remove_own_attention(block)
-        logger.info("retrofit: removed the blocks' own attention: %s", ", ".join(stacked))
-    elif stacked:
-        logger.warning(
-            "retrofit: %d converted blocks have attention of their own inside F (%s%s); "
-            "the new attention is added to it. own_attention='replace' removes theirs",
-            len(stacked),
-            ", ".join(stacked[:3]),
-            ", ..." if len(stacked) > 3 else "",
-        )
-    converted: list[str] = []
-    for names, block, layout in targets:
-        new = _convert(block, layout, spec, names[0])
-        for name in names:
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, new)
-            converted.append(name)
-    logger.info(
-        "retrofit: %d blocks converted to %s: %s",
-        len(converted),
-        spec.describe(),
-        ", ".join(converted),
-    )
+    _handle_own_attention(targets, own_attention)
+    converted = _put_converted(model, targets, spec)
     model.preattn_retrofitted = done + converted  # type: ignore[assignment]
     if wrapped is not model:
         wrapped.preattn_retrofitted = model.preattn_retrofitted  # type: ignore[assignment]
