@@ -128,3 +128,16 @@ def test_the_ablate_command_runs_a_command_grid(tmp_path, capsys):
     assert main(["ablate", str(path), "--out", str(out)]) == 0
     assert "| pre | 2 |" in capsys.readouterr().out
     assert (out / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_fashion_segmentation_example_writes_its_metric(tmp_path):
+    """examples/fashion_segmentation/train.py, shortened: it trains, retrofits, writes JSON."""
+    import subprocess
+
+    script = Path(__file__).parents[1] / "examples" / "fashion_segmentation" / "train.py"
+    argv = [sys.executable, str(script), "--seed", "0", "--out", str(tmp_path)]
+    argv += ["--attention", "pre", "--steps", "2", "--batch-size", "4", "--train-items", "50"]
+    subprocess.run(argv, check=True, capture_output=True)
+    result = json.loads((tmp_path / "metric.json").read_text())
+    assert 0.0 <= result["miou"] <= 1.0 and len(result["lambdas"]) == 15
