@@ -266,7 +266,8 @@ def _check_unchanged_at_zero(
         spec, lam=0.0, lam_param="linear", lam_learnable=True, lam_warmup_steps=0
     )
     modes = {module: module.training for module in block.modules()}
-    probe = _convert(block, layout, probe_spec, name)
+    with torch.random.fork_rng(devices=[]):  # the probe's attention draws no user randomness
+        probe = _convert(block, layout, probe_spec, name)
     conv = next(m for m in probe.transform.modules() if isinstance(m, nn.Conv2d))
     if conv.weight.is_meta:
         _restore_modes(modes)
