@@ -17,6 +17,7 @@ from .attention import (
     register_attention,
     unregister_attention,
 )
+from .block_layouts import BlockLayout, register_block_layout, unregister_block_layout
 from .blocks import BasicTransform, BottleneckTransform, ResidualBlock, make_skip
 from .check import Finding, check
 from .deploy import export_onnx, fuse
@@ -39,6 +40,7 @@ __all__ = [
     "AttentionMaps",
     "AttentionSpec",
     "BasicTransform",
+    "BlockLayout",
     "BottleneckTransform",
     "ChannelAttention",
     "CoordAttention",
@@ -59,9 +61,11 @@ __all__ = [
     "lambdas",
     "make_skip",
     "register_attention",
+    "register_block_layout",
     "retrofit",
     "set_fast_attention",
     "summary",
     "unregister_attention",
+    "unregister_block_layout",
     "use_fast_attention",
 ]

@@ -183,7 +183,10 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import Grid, SlurmOptions, ablate, format_report
+    from .ablate.commands import is_command_grid, run_from_cli
 
+    if len(args.grid) == 1 and is_command_grid(args.grid[0]):
+        return run_from_cli(args)  # variants as commands: preattn.ablate.commands
     grids = [Grid.from_yaml(path) for path in args.grid]
     if args.override:
         overrides = _key_values(args.override, "--override")

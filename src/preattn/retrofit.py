@@ -15,14 +15,22 @@ The converted model's ``state_dict`` uses the original names (``layer1.0.conv1.w
 with ``strict=False`` (only the new keys are missing), and its own checkpoints load back
 strictly.
 
-One table, :data:`BLOCK_LAYOUTS`, says for each supported block type how it computes
-``y = act(S(x) + drop(F(x)))``: the attributes that make ``F`` in forward order, the
-attribute of ``S``, whether the block has a residual, its output activation and its
-stochastic depth. Supported: torchvision's ResNet ``BasicBlock``/``Bottleneck``, MobileNetV2
-and V3 ``InvertedResidual``, EfficientNet ``MBConv``/``FusedMBConv``, RegNet
-``ResBottleneckBlock``, ConvNeXt ``CNBlock`` (``F`` ends with its layer scale); timm's ResNet
-``BasicBlock``/``Bottleneck``, EfficientNet/MobileNet ``InvertedResidual`` and
-``DepthwiseSeparableConv``, RegNet ``Bottleneck``.
+One table, :data:`~preattn.block_layouts.BLOCK_LAYOUTS`, says for each supported block type
+how it computes ``y = act(S(x) + drop(F(x)))``: the attributes that make ``F`` in forward
+order, the attribute of ``S``, whether the block has a residual, its output activation and
+its stochastic depth. Supported: torchvision's ResNet ``BasicBlock``/``Bottleneck``,
+MobileNetV2 and V3 ``InvertedResidual``, EfficientNet ``MBConv``/``FusedMBConv``, RegNet
+``ResBottleneckBlock``, ConvNeXt ``CNBlock`` (``F`` ends with its layer scale), and so the
+detectors and segmenters built on them; timm's ResNet ``BasicBlock``/``Bottleneck``,
+EfficientNet/MobileNet ``InvertedResidual`` and ``DepthwiseSeparableConv``, RegNet
+``Bottleneck``. :func:`~preattn.register_block_layout` (or ``layouts=``) adds a user's type;
+such a block is checked before it is converted (its attributes; its outputs at λ = 0 on a
+probe input).
+
+The model is seen through ``nn.DataParallel`` and ``torch.compile`` wrappers, a block held at
+several places is converted at each, and a model with a ``backbone`` child (torchvision's
+detectors and segmenters) is converted inside it by default. docs/retrofit.md has the table
+of what converts and the promises tested for each family.
 
 Blocks without a residual (MobileNet's strided blocks) take ``pre``, ``branch`` and
 ``post``; with ``placement="skip"`` they are left as they are.
@@ -36,18 +44,27 @@ changes even at λ = 0).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-import operator
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import _validate
+from ._module_places import places, strip_wrapper_prefix, unwrap
+from .block_layouts import (
+    BLOCK_LAYOUTS,
+    BUILT_IN_LAYOUTS,
+    BlockLayout,
+    is_declared_by_user,
+    layouts_for_call,
+    register_block_layout,
+    unregister_block_layout,
+)
 from .blocks import ResidualBlock
 from .spec import AttentionSpec
 
@@ -57,101 +74,17 @@ __all__ = [
     "RETROFIT_SPEC",
     "SUPPORTED_BLOCKS",
     "BlockLayout",
+    "register_block_layout",
     "retrofit",
+    "unregister_block_layout",
 ]
 
 # the starting point of retrofit's options: Pattern-3, CBAM, λ = 0 stored linearly
 RETROFIT_SPEC = AttentionSpec(lam=0.0, lam_param="linear")
 
 logger = logging.getLogger("preattn")
+SUPPORTED_BLOCKS = tuple(BUILT_IN_LAYOUTS)
 
-
-def _always(block: nn.Module) -> bool:
-    return True
-
-
-@dataclass(frozen=True)
-class BlockLayout:
-    """How one block type computes ``y = act(S(x) + drop(F(x)))``.
-
-    ``branch``: the attributes that make ``F``, in forward order (absent, None and identity
-    ones are left out; a parameter, ConvNeXt's layer scale, multiplies). ``skip``: the
-    attribute of ``S`` (absent or None: the identity). ``residual(block)``: whether the
-    block adds ``S(x)`` at all. ``act``: the output activation's attribute (None: none).
-    ``drop_path``: the stochastic depth applied to ``F(x)`` before the sum.
-    """
-
-    branch: tuple[str, ...]
-    skip: str | None = None
-    residual: Callable[[nn.Module], bool] = _always
-    act: str | None = None
-    drop_path: str | None = None
-
-
-_TIMM_EFFICIENT = ("conv_s2d", "bn_s2d")  # timm's optional space-to-depth stem of a block
-BLOCK_LAYOUTS: dict[str, BlockLayout] = {
-    "torchvision.models.resnet.BasicBlock": BlockLayout(
-        ("conv1", "bn1", "relu", "conv2", "bn2"), skip="downsample", act="relu"
-    ),
-    "torchvision.models.resnet.Bottleneck": BlockLayout(
-        ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"),
-        skip="downsample",
-        act="relu",
-    ),
-    "torchvision.models.mobilenetv2.InvertedResidual": BlockLayout(
-        ("conv",), residual=operator.attrgetter("use_res_connect")
-    ),
-    "torchvision.models.mobilenetv3.InvertedResidual": BlockLayout(
-        ("block",), residual=operator.attrgetter("use_res_connect")
-    ),
-    "torchvision.models.efficientnet.MBConv": BlockLayout(
-        ("block",),
-        residual=operator.attrgetter("use_res_connect"),
-        drop_path="stochastic_depth",
-    ),
-    "torchvision.models.efficientnet.FusedMBConv": BlockLayout(
-        ("block",),
-        residual=operator.attrgetter("use_res_connect"),
-        drop_path="stochastic_depth",
-    ),
-    "torchvision.models.regnet.ResBottleneckBlock": BlockLayout(
-        ("f",), skip="proj", act="activation"
-    ),
-    "torchvision.models.convnext.CNBlock": BlockLayout(
-        ("block", "layer_scale"), drop_path="stochastic_depth"
-    ),
-    "timm.models.resnet.BasicBlock": BlockLayout(
-        ("conv1", "bn1", "drop_block", "act1", "aa", "conv2", "bn2", "se"),
-        skip="downsample",
-        act="act2",
-        drop_path="drop_path",
-    ),
-    "timm.models.resnet.Bottleneck": BlockLayout(
-        ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3", "se"),
-        skip="downsample",
-        act="act3",
-        drop_path="drop_path",
-    ),
-    "timm.models._efficientnet_blocks.InvertedResidual": BlockLayout(
-        (*_TIMM_EFFICIENT, "conv_pw", "bn1", "conv_dw", "bn2", "aa", "se", "conv_pwl", "bn3"),
-        residual=operator.attrgetter("has_skip"),
-        drop_path="drop_path",
-    ),
-    "timm.models._efficientnet_blocks.DepthwiseSeparableConv": BlockLayout(
-        (*_TIMM_EFFICIENT, "conv_dw", "bn1", "aa", "se", "conv_pw", "bn2"),
-        residual=operator.attrgetter("has_skip"),
-        drop_path="drop_path",
-    ),
-    # timm's RegNet: downsample None means no shortcut at all, the identity a plain one
-    "timm.models.regnet.Bottleneck": BlockLayout(
-        ("conv1", "conv2", "se", "conv3"),
-        skip="downsample",
-        residual=lambda block: block.downsample is not None,
-        act="act3",
-        drop_path="drop_path",
-    ),
-}
-SUPPORTED_BLOCKS = tuple(BLOCK_LAYOUTS)
 
 # attention modules the supported networks carry inside their blocks
 OWN_ATTENTION = (
@@ -237,19 +170,22 @@ def _keep_original_names(block: ResidualBlock, pairs: list[tuple[str, str]]) -> 
     block._register_load_state_dict_pre_hook(functools.partial(_load_original_names, pairs))
 
 
-def _channels(branch: nn.Module) -> tuple[int, int, int]:
+def _channels(branch: nn.Module, name: str) -> tuple[int, int, int]:
     """``(C_in, C_out, stride)`` of a branch: its first conv's input, its last conv's or
     linear layer's output (ConvNeXt ends with a linear layer), its largest conv stride."""
     convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"retrofit: {name}'s layout gives a branch F without any Conv2d")
     last = [m for m in branch.modules() if isinstance(m, nn.Conv2d | nn.Linear)][-1]
     out_ch = last.out_channels if isinstance(last, nn.Conv2d) else last.out_features
     return convs[0].in_channels, out_ch, max(max(c.stride) for c in convs)
 
 
 def _stage_of(name: str) -> int | None:
-    first = name.split(".", 1)[0]
-    if first.startswith("layer") and first[5:].isdigit():
-        return int(first[5:])
+    """k of the first ``layer{k}`` in a block's name (``backbone.body.layer3.0``: 3)."""
+    for part in name.split("."):
+        if part.startswith("layer") and part[5:].isdigit():
+            return int(part[5:])
     return None
 
 
@@ -297,12 +233,14 @@ def _remove_own_attention(block: nn.Module) -> None:
         setattr(block.get_submodule(parent) if parent else block, attr, nn.Identity())
 
 
-def _convert(block: nn.Module, layout: BlockLayout, spec: AttentionSpec) -> ResidualBlock:
+def _convert(
+    block: nn.Module, layout: BlockLayout, spec: AttentionSpec, name: str
+) -> ResidualBlock:
     """``block`` as a ResidualBlock holding its own modules (module docstring)."""
     branch = _branch_of(block, layout)
-    in_ch, out_ch, stride = _channels(branch)
+    in_ch, out_ch, stride = _channels(branch, name)
     new = ResidualBlock(in_ch, out_ch, stride, spec=spec, transform=lambda i, o, s: branch)
-    residual = layout.residual(block)
+    residual = layout.is_residual(block)
     skip = getattr(block, layout.skip, None) if layout.skip else None
     new.skip = (skip if skip is not None else nn.Identity()) if residual else None
     new.act = getattr(block, layout.act) if layout.act else nn.Identity()
@@ -318,73 +256,110 @@ def _convert(block: nn.Module, layout: BlockLayout, spec: AttentionSpec) -> Resi
     return new
 
 
-def retrofit(
-    model: nn.Module,
-    spec: AttentionSpec | None = None,
-    *,
-    stages: Iterable[int] | None = None,
-    within: Iterable[str] | None = None,
-    own_attention: str = "keep",
-    **attention_options: Any,
-) -> nn.Module:
-    """Convert the residual blocks of ``model`` in place and return ``model``.
-
-    Args:
-        model: a torchvision or timm network holding blocks of :data:`BLOCK_LAYOUTS`
-            (ResNet, MobileNetV2/V3, EfficientNet, RegNet, ConvNeXt).
-        spec: attention, placement and λ of the converted blocks; default
-            :data:`RETROFIT_SPEC` (``pre``, CBAM, ``lam=0.0``, ``lam_param="linear"``),
-            which keeps the model's function exactly.
-        stages: convert only blocks under ``layer{k}`` for k in ``stages`` (the ResNets'
-            layout; default: all).
-        within: convert only blocks that are, or lie inside, the submodules of these names
-            (any layout: ``within=["features.14", "features.15"]``, ``within=["blocks.5"]``).
-        own_attention: what happens to attention a block already has inside ``F`` (SE):
-            ``"keep"`` (the default; a warning names those blocks) or ``"replace"``
-            (removed: only the new attention acts, and the function changes at λ = 0).
-        **attention_options: fields of :class:`~preattn.AttentionSpec` applied on top of
-            ``spec`` (``placement="branch"``, ``attention="se"``, ``lam_warmup_steps=100``,
-            ...).
-
-    The names of the converted blocks are logged on the ``preattn`` logger (INFO) and added
-    to ``model.preattn_retrofitted`` (stages may be converted in several calls; a block is
-    converted once: calling again on it is an error naming it). New parameters are created
-    on the device and in the dtype of the block's first conv. With ``placement="skip"``,
-    blocks without a residual are left unconverted (and not listed).
-
-    Raises:
-        ValueError: ``placement`` is ``none``, ``stages`` is out of range, ``within``
-            names a submodule the model does not have, a chosen block
-            was converted by an earlier call, or the model holds no supported block in the
-            chosen stages (the message names the block types it found and the supported
-            ones).
-    """
-    spec = AttentionSpec.build(spec, base=RETROFIT_SPEC, **attention_options)
-    _validate.choice("own_attention", own_attention, _OWN_ATTENTION_CHOICES)
-    if not spec.has_attention:
+def _check_unchanged_at_zero(
+    name: str, block: nn.Module, layout: BlockLayout, spec: AttentionSpec
+) -> None:
+    """Raise ``ValueError`` when ``block`` converted with ``layout`` at λ = 0 computes
+    something else than ``block`` on a probe input ``(2, C_in, 16, 16)`` (eval mode, no
+    gradient; every module's mode is restored): the layout does not describe its forward."""
+    probe_spec = dataclasses.replace(
+        spec, lam=0.0, lam_param="linear", lam_learnable=True, lam_warmup_steps=0
+    )
+    modes = {module: module.training for module in block.modules()}
+    with torch.random.fork_rng(devices=[]):  # the probe's attention draws no user randomness
+        probe = _convert(block, layout, probe_spec, name)
+    conv = next(m for m in probe.transform.modules() if isinstance(m, nn.Conv2d))
+    if conv.weight.is_meta:
+        _restore_modes(modes)
+        return  # nothing to compute with: deferred initialisation
+    x = torch.randn(2, conv.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = x.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    try:
+        with torch.no_grad():
+            want = block.eval()(x)
+            got = probe.eval()(x)
+    except Exception as error:
         raise ValueError(
-            "placement must be one of ['pre', 'branch', 'post', 'skip'] for retrofit, got 'none'"
+            f"retrofit: block {name!r} ({_qualified_name(block)}) could not be checked against "
+            f"its BlockLayout on a probe input of shape {tuple(x.shape)}: {error}"
+        ) from error
+    finally:
+        _restore_modes(modes)
+    kind = _qualified_name(block)
+    if not isinstance(want, torch.Tensor) or want.shape != got.shape:
+        shape = tuple(want.shape) if isinstance(want, torch.Tensor) else type(want).__name__
+        raise ValueError(
+            f"retrofit: block {name!r} ({kind}) gives {shape} on a probe input but its layout "
+            f"gives {tuple(got.shape)}; the BlockLayout does not describe its forward, "
+            "nothing was converted"
         )
-    wanted = None if stages is None else set(_validate.stages(stages, count=4, default=()))
-    parts = _parts(model, within)
+    scale = float(want.abs().max()) or 1.0
+    diff = float((want - got).abs().max())
+    if diff > 1e-4 * scale:
+        raise ValueError(
+            f"retrofit: block {name!r} ({kind}) computes something else than its BlockLayout "
+            f"says at λ = 0 (largest difference {diff:.3g} on outputs up to {scale:.3g}, on a "
+            "probe input); check the layout's branch order, skip, residual and act. Nothing "
+            "was converted"
+        )
 
-    done = list(getattr(model, "preattn_retrofitted", []))
-    targets: list[tuple[str, nn.Module, BlockLayout]] = []
+
+def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+    for module, training in modes.items():
+        module.training = training
+
+
+def _default_within(model: nn.Module, within: Iterable[str] | None) -> Iterable[str] | None:
+    """``["backbone"]`` for a model with a ``backbone`` child (torchvision's detectors and
+    segmenters: heads and necks keep their function), else ``within`` as given."""
+    if within is None and isinstance(getattr(model, "backbone", None), nn.Module):
+        logger.info("retrofit: converting within 'backbone' (within=[''] converts everywhere)")
+        return ["backbone"]
+    return within
+
+
+def _chosen(name: str, wanted: set[int] | None, parts: list[str] | None) -> bool:
+    if wanted is not None and _stage_of(name) not in wanted:
+        return False
+    return parts is None or any(p == "" or name == p or name.startswith(p + ".") for p in parts)
+
+
+_Target = tuple[list[str], nn.Module, BlockLayout]  # every name of a block, it, its layout
+
+
+def _targets(
+    model: nn.Module,
+    table: Mapping[str, BlockLayout],
+    skip_placement: bool,
+    wanted: set[int] | None,
+    parts: list[str] | None,
+    done: list[str],
+) -> list[_Target]:
+    """The blocks to convert, each once with all its places; errors for blocks converted
+    before, shared with a place not chosen, lacking an attribute, or for none found."""
+    where = places(model)
+    targets: list[_Target] = []
     again: list[str] = []
-    for name, module in model.named_modules():
-        if wanted is not None and _stage_of(name) not in wanted:
+    seen: set[int] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if id(module) in seen or not _chosen(name, wanted, parts):
             continue
-        if parts is not None and not any(name == p or name.startswith(p + ".") for p in parts):
-            continue
+        seen.add(id(module))
         if isinstance(module, ResidualBlock) and name in done:
             again.append(name)
             continue
-        layout = BLOCK_LAYOUTS.get(_qualified_name(module))
-        if layout is None:
-            continue
-        if spec.placement == "skip" and not layout.residual(module):
-            continue  # no residual: nothing for skip attention to act on
-        targets.append((name, module, layout))
+        layout = table.get(_qualified_name(module))
+        if layout is None or (skip_placement and not layout.is_residual(module)):
+            continue  # unknown, or no residual for skip attention to act on
+        left_out = [n for n in where[id(module)] if not _chosen(n, wanted, parts)]
+        if left_out:
+            raise ValueError(
+                f"retrofit: the block at {name!r} is also held at {left_out}, which stages/"
+                "within leave out; converting it at one place would change the other; choose "
+                "every place it sits, or give each place its own copy (copy.deepcopy)"
+            )
+        layout.check(module, name)
+        targets.append((where[id(module)], module, layout))
     if again:
         raise ValueError(
             f"retrofit: {', '.join(again)} already converted by an earlier retrofit call "
@@ -392,16 +367,23 @@ def retrofit(
             "only stages not converted yet"
         )
     if not targets:
-        where = "" if wanted is None else f" in stages {sorted(wanted)}"
-        where += "" if parts is None else f" within {parts}"
+        where_text = "" if wanted is None else f" in stages {sorted(wanted)}"
+        where_text += "" if parts is None else f" within {parts}"
         found = _block_types(model)
         held = f" (it holds {', '.join(found[:5])})" if found else ""
         raise ValueError(
-            f"retrofit found no supported residual block{where} in "
-            f"{type(model).__name__}{held}; supported block types are {list(SUPPORTED_BLOCKS)}"
+            f"retrofit found no supported residual block{where_text} in "
+            f"{type(model).__name__}{held}; supported block types are {list(table)} "
+            "(preattn.register_block_layout adds one)"
         )
+    return targets
 
-    stacked = [f"{name}.{inner}" for name, block, _ in targets for inner in _own_attention(block)]
+
+def _handle_own_attention(targets: list[_Target], own_attention: str) -> None:
+    """Keep (and warn about) or remove the attention the blocks carry inside ``F``."""
+    stacked = [
+        f"{names[0]}.{inner}" for names, block, _ in targets for inner in _own_attention(block)
+    ]
     if stacked and own_attention == "replace":
         for _, block, _ in targets:
             _remove_own_attention(block)
@@ -414,18 +396,102 @@ def retrofit(
             ", ".join(stacked[:3]),
             ", ..." if len(stacked) > 3 else "",
         )
+
+
+def _put_converted(model: nn.Module, targets: list[_Target], spec: AttentionSpec) -> list[str]:
+    """Convert each block once and put it at each of its places; the names, logged."""
     converted: list[str] = []
-    for name, block, layout in targets:
-        new = _convert(block, layout, spec)
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, new)
-        converted.append(name)
+    for names, block, layout in targets:
+        new = _convert(block, layout, spec, names[0])
+        for name in names:
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, new)
+            converted.append(name)
     logger.info(
         "retrofit: %d blocks converted to %s: %s",
         len(converted),
         spec.describe(),
         ", ".join(converted),
     )
+    return converted
+
+
+def retrofit(
+    model: nn.Module,
+    spec: AttentionSpec | None = None,
+    *,
+    stages: Iterable[int] | None = None,
+    within: Iterable[str] | None = None,
+    own_attention: str = "keep",
+    layouts: Mapping[type | str, BlockLayout] | None = None,
+    **attention_options: Any,
+) -> nn.Module:
+    """Convert the residual blocks of ``model`` in place and return ``model``.
+
+    Args:
+        model: a network holding blocks of :data:`BLOCK_LAYOUTS` (torchvision's and timm's
+            ResNet, MobileNetV2/V3, EfficientNet, RegNet, ConvNeXt, the detectors and
+            segmenters built on them, and types added by :func:`register_block_layout`),
+            possibly inside ``nn.DataParallel`` or ``torch.compile`` (converted underneath;
+            ``DistributedDataParallel`` is refused: retrofit first, then wrap).
+        spec: attention, placement and λ of the converted blocks; default
+            :data:`RETROFIT_SPEC` (``pre``, CBAM, ``lam=0.0``, ``lam_param="linear"``),
+            which keeps the model's function exactly.
+        stages: convert only blocks under a ``layer{k}`` for k in ``stages`` (the ResNets'
+            layout, also as a detector's ``backbone.body.layer{k}``; default: all).
+        within: convert only blocks that are, or lie inside, the submodules of these names
+            (any layout: ``within=["features.14", "features.15"]``, ``within=["blocks.5"]``;
+            ``[""]``: the whole model). Default: ``["backbone"]`` for a model with a
+            ``backbone`` child (torchvision's detectors and segmenters), else everywhere.
+        own_attention: what happens to attention a block already has inside ``F`` (SE):
+            ``"keep"`` (the default; a warning names those blocks) or ``"replace"``
+            (removed: only the new attention acts, and the function changes at λ = 0).
+        layouts: block layouts for this call only, ``{type or "pkg.module.Class":
+            BlockLayout}``, on top of :data:`BLOCK_LAYOUTS`.
+        **attention_options: fields of :class:`~preattn.AttentionSpec` applied on top of
+            ``spec`` (``placement="branch"``, ``attention="se"``, ``lam_warmup_steps=100``,
+            ...).
+
+    The names of the converted blocks are logged on the ``preattn`` logger (INFO) and added
+    to ``model.preattn_retrofitted`` (stages may be converted in several calls; a block is
+    converted once: calling again on it is an error naming it). A block held at several
+    places is converted once and the converted block put at each of them (it stays shared);
+    one of whose places is chosen and another not is refused. New parameters are created
+    on the device and in the dtype of the block's first conv. With ``placement="skip"``,
+    blocks without a residual are left unconverted (and not listed). A block whose layout
+    is not built in is first checked: at λ = 0 its converted form must give its outputs on
+    a probe input.
+
+    Raises:
+        ValueError: ``placement`` is ``none``, ``stages`` is out of range, ``within``
+            names a submodule the model does not have, a chosen block
+            was converted by an earlier call or is shared with a place not chosen, a block
+            lacks an attribute its layout names or does not compute what its layout says, or
+            the model holds no supported block in the chosen stages (the message names the
+            block types it found and the supported ones).
+    """
+    spec = AttentionSpec.build(spec, base=RETROFIT_SPEC, **attention_options)
+    _validate.choice("own_attention", own_attention, _OWN_ATTENTION_CHOICES)
+    if not spec.has_attention:
+        raise ValueError(
+            "placement must be one of ['pre', 'branch', 'post', 'skip'] for retrofit, got 'none'"
+        )
+    table = layouts_for_call(layouts)
+    wanted = None if stages is None else set(_validate.stages(stages, count=4, default=()))
+    wrapped, model = model, unwrap(model, "retrofit")
+    if within is not None and not isinstance(within, str):
+        within = strip_wrapper_prefix(within, wrapped)
+    parts = _parts(model, _default_within(model, within))
+
+    done = list(getattr(model, "preattn_retrofitted", []))
+    targets = _targets(model, table, spec.placement == "skip", wanted, parts, done)
+    for names, block, layout in targets:
+        if is_declared_by_user(_qualified_name(block), layout):
+            _check_unchanged_at_zero(names[0], block, layout, spec)
+    _handle_own_attention(targets, own_attention)
+    converted = _put_converted(model, targets, spec)
     model.preattn_retrofitted = done + converted  # type: ignore[assignment]
-    return model
+    if wrapped is not model:
+        wrapped.preattn_retrofitted = model.preattn_retrofitted  # type: ignore[assignment]
+    return wrapped
