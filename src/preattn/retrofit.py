@@ -398,7 +398,11 @@ def retrofit(
         held = f" (it holds {', '.join(found[:5])})" if found else ""
         raise ValueError(
             f"retrofit found no supported residual block{where} in "
-            f"{type(model).__name__}{held}; supported block types are {list(SUPPORTED_BLOCKS)}"
+            f"{type(model).__name__}{held}; supported block types are {list(SUPPORTED_BLOCKS)}. "
+            "For your own network, build its blocks as preattn.ResidualBlock(in_ch, out_ch, "
+            "stride, transform=<factory (in_ch, out_ch, stride) -> F>), or declare your "
+            "block's layout (from preattn.retrofit import BLOCK_LAYOUTS, BlockLayout; "
+            "BLOCK_LAYOUTS['module.Class'] = BlockLayout(...))"
         )
 
     stacked = [f"{name}.{inner}" for name, block, _ in targets for inner in _own_attention(block)]
