@@ -288,6 +288,47 @@ def test_modulation_figure_has_one_legend_for_its_panels_and_a_titled_log_axis(
     assert panels[0].lines[0].get_ydata()[0] == pytest.approx(1.0)  # percent
 
 
+def test_ablate_lambda_figure_draws_a_change_of_millionths_flat_on_an_axis_at_least_point_one_tall(
+    tmp_path, monkeypatch
+):
+    """As a run's own lambda.png: λ going from 0.1 to 0.099995 over two epochs is drawn on
+    an axis at least 0.1 tall (not zoomed to look like a fall), shared by the panels, and
+    the label gives the total change Δλ."""
+    runs = {}
+    for variant, end in (("pre", 0.099995), ("pre-lamlr", 0.1001)):
+        rows = _rows([None, 0.8])
+        rows[0]["lambda_start"] = {"block1": 0.1}
+        rows[0]["lambda"] = {"block1": 0.099998}
+        rows[1]["lambda"] = {"block1": end}
+        runs[variant] = {0: rows}
+    fig = _grid_figures(monkeypatch, tmp_path, runs, ("pre", "pre-lamlr"))["lambda.png"]
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["pre", "pre-lamlr"]
+    for ax in panels:
+        low, high = ax.get_ylim()
+        assert high - low >= 0.1 and low < 0.099995 and high > 0.1001
+        assert ax.yaxis.get_major_formatter().get_offset() == ""
+    labels = [t.get_text() for t in panels[0].get_legend().get_texts()]
+    assert labels == ["block1  (Δλ = -5e-06)"]
+
+
+def test_modulation_figure_of_one_epoch_has_whole_epoch_ticks_and_the_point_inside_the_frame(
+    tmp_path, monkeypatch
+):
+    runs = {"pre": {0: _rows([0.8], {"block1": 0.01, "block2": 0.3})}}
+    fig = _grid_figures(monkeypatch, tmp_path, runs, ("pre",))["modulation.png"]
+    fig.canvas.draw()
+    for ax in [ax for ax in fig.axes if ax.get_visible()]:
+        (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+        ticks = [t for t in ax.get_xticks() if x_low <= t <= x_high]
+        assert ticks == [1.0]
+        point = ax.lines[0].get_ydata()[0]
+        assert x_low < 1 - 0.25 and x_high > 1 + 0.25
+        assert y_low < point / 1.2 and y_high > point * 1.2  # log axis: a margin either side
+        assert y_low < 2.0 < y_high  # the 2 % line too
+
+
 def test_accuracy_against_time_shows_a_once_evaluated_variants_spread_of_seconds(
     tmp_path, monkeypatch
 ):
