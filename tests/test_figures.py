@@ -83,15 +83,45 @@ def _batch(n: int = 3) -> Batch:
     return Batch(images, [0, 1, 0][:n], ["a", "b"], "fashion-mnist")
 
 
-def test_attention_figure_has_a_colour_bar_and_no_grad_cam_claim_without_it():
+def _overlays(fig) -> list:
+    return [
+        im
+        for ax in fig.axes
+        if ax.get_label() != "<colorbar>"
+        for im in ax.images
+        if im.get_alpha() is not None
+    ]
+
+
+def test_attention_figure_shows_each_gates_contrast_with_its_own_colour_bar():
+    """The overlay is the gate's deviation from its image's mean, in percent of that mean
+    (computed here by hand from attention_maps), on a symmetric diverging range as wide as
+    the largest deviation of that block, with a colour bar per block saying so; no Grad-CAM
+    column or claim without it, and titles that say what M_s is."""
     model = SimpleCNN(in_chans=1, num_classes=2, attention="cbam", lam=None)
-    fig, with_cam = attention_figure(model, _batch(), with_gradcam=False, name="runs/a")
+    batch = _batch()
+    fig, with_cam = attention_figure(model, batch, with_gradcam=False, name="demo")
     assert not with_cam
-    assert fig._suptitle.get_text() == "runs/a: spatial attention gates"
-    (bar,) = _colour_bars(fig)
-    assert bar.get_ylabel() == "gate value"
-    overlays = [im for ax in fig.axes for im in ax.images if im.get_alpha() is not None]
-    assert overlays and {im.get_cmap().name for im in overlays} == {"viridis"}
+    title = fig._suptitle.get_text()
+    assert title.startswith("demo: spatial attention gates M_s (the factor each position")
+    assert "Grad-CAM" not in title
+    bars = _colour_bars(fig)
+    assert [b.get_xlabel() for b in bars] == ["M_s vs the image's mean (%)"] * 2
+    gates = {k: m.spatial[:, 0].double() for k, m in attention_maps(model, batch.images).items()}
+    overlays = _overlays(fig)
+    assert len(overlays) == 2 * len(batch.labels)
+    for j, block in enumerate(["block1", "block2"]):
+        g = gates[block]
+        mean = g.mean(dim=(1, 2), keepdim=True)
+        by_hand = (100 * (g - mean) / mean).numpy()
+        reach = np.abs(by_hand).max()
+        assert bars[j].get_xlim() == pytest.approx((-reach, reach), rel=1e-4)
+        for i in range(len(batch.labels)):
+            image = overlays[2 * i + j]
+            assert image.get_cmap().name == "RdBu_r"
+            assert image.get_clim() == pytest.approx((-reach, reach), rel=1e-4)
+    top_titles = [ax.get_title() for ax in fig.axes[1:3]]
+    assert top_titles[0].startswith("block1: spatial gate M_s\npre, λ=")
 
 
 def test_attention_figure_with_grad_cam_says_so():
@@ -99,21 +129,27 @@ def test_attention_figure_with_grad_cam_says_so():
 
     model = SimpleCNN(in_chans=1, num_classes=2)
     fig, with_cam = attention_figure(model, _batch(), name="runs/a")
-    assert with_cam and fig._suptitle.get_text().endswith("and Grad-CAM")
-    assert _colour_bars(fig)[0].get_ylabel() == "gate value / Grad-CAM relevance"
+    assert with_cam and "Grad-CAM: what the prediction rests on" in fig._suptitle.get_text()
+    bars = _colour_bars(fig)
+    assert bars[-1].get_xlabel() == "Grad-CAM relevance"
+    assert bars[-1].get_xlim() == (0.0, 1.0)
+    assert {im.get_cmap().name for im in _overlays(fig)} == {"RdBu_r", "viridis"}
 
 
 def test_channel_gates_figure_labels_every_panel_and_has_one_legend_of_classes():
     model = SimpleCNN(in_chans=1, num_classes=2, attention="se")
     batch = _batch()
     fig = channel_gates_figure(attention_maps(model, batch.images), batch, name="runs/s")
-    assert fig._suptitle.get_text() == "runs/s: channel attention gates"
+    assert fig._suptitle.get_text() == (
+        "runs/s: channel attention gates M_c (the factor each channel is given, in [0, 1])"
+    )
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
         assert ax.get_legend() is None
     (legend,) = fig.legends
-    assert legend.get_title().get_text() == "class"
-    assert [t.get_text() for t in legend.get_texts()] == ["a", "b"]
+    assert legend.get_title().get_text() == "class (images)"
+    # labels [0, 1, 0]: the class means are over two images and one
+    assert [t.get_text() for t in legend.get_texts()] == ["a (2 images)", "b (1 image)"]
 
 
 def test_training_redraws_the_confusion_of_its_last_epoch_and_logs_progress(
