@@ -458,9 +458,11 @@ def format_report(report: dict[str, Any]) -> str:
         if v.get("timing_shared") and v["images_per_s"] is not None:
             speed += " shared"
         params = "—" if v["params"] is None else f"{v['params']:,}"
-        name = v["name"] + (" (near chance: nothing learned)" if v.get("near_chance") else "")
+        accuracy = _interval(v["test_acc"])
+        if v.get("near_chance"):
+            accuracy += " **near chance: nothing learned**"
         lines.append(
-            f"| {name} | {v['n']} | {_interval(v['test_acc'])} | {diff} | {p} | {speed} | "
+            f"| {v['name']} | {v['n']} | {accuracy} | {diff} | {p} | {speed} | "
             f"{params} | {lam} | {mod} |"
         )
     flagged = [v for v in report["variants"] if v.get("near_chance")]
