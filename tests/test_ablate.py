@@ -434,6 +434,32 @@ def test_report_gives_the_spread_of_images_per_second_and_says_it_is_no_benchmar
     assert "not a benchmark" in text
 
 
+def test_a_variant_at_chance_is_flagged_as_having_learned_nothing(tmp_path):
+    """Six synthetic classes: chance is 1/6; a variant whose final accuracies sit there is
+    flagged "near chance: nothing learned" in report.json and report.md, the other not."""
+    from preattn.ablate.report import write_report
+
+    out = tmp_path / "grid"
+    grid = _grid(seeds=[0, 1])
+    ablate(grid, out, plots=False, progress=lambda _: None)
+    finals = {"none": [0.90, 0.92], "pre": [1 / 6, 0.17]}  # set by hand: the trained ones vary
+    for variant, accs in finals.items():
+        for seed, acc in enumerate(accs):
+            metrics = out / variant / f"seed{seed}" / "metrics.jsonl"
+            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            rows[-1]["test_acc"] = acc
+            metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = write_report(grid, out, plots=False)
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert by_name["pre"]["chance"] == pytest.approx(1 / 6)
+    assert by_name["pre"]["near_chance"] and not by_name["none"]["near_chance"]
+    md = (out / "report.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    assert rows["| pre"].split(" | ")[2].endswith(" **near chance: nothing learned**")
+    assert "near chance" not in rows["| none"]
+    assert "chance (1 / classes = 16.7 %)" in md
+
+
 def test_report_keeps_each_seeds_values_and_the_paired_statistics_recompute_from_them(tmp_path):
     from scipy import stats
 

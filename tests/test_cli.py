@@ -79,6 +79,13 @@ def test_train_then_eval(tmp_path, capsys):
     assert "accuracy" in out and "striped disk" in out
     report = json.loads((run / "eval.json").read_text())
     assert sum(map(sum, report["confusion"])) == 12
+    # the per-class numbers come under a header, each with its count from the confusion
+    lines = out.splitlines()
+    header = lines.index(f"  {'class':>16s}  accuracy  (correct / test images of the class)")
+    rows = lines[header + 1 : header + 1 + len(report["confusion"])]
+    for index, (row, name) in enumerate(zip(rows, report["per_class_accuracy"], strict=True)):
+        hit, seen = report["confusion"][index][index], sum(report["confusion"][index])
+        assert row.split()[-3:] == [f"({hit}", "/", f"{seen})"] and name in row
     assert (run / "confusion.png").stat().st_size > 0
 
 
@@ -132,6 +139,46 @@ def test_compare_runs_every_placement_and_seed(tmp_path, capsys):
     assert "4 finished, 0 to resume, 0 new" in capsys.readouterr().out
     assert main(["compare", *TINY, "--placements", "none,middle", "--out", str(out)]) == 2
     assert "placements must be one of" in capsys.readouterr().err
+
+
+def test_demo_says_how_long_it_takes_and_the_time_left_after_each_epoch(
+    tmp_path, capsys, monkeypatch
+):
+    """The demo states its idle-machine time up front and, after each epoch but the last,
+    the time left at the pace so far: elapsed / done × (epochs − done)."""
+    import preattn.train.loop as loop
+
+    def fake_train(config, *, overwrite=False, callbacks=(), **_):
+        for epoch, elapsed in ((1, 50.0), (2, 130.0)):
+            for callback in callbacks:
+                callback({"epoch": epoch, "elapsed_s": elapsed})
+        raise KeyboardInterrupt  # only the wiring is tested
+
+    import preattn.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(loop, "train", fake_train)
+    # Fashion-MNIST "found" (the demo's 3-epoch recipe); nothing is read: train is faked
+    monkeypatch.setattr(cli, "find_idx_files", lambda *a: {"train_images": tmp_path / "x"})
+    assert main(["demo"]) == 130
+    out = capsys.readouterr().out
+    assert "about 2 minutes on an idle 2-core CPU" in out
+    epochs = 3
+    assert f"demo: epoch 1/{epochs} done; about 1 min 40 s left" in out  # 50 s × 2
+    assert f"demo: epoch 2/{epochs} done; about 1 min 5 s left" in out  # 65 s × 1
+
+
+def test_progress_lines_in_a_log_give_the_time_left(monkeypatch, capsys):
+    import preattn.train.loop as loop
+
+    ticks = iter([0.0, 10.0, 20.0, 30.0, 40.0])
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(loop, "LOG_EVERY_S", 0.0)
+    assert list(loop._logged(range(4), "epoch 1/2")) == [0, 1, 2, 3]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "  epoch 1/2: batch 1/4 (25 %), 10 s, about 30 s left"
+    assert lines[-1] == "  epoch 1/2: batch 4/4 (100 %), 40 s, about 0 s left"
+    assert loop.format_duration(3700) == "1 h 1 min"
 
 
 def test_demo_never_replaces_an_earlier_run(tmp_path, capsys, monkeypatch):

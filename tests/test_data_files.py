@@ -87,6 +87,16 @@ def test_cifar_labels_out_of_range_name_the_folder(tmp_path):
         build_datasets("cifar10", tmp_path)
 
 
+def test_missing_cifar_says_where_it_looked_or_that_nowhere_was_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREATTN_DATA", raising=False)
+    with pytest.raises(DatasetError) as nowhere:
+        build_datasets("cifar10", None)
+    assert "not found: no --data-dir given and $PREATTN_DATA is not set" in str(nowhere.value)
+    assert "nothing" not in str(nowhere.value)
+    with pytest.raises(DatasetError, match=rf"'cifar-10-batches-py' not found in \['{tmp_path}'\]"):
+        build_datasets("cifar10", tmp_path)
+
+
 def test_a_corrupt_image_is_found_before_training(tmp_path, capsys):
     for split in ("train", "val"):
         for cls in ("a", "b"):

@@ -83,15 +83,45 @@ def _batch(n: int = 3) -> Batch:
     return Batch(images, [0, 1, 0][:n], ["a", "b"], "fashion-mnist")
 
 
-def test_attention_figure_has_a_colour_bar_and_no_grad_cam_claim_without_it():
+def _overlays(fig) -> list:
+    return [
+        im
+        for ax in fig.axes
+        if ax.get_label() != "<colorbar>"
+        for im in ax.images
+        if im.get_alpha() is not None
+    ]
+
+
+def test_attention_figure_shows_each_gates_contrast_with_its_own_colour_bar():
+    """The overlay is the gate's deviation from its image's mean, in percent of that mean
+    (computed here by hand from attention_maps), on a symmetric diverging range as wide as
+    the largest deviation of that block, with a colour bar per block saying so; no Grad-CAM
+    column or claim without it, and titles that say what M_s is."""
     model = SimpleCNN(in_chans=1, num_classes=2, attention="cbam", lam=None)
-    fig, with_cam = attention_figure(model, _batch(), with_gradcam=False, name="runs/a")
+    batch = _batch()
+    fig, with_cam = attention_figure(model, batch, with_gradcam=False, name="demo")
     assert not with_cam
-    assert fig._suptitle.get_text() == "runs/a: spatial attention gates"
-    (bar,) = _colour_bars(fig)
-    assert bar.get_ylabel() == "gate value"
-    overlays = [im for ax in fig.axes for im in ax.images if im.get_alpha() is not None]
-    assert overlays and {im.get_cmap().name for im in overlays} == {"viridis"}
+    title = fig._suptitle.get_text()
+    assert title.startswith("demo: spatial attention gates M_s (the factor each position")
+    assert "Grad-CAM" not in title
+    bars = _colour_bars(fig)
+    assert [b.get_xlabel() for b in bars] == ["M_s vs the image's mean (%)"] * 2
+    gates = {k: m.spatial[:, 0].double() for k, m in attention_maps(model, batch.images).items()}
+    overlays = _overlays(fig)
+    assert len(overlays) == 2 * len(batch.labels)
+    for j, block in enumerate(["block1", "block2"]):
+        g = gates[block]
+        mean = g.mean(dim=(1, 2), keepdim=True)
+        by_hand = (100 * (g - mean) / mean).numpy()
+        reach = np.abs(by_hand).max()
+        assert bars[j].get_xlim() == pytest.approx((-reach, reach), rel=1e-4)
+        for i in range(len(batch.labels)):
+            image = overlays[2 * i + j]
+            assert image.get_cmap().name == "RdBu_r"
+            assert image.get_clim() == pytest.approx((-reach, reach), rel=1e-4)
+    top_titles = [ax.get_title() for ax in fig.axes[1:3]]
+    assert top_titles[0].startswith("block1: spatial gate M_s\npre, λ=")
 
 
 def test_attention_figure_with_grad_cam_says_so():
@@ -99,21 +129,27 @@ def test_attention_figure_with_grad_cam_says_so():
 
     model = SimpleCNN(in_chans=1, num_classes=2)
     fig, with_cam = attention_figure(model, _batch(), name="runs/a")
-    assert with_cam and fig._suptitle.get_text().endswith("and Grad-CAM")
-    assert _colour_bars(fig)[0].get_ylabel() == "gate value / Grad-CAM relevance"
+    assert with_cam and "Grad-CAM: what the prediction rests on" in fig._suptitle.get_text()
+    bars = _colour_bars(fig)
+    assert bars[-1].get_xlabel() == "Grad-CAM relevance"
+    assert bars[-1].get_xlim() == (0.0, 1.0)
+    assert {im.get_cmap().name for im in _overlays(fig)} == {"RdBu_r", "viridis"}
 
 
 def test_channel_gates_figure_labels_every_panel_and_has_one_legend_of_classes():
     model = SimpleCNN(in_chans=1, num_classes=2, attention="se")
     batch = _batch()
     fig = channel_gates_figure(attention_maps(model, batch.images), batch, name="runs/s")
-    assert fig._suptitle.get_text() == "runs/s: channel attention gates"
+    assert fig._suptitle.get_text() == (
+        "runs/s: channel attention gates M_c (the factor each channel is given, in [0, 1])"
+    )
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
         assert ax.get_legend() is None
     (legend,) = fig.legends
-    assert legend.get_title().get_text() == "class"
-    assert [t.get_text() for t in legend.get_texts()] == ["a", "b"]
+    assert legend.get_title().get_text() == "class (images)"
+    # labels [0, 1, 0]: the class means are over two images and one
+    assert [t.get_text() for t in legend.get_texts()] == ["a (2 images)", "b (1 image)"]
 
 
 def test_training_redraws_the_confusion_of_its_last_epoch_and_logs_progress(
@@ -286,6 +322,47 @@ def test_modulation_figure_has_one_legend_for_its_panels_and_a_titled_log_axis(
     assert [t.get_text() for t in legend.get_texts()] == ["pre", "cbam", "2 % (off below)"]
     assert fig._suptitle.get_text().startswith("claim9-example: how much attention")
     assert panels[0].lines[0].get_ydata()[0] == pytest.approx(1.0)  # percent
+
+
+def test_ablate_lambda_figure_draws_a_change_of_millionths_flat_on_an_axis_at_least_point_one_tall(
+    tmp_path, monkeypatch
+):
+    """As a run's own lambda.png: λ going from 0.1 to 0.099995 over two epochs is drawn on
+    an axis at least 0.1 tall (not zoomed to look like a fall), shared by the panels, and
+    the label gives the total change Δλ."""
+    runs = {}
+    for variant, end in (("pre", 0.099995), ("pre-lamlr", 0.1001)):
+        rows = _rows([None, 0.8])
+        rows[0]["lambda_start"] = {"block1": 0.1}
+        rows[0]["lambda"] = {"block1": 0.099998}
+        rows[1]["lambda"] = {"block1": end}
+        runs[variant] = {0: rows}
+    fig = _grid_figures(monkeypatch, tmp_path, runs, ("pre", "pre-lamlr"))["lambda.png"]
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["pre", "pre-lamlr"]
+    for ax in panels:
+        low, high = ax.get_ylim()
+        assert high - low >= 0.1 and low < 0.099995 and high > 0.1001
+        assert ax.yaxis.get_major_formatter().get_offset() == ""
+    labels = [t.get_text() for t in panels[0].get_legend().get_texts()]
+    assert labels == ["block1  (Δλ = -5e-06)"]
+
+
+def test_modulation_figure_of_one_epoch_has_whole_epoch_ticks_and_the_point_inside_the_frame(
+    tmp_path, monkeypatch
+):
+    runs = {"pre": {0: _rows([0.8], {"block1": 0.01, "block2": 0.3})}}
+    fig = _grid_figures(monkeypatch, tmp_path, runs, ("pre",))["modulation.png"]
+    fig.canvas.draw()
+    for ax in [ax for ax in fig.axes if ax.get_visible()]:
+        (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+        ticks = [t for t in ax.get_xticks() if x_low <= t <= x_high]
+        assert ticks == [1.0]
+        point = ax.lines[0].get_ydata()[0]
+        assert x_low < 1 - 0.25 and x_high > 1 + 0.25
+        assert y_low < point / 1.2 and y_high > point * 1.2  # log axis: a margin either side
+        assert y_low < 2.0 < y_high  # the 2 % line too
 
 
 def test_accuracy_against_time_shows_a_once_evaluated_variants_spread_of_seconds(

@@ -83,6 +83,45 @@ def test_unsupported_models_are_rejected_with_the_supported_list():
         retrofit(torchvision.models.resnet18(), placement="none")
 
 
+class _OwnBlock(nn.Module):
+    """A user's residual block that retrofit does not know: y = relu(x + bn(conv(x)))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.bn(self.conv(x)))
+
+
+def test_the_no_supported_block_error_points_to_both_routes_for_your_own_network():
+    """The hint's two routes work: a declared layout converts the user's block exactly
+    (λ = 0 keeps its outputs), and ResidualBlock takes the user's transform."""
+    from preattn.retrofit import BLOCK_LAYOUTS, BlockLayout
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _OwnBlock(8)).eval()
+    with pytest.raises(ValueError) as caught:
+        retrofit(model)
+    message = str(caught.value)
+    assert "preattn.ResidualBlock(in_ch, out_ch, stride, transform=" in message
+    assert "BLOCK_LAYOUTS['module.Class'] = BlockLayout(...)" in message
+    key = f"{_OwnBlock.__module__}.{_OwnBlock.__qualname__}"
+    BLOCK_LAYOUTS[key] = BlockLayout(("conv", "bn"), act="act")
+    try:
+        x = torch.randn(2, 3, 8, 8)
+        expected = model(x)
+        retrofit(model)
+        assert isinstance(model[1], ResidualBlock)
+        torch.testing.assert_close(model.eval()(x), expected)
+    finally:
+        del BLOCK_LAYOUTS[key]
+    own = ResidualBlock(8, 8, transform=lambda i, o, s: nn.Conv2d(i, o, 3, s, padding=1))
+    assert own(torch.randn(1, 8, 4, 4)).shape == (1, 8, 4, 4)
+
+
 def test_retrofit_in_several_calls_records_every_block_and_refuses_a_second_conversion():
     model = torchvision.models.resnet18()
     retrofit(model, stages=[1, 2])

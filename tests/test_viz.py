@@ -119,6 +119,42 @@ def test_check_is_quiet_on_the_library_defaults(model, size):
     assert any("skip matched by a projection" in f.message for f in findings)
 
 
+def test_attention_effectively_off_is_info_in_python_and_cli_with_why_and_what_to_try(capsys):
+    """One severity rule: the default's small modulation is ``info`` whether or not the
+    weights are called trained, in Python and on the command line (exit 0), with the reason
+    (λ = 0.1) and advice that works: ``--preset pattern3-depth`` lets attention act."""
+    torch.manual_seed(0)
+    model = SimpleCNN(in_chans=1)
+
+    def off(findings):
+        return [f for f in findings if "effectively off" in f.message]
+
+    as_trained, as_untrained = (
+        off(check(model, (1, 16, 16))),
+        off(check(model, (1, 16, 16), trained=False)),
+    )
+    assert [(f.severity, f.block) for f in as_trained] == [("info", "block1"), ("info", "block2")]
+    assert as_trained == as_untrained
+    message = as_trained[0].message
+    assert "with the specification's λ = 0.1 the mix passes about a tenth" in message
+    assert "try --preset pattern3-depth or a larger λ (--lam 0.5); see docs/lambda.md" in message
+    torch.manual_seed(0)
+    assert main(["check", "--model", "simplecnn", "--input-size", "1,16,16"]) == 0
+    assert "info     block1: attention is effectively off in block1" in capsys.readouterr().out
+    torch.manual_seed(0)
+    argv = [
+        "check",
+        "--model",
+        "simplecnn",
+        "--input-size",
+        "1,16,16",
+        "--preset",
+        "pattern3-depth",
+    ]
+    assert main(argv) == 0
+    assert "effectively off" not in capsys.readouterr().out
+
+
 def test_check_flags_uncontrolled_attention_in_the_first_stage():
     model = resnet18(num_classes=3, stem="cifar", lam=None, stages=(1, 4))
     warned = {f.block for f in _warnings(check(model, (3, 16, 16), trained=False))}

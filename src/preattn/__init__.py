@@ -3,6 +3,11 @@
 ``y = act(S(x) + F(mix(x, A(x))))`` with ``mix(x, a) = x + λ(a − x)``: attention ``A``
 conditions the residual branch's input, the skip carries the raw input, and a learnable
 λ keeps it stable. See :class:`ResidualBlock` for the other placements.
+
+``preattn.retrofit``, ``preattn.check`` and ``preattn.summary`` are the functions, exported
+under their modules' names, so ``import preattn.retrofit as r`` binds the function too; a
+module's other names come with ``from preattn.retrofit import BLOCK_LAYOUTS, BlockLayout``
+(or ``importlib.import_module("preattn.retrofit")``).
 """
 
 from .attention import (

@@ -13,8 +13,12 @@ reading its ``placement`` strings:
    Does the attention act? Its *modulation* (:mod:`preattn.modulation`: the coefficient of
    variation of the effective multiplier ``w``, which is what BatchNorm lets through to
    ``F``) on the probe images; below :data:`~preattn.modulation.MODULATION_FLOOR` (2 %)
-   after training it is a warning, "attention is effectively off". Probe with real images
-   (``images=``) for a trained model: gates respond to noise differently.
+   it is an ``info``, "attention is effectively off", with the reason (λ = 0.1, the
+   specification's default, passes a tenth of the gate's variation) and what to try
+   (``--preset pattern3-depth``, a larger λ): one rule for trained and untrained models,
+   so the CLI and ``check(model)`` agree and a default run passes its own checklist.
+   Probe with real images (``images=``) for a trained model: gates respond to noise
+   differently.
 4. Aggressive early use: uncontrolled attention in the first stage or the first block is a
    warning.
 5. Info: the attention's parameters and MACs as a share of the block's.
@@ -146,6 +150,28 @@ def _cost(name: str, block: ResidualBlock, x: torch.Tensor, attended: torch.Tens
     )
 
 
+def _effectively_off(name: str, block: ResidualBlock, modulation: str) -> str:
+    """Why a block's attention barely changes its input, and what to try (one line).
+
+    Always ``info``: the network is wired as specified, and with the specification's
+    λ = 0.1 a small modulation is what the design does, not a fault."""
+    advice = "--preset pattern3-depth"
+    if block.mix is None:
+        why = "its gates are nearly uniform"
+    else:
+        lam = float(block.mix.value().mean())
+        share = "a tenth" if abs(lam - 0.1) < 1e-3 else f"{lam:.2g}"
+        default = "the specification's λ = 0.1" if share == "a tenth" else f"λ = {lam:.3g}"
+        why = f"with {default} the mix passes about {share} of the gate's variation to F"
+        if lam < 0.5:
+            advice += " or a larger λ (--lam 0.5)"
+    return (
+        f"attention is effectively off in {name or 'the block'} ({modulation}: it changes "
+        f"its input by less than {100 * MODULATION_FLOOR:g} % beyond a uniform scale); "
+        f"{why}. To let attention act, try {advice}; see docs/lambda.md"
+    )
+
+
 def _check_block(
     name: str,
     index: int,
@@ -227,11 +253,7 @@ def _check_block(
     if modulation is not None and not _at_start(block):
         text = f"modulation {100 * modulation:.2g} %"
         if modulation < MODULATION_FLOOR:
-            say(
-                "warning" if trained else "info",
-                f"attention is effectively off in {name or 'the block'} ({text}: it changes "
-                f"its input by less than {100 * MODULATION_FLOOR:g} % beyond a uniform scale)",
-            )
+            say("info", _effectively_off(name, block, text))
         else:
             say("info", f"attention acts: {text} (std(w)/mean(w) of its input's multiplier)")
     # 4. aggressive early use
@@ -263,8 +285,8 @@ def check(
         input_size: ``(C, H, W)`` of one input; default ``(C, 32, 32)`` with ``C`` the
             model's ``in_chans``, a block's ``in_ch``, or its first convolution's input
             channels.
-        trained: the weights are trained, so a saturated λ or attention that is
-            effectively off (modulation below 2 %) is a warning.
+        trained: the weights are trained, so a saturated λ is a warning (attention that
+            is effectively off, modulation below 2 %, is ``info`` either way).
         images: real inputs (N, C, H, W) to probe with (default: two random images of
             ``input_size``); the modulation is measured on them.
 

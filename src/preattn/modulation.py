@@ -24,7 +24,8 @@ and ``c = ⟨y, z⟩ / ⟨z, z⟩`` (the best scalar), per sample ``‖y − c·
 over the batch.
 
 With λ = 0.1 through the default sigmoid, ``w`` varies by at most a tenth of the gate's
-own variation: :func:`~preattn.check.check` warns below :data:`MODULATION_FLOOR`.
+own variation: :func:`~preattn.check.check` reports "effectively off" (``info``, with what
+to try) below :data:`MODULATION_FLOOR`.
 """
 
 from __future__ import annotations

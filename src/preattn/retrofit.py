@@ -373,8 +373,10 @@ def _targets(
         held = f" (it holds {', '.join(found[:5])})" if found else ""
         raise ValueError(
             f"retrofit found no supported residual block{where_text} in "
-            f"{type(model).__name__}{held}; supported block types are {list(table)} "
-            "(preattn.register_block_layout adds one)"
+            f"{type(model).__name__}{held}; supported block types are {list(table)}. "
+            "For your own network, build its blocks as preattn.ResidualBlock(in_ch, out_ch, "
+            "stride, transform=<factory (in_ch, out_ch, stride) -> F>), or declare your "
+            "block's layout with preattn.register_block_layout (docs/retrofit.md)"
         )
     return targets
 

@@ -1,12 +1,19 @@
 """Figures of what attention does in a trained run (``preattn viz``).
 
-- ``attention.png``: one row per image: the input, each block's spatial gate upsampled and
-  laid over it, and a Grad-CAM map of the last stage for the predicted class (optional
-  ``grad-cam`` package), titled with the true and predicted class and its probability;
-  overlays in viridis (perceptually uniform, colour-blind safe), with a colour bar;
-- ``channel_gates.png``: per block, the distribution of channel-gate values over the
-  images, and the mean gate per channel for each class (SENet's excitation plots), one
-  legend of the classes for the figure;
+- ``attention.png``: one row per image: the input, each block's spatial gate ``M_s``
+  (the (N, 1, H, W) factor in [0, 1] that spatial attention gives each position) upsampled
+  and laid over it, and a Grad-CAM map of the last stage for the predicted class (optional
+  ``grad-cam`` package), titled with the true and predicted class and its probability.
+  A trained gate varies little around its level, so the overlay shows its *contrast*, the
+  deviation from the image's mean gate in percent of that mean,
+  ``100 · (M_s − mean_HW(M_s)) / mean_HW(M_s)``, in a diverging map (red: the position
+  passes more than the image's average, blue: less) whose range is symmetric and set per
+  block (the largest deviation over the images), with a colour bar per block; Grad-CAM in
+  viridis on [0, 1] with its own colour bar;
+- ``channel_gates.png``: per block, the distribution of the channel gate ``M_c`` (the
+  (N, C) factor in [0, 1] that channel attention gives each channel) over the images, and
+  the mean gate per channel for each class (SENet's excitation plots), one legend of the
+  classes for the figure, each with how many images its mean is over;
 - ``lambda.png``: λ per block over training, from the run's metrics;
 - ``compare.png`` (with a second run): the same images side by side, one column per run.
 
@@ -48,6 +55,7 @@ __all__ = [
 
 GRADCAM_HINT = "Grad-CAM skipped: install it with pip install 'preattn[viz]' (grad-cam)"
 OVERLAY_CMAP = "viridis"
+CONTRAST_CMAP = "RdBu_r"  # diverging: white at the image's mean gate
 _OVERLAY_ALPHA = 0.5
 
 
@@ -119,7 +127,15 @@ def _probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None, title: str = "") -> None:
+def _show(
+    ax,
+    image: np.ndarray,
+    overlay: np.ndarray | None = None,
+    title: str = "",
+    *,
+    cmap: str = OVERLAY_CMAP,
+    limits: tuple[float, float] = (0.0, 1.0),
+) -> None:
     gray = image.shape[-1] == 1
     ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1)
     if overlay is not None:
@@ -127,17 +143,38 @@ def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None, title: str =
         up = torch.nn.functional.interpolate(
             torch.as_tensor(overlay)[None, None].float(), size=size, mode="bilinear"
         )[0, 0].numpy()
-        ax.imshow(up, cmap=OVERLAY_CMAP, alpha=_OVERLAY_ALPHA, vmin=0, vmax=1)
+        ax.imshow(up, cmap=cmap, alpha=_OVERLAY_ALPHA, vmin=limits[0], vmax=limits[1])
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _overlay_colour_bar(fig: Any, axes: Any, label: str) -> None:
-    """One colour bar for every overlay of the figure: the value a colour stands for."""
-    mappable = ScalarMappable(norm=Normalize(0, 1), cmap=OVERLAY_CMAP)
-    bar = fig.colorbar(mappable, ax=axes, shrink=0.6, fraction=0.05, pad=0.02)
-    bar.set_label(label, fontsize=8)
+def _overlay_colour_bar(
+    fig: Any,
+    axes: Any,
+    label: str,
+    *,
+    cmap: str = OVERLAY_CMAP,
+    limits: tuple[float, float] = (0.0, 1.0),
+    location: str = "right",
+) -> None:
+    """A colour bar for the overlays of ``axes``: the value a colour stands for."""
+    mappable = ScalarMappable(norm=Normalize(*limits), cmap=cmap)
+    shrink = 0.6 if location == "right" else 0.9
+    bar = fig.colorbar(mappable, ax=axes, shrink=shrink, fraction=0.05, pad=0.02, location=location)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+
+
+def gate_contrast(gate: torch.Tensor) -> np.ndarray:
+    """A spatial gate's deviation from its image's mean, in percent of that mean.
+
+    ``gate`` (N, 1, H, W) -> (N, H, W): ``100 · (g − mean_HW(g)) / mean_HW(g)``. A gate
+    that is uniform over the image (whatever its level) gives 0 everywhere: it changes
+    nothing that the next BatchNorm does not undo (:mod:`preattn.modulation`)."""
+    g = gate.detach().double()[:, 0]
+    mean = g.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return (100 * (g - mean) / mean).float().numpy()
 
 
 def draw_attention(
@@ -170,25 +207,41 @@ def attention_figure(
         squeeze=False,
         layout="constrained",
     )
+    contrast = {block: gate_contrast(m.spatial) for block, m in spatial.items()}  # type: ignore[arg-type]
+    reach = {block: max(float(np.abs(c).max()), 1e-6) for block, c in contrast.items()}
     for i in range(rows):
         truth = batch.classes[batch.labels[i]]
         guess = batch.classes[predicted[i]]
         p = float(probs[i, predicted[i]])
         _show(axes[i, 0], shown[i], title=f"true {truth}\npred {guess} ({100 * p:.0f}%)")
         for j, (block, m) in enumerate(spatial.items(), start=1):
-            assert m.spatial is not None
-            label = f"{block} M_s\n{m.placement}, λ={m.lam:.2f}" if i == 0 else ""
-            _show(axes[i, j], shown[i], m.spatial[i, 0].numpy(), label)
+            label = f"{block}: spatial gate M_s\n{m.placement}, λ={m.lam:.2f}" if i == 0 else ""
+            limits = (-reach[block], reach[block])
+            _show(
+                axes[i, j], shown[i], contrast[block][i], label, cmap=CONTRAST_CMAP, limits=limits
+            )
         if cams is not None:
             _show(axes[i, -1], shown[i], cams[i], "Grad-CAM (pred)" if i == 0 else "")
+    for j, block in enumerate(spatial, start=1):
+        _overlay_colour_bar(
+            fig,
+            axes[:, j],
+            "M_s vs the image's mean (%)",
+            cmap=CONTRAST_CMAP,
+            limits=(-reach[block], reach[block]),
+            location="bottom",
+        )
+    if cams is not None:
+        _overlay_colour_bar(fig, axes[:, -1], "Grad-CAM relevance", location="bottom")
     if not spatial:
         axes[0, 0].text(
             0.0, -0.25, "no block has a spatial gate", transform=axes[0, 0].transAxes, fontsize=7
         )
-    what = "spatial attention gates" + (" and Grad-CAM" if cams is not None else "")
+    what = (
+        "spatial attention gates M_s (the factor each position is given): red passes more, "
+        "blue less than the image's average"
+    ) + (";\nGrad-CAM: what the prediction rests on" if cams is not None else "")
     fig.suptitle(f"{name}: {what}" if name else what, fontsize=9)
-    label = "gate value" + (" / Grad-CAM relevance" if cams is not None else "")
-    _overlay_colour_bar(fig, axes, label)
     return fig, cams is not None
 
 
@@ -230,17 +283,19 @@ def channel_gates_figure(
             ylabel="count (images × channels)",
         )
         for c in np.unique(labels):
-            axes[1, j].plot(gates[labels == c].mean(0), lw=0.8, label=batch.classes[int(c)])
+            count = int((labels == c).sum())
+            label = f"{batch.classes[int(c)]} ({count} image{'s' * (count != 1)})"
+            axes[1, j].plot(gates[labels == c].mean(0), lw=0.8, label=label)
         axes[1, j].set(
-            title=f"{block}: mean M_c by class",
+            title=f"{block}: mean M_c by class\n(legend: images per class)",
             xlabel="channel index",
             ylim=(0, 1),
             ylabel="mean M_c",
         )
         axes[1, j].xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, names = axes[1, 0].get_legend_handles_labels()
-    fig.legend(handles, names, title="class", fontsize=6, loc="outside right center")
-    what = "channel attention gates"
+    fig.legend(handles, names, title="class (images)", fontsize=6, loc="outside right center")
+    what = "channel attention gates M_c (the factor each channel is given, in [0, 1])"
     fig.suptitle(f"{name}: {what}" if name else what, fontsize=9)
     return fig
 

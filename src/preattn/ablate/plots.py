@@ -9,9 +9,10 @@
   epoch (``eval_corrupt``), each character of the name other than letters, digits, ``.``,
   ``_`` and ``-`` written ``-``;
 * ``lambda.png``: λ per block over training (mean over seeds), one panel per variant that
-  has λ;
-* ``modulation.png``: per attended block, each variant's modulation per epoch (log scale),
-  one legend for the figure;
+  has λ, the total change Δλ in each label, on a shared axis at least 0.1 tall (as a run's
+  own ``lambda.png``: a change of 5·10⁻⁶ is drawn flat, as it is);
+* ``modulation.png``: per attended block, each variant's modulation per epoch (log scale,
+  with room around the points), whole epochs on the x axis, one legend for the figure;
 * ``accuracy_vs_time.png``: mean test accuracy against mean elapsed seconds (training and
   evaluation); a variant evaluated once shows its accuracy interval and its seeds' range
   of seconds as error bars.
@@ -32,6 +33,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from .._io import atomic_write
 from ..modulation import MODULATION_FLOOR
+from ..train.plots import lambda_limits
 from .finals import Runs, corruption_names, final_accuracies
 from .grid import Grid
 from .stats import summarise
@@ -182,6 +184,7 @@ def _plot_lambda(runs: Runs, name: str) -> Any | None:
     fig, axes = plt.subplots(
         rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n + 0.4), squeeze=False, sharey=True
     )
+    drawn: list[float] = []
     for ax, (variant, by_seed) in zip(axes.flat, with_lambda.items(), strict=False):
         first = next(iter(by_seed.values()))
         for block in first[-1]["lambda"]:
@@ -190,12 +193,17 @@ def _plot_lambda(runs: Runs, name: str) -> Any | None:
                 np.mean([rows[e]["lambda"][block] for rows in by_seed.values()])
                 for e in range(min(len(r) for r in by_seed.values()))
             ]
-            ax.plot(range(len(per_epoch) + 1), [start, *per_epoch], marker=".", label=block)
+            values = [float(start), *map(float, per_epoch)]
+            label = f"{block}  (Δλ = {values[-1] - values[0]:+.3g})"
+            ax.plot(range(len(values)), values, marker=".", label=label)
+            drawn += [v for v in values if np.isfinite(v)]
         ax.set_title(variant, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    if drawn:  # shared: setting one panel's limits sets them all
+        axes.flat[0].set_ylim(*lambda_limits(drawn))
     for ax in list(axes.flat)[len(with_lambda) :]:
         ax.set_visible(False)
     for row in axes:
@@ -229,6 +237,8 @@ def _plot_modulation(runs: Runs, name: str) -> Any | None:
         ax.set_visible(False)
     colours = {variant: f"C{index}" for index, variant in enumerate(runs)}
     for ax, block in zip(axes.flat, blocks, strict=False):
+        drawn = [100 * MODULATION_FLOOR]
+        last_epoch = 1
         for variant, by_seed in runs.items():
             if not all(block in rows[-1].get("modulation", {}) for rows in by_seed.values()):
                 continue
@@ -238,12 +248,15 @@ def _plot_modulation(runs: Runs, name: str) -> Any | None:
                 for e in range(epochs)
             ]
             ax.plot(range(1, epochs + 1), values, marker="o", color=colours[variant])
+            drawn += [v for v in values if v > 0]
+            last_epoch = max(last_epoch, epochs)
         ax.axhline(100 * MODULATION_FLOOR, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
+        ax.set_ylim(min(drawn) / 1.6, max(drawn) * 1.6)  # no point on the frame
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_ticks(ax, last_epoch)
         ax.set(xlabel="epoch", ylabel="modulation (%, log scale)", title=f"{block}")
         ax.grid(alpha=0.3, which="both")
     handles = [

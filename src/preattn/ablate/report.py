@@ -9,6 +9,11 @@ evaluation) to reach ``target_acc``; and ``per_seed``, each seed's own final val
 (accuracy, corrupted accuracies, λ, modulation, images/s, seconds).
 Accuracies are fractions in [0, 1]. With the plots, ``forest.png`` draws the grid's primary
 contrasts (:mod:`preattn.ablate.forest`).
+
+A variant whose mean test accuracy lies near chance (``chance = 1 / classes``; near:
+below ``chance + NEAR_CHANCE_SHARE · (1 − chance)``, 19 % for ten classes) learned nothing:
+``near_chance`` is true and report.md flags it "near chance: nothing learned", since its
+interval and Holm p compare a network that did not learn.
 """
 
 from __future__ import annotations
@@ -94,6 +99,18 @@ def _parameters(grid: Grid, root: Path, variant: str, seeds: list[int]) -> int |
 
 # accuracy intervals are clipped to the range accuracy can take
 ACCURACY = (0.0, 1.0)
+
+# "near chance": within this share of the way from chance (1 / classes) to 100 %
+NEAR_CHANCE_SHARE = 0.1
+
+
+def _chance(grid: Grid, root: Path, variant: str, seeds: list[int]) -> float | None:
+    """``1 / classes`` of the data ``variant`` was trained on (its first finished run's
+    recorded data description); None when the run records none."""
+    if not seeds:
+        return None
+    info = RunDir(grid.config(variant, seeds[0], root).out).read_data_info()  # type: ignore[arg-type]
+    return None if info is None or not info.classes else 1.0 / len(info.classes)
 
 
 def _final_per_block(by_seed: dict[int, list[dict[str, Any]]], key: str) -> dict[str, float]:
@@ -191,6 +208,13 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         )
         entry["params"] = (
             _parameters(grid, root, name, sorted(by_seed)) if count_parameters else None
+        )
+        chance = _chance(grid, root, name, sorted(by_seed))
+        entry["chance"] = chance
+        entry["near_chance"] = (
+            chance is not None
+            and bool(accs)
+            and statistics.fmean(accs) < chance + NEAR_CHANCE_SHARE * (1 - chance)
         )
         entry["lambda_final"] = _final_per_block(by_seed, "lambda")
         # how much attention changes its input at the end (preattn.modulation), per block
@@ -448,10 +472,22 @@ def format_report(report: dict[str, Any]) -> str:
         if v.get("timing_shared") and v["images_per_s"] is not None:
             speed += " shared"
         params = "—" if v["params"] is None else f"{v['params']:,}"
+        accuracy = _interval(v["test_acc"])
+        if v.get("near_chance"):
+            accuracy += " **near chance: nothing learned**"
         lines.append(
-            f"| {v['name']} | {v['n']} | {_interval(v['test_acc'])} | {diff} | {p} | {speed} | "
+            f"| {v['name']} | {v['n']} | {accuracy} | {diff} | {p} | {speed} | "
             f"{params} | {lam} | {mod} |"
         )
+    flagged = [v for v in report["variants"] if v.get("near_chance")]
+    if flagged:
+        chance = flagged[0]["chance"]
+        lines += [
+            "",
+            "near chance: nothing learned: mean test accuracy below chance (1 / classes = "
+            f"{100 * chance:.1f} %) plus a tenth of the way from chance to 100 %; its interval "
+            "and p compare a network that did not learn (more epochs, another learning rate).",
+        ]
     lines += [
         "",
         "images/s: training throughput, mean (min–max) over seeds, as each run measured it; "

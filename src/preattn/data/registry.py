@@ -317,9 +317,14 @@ def _load_cifar(spec: DatasetSpec, request: LoadRequest) -> Loaded:
                     )
                 )
             return splits[0], splits[1], str(folder), spec.classes
+    where = (
+        f"not found in {[str(r) for r in roots]}"
+        if roots
+        else "not found: no --data-dir given and $PREATTN_DATA is not set"
+    )
     raise DatasetError(
-        f"{name}: folder {folder_name!r} not found in {[str(r) for r in roots] or 'nothing'}; "
-        "download and extract the 'python version' archive, then pass --data-dir"
+        f"{name}: folder {folder_name!r} {where}; download and extract the "
+        "'python version' archive, then pass --data-dir"
     )
 
 

@@ -52,6 +52,7 @@ from .rundir import RESUMABLE_OPTIONS, RunDir, RunError, default_run_dir, fixed_
 __all__ = [
     "EpochCallback",
     "TrainingDiverged",
+    "format_duration",
     "train",
     "train_one_epoch",
 ]
@@ -115,9 +116,22 @@ def _train_loader(
 LOG_EVERY_S = 30.0
 
 
+def format_duration(seconds: float) -> str:
+    """``75.4`` -> ``"1 min 15 s"``, ``42`` -> ``"42 s"``, ``3700`` -> ``"1 h 2 min"``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
 def _progress(iterable: Any, ctx: DistContext, *, desc: str) -> Iterator[Any]:
     """``iterable`` with progress on the main process: a tqdm bar on a terminal, else a
-    line every :data:`LOG_EVERY_S` seconds (``epoch 2/10: batch 120/469 (26 %), 41 s``)."""
+    line every :data:`LOG_EVERY_S` seconds with the time left at the pace so far
+    (``epoch 2/10: batch 120/469 (26 %), 41 s, about 1 min 59 s left``)."""
     if not ctx.is_main:
         return iter(iterable)
     if sys.stderr.isatty():
@@ -134,7 +148,11 @@ def _logged(iterable: Any, desc: str) -> Iterator[Any]:
         if now - last >= LOG_EVERY_S:
             last = now
             of = f"/{total} ({100 * index / total:.0f} %)" if total else ""
-            print(f"  {desc}: batch {index}{of}, {now - started:.0f} s", flush=True)
+            spent = now - started
+            left = (
+                f", about {format_duration(spent / index * (total - index))} left" if total else ""
+            )
+            print(f"  {desc}: batch {index}{of}, {spent:.0f} s{left}", flush=True)
 
 
 def _log(ctx: DistContext, message: str) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "confusion_figure",
     "history_figure",
     "lambda_figure",
+    "lambda_limits",
     "plot_confusion",
     "plot_history",
     "plot_lambda",
@@ -148,6 +149,14 @@ def _plot_modulation(ax: Any, history: Sequence[dict[str, Any]]) -> None:
     _epoch_axis(ax, max((r["epoch"] for r in history), default=1))
 
 
+def lambda_limits(values: Sequence[float], least: float = 0.1) -> tuple[float, float]:
+    """The λ axis's limits: the values' range with a 20 % margin, centred, and at least
+    ``least`` tall, so a change of a few millionths is drawn as the flat line it is."""
+    low, high = min(values), max(values)
+    middle, half = (low + high) / 2, max((high - low) / 2 * 1.2, least / 2)
+    return middle - half, middle + half
+
+
 def plot_lambda(history: Sequence[dict[str, Any]], path: Path, name: str = "") -> Path:
     """Write ``lambda.png`` (:func:`lambda_figure`)."""
     return _save(lambda_figure(history, name), path)
@@ -177,9 +186,7 @@ def lambda_figure(history: Sequence[dict[str, Any]], name: str = "") -> Any:
         ax.plot(xs, ys, "o-", label=f"{block}  (Δλ = {delta:+.3g})")
         values_all += [v for v in ys if np.isfinite(v)]
     if values_all:
-        low, high = min(values_all), max(values_all)
-        middle, half = (low + high) / 2, max((high - low) / 2 * 1.2, 0.05)
-        ax.set_ylim(middle - half, middle + half)
+        ax.set_ylim(*lambda_limits(values_all))
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no λ-controlled block", ha="center", transform=ax.transAxes)
