@@ -48,6 +48,8 @@ from .lean_autograd import (
     GatedMix,
     ScaledChannelPool,
     SpatialStats,
+    amax_channels,
+    mean_hw,
     stack_pooled,
     use_fast_attention,
 )
@@ -84,22 +86,32 @@ def _gate_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 def _pool_channels(x: torch.Tensor, order: tuple[str, str], dtype: torch.dtype) -> torch.Tensor:
     """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``dtype``."""
-    maps = {
-        "mean": x.mean(dim=1, dtype=dtype),
-        "max": x.amax(dim=1).to(dtype),
-    }
+    if torch.jit.is_scripting() or not _eager_fast():
+        peak = x.amax(dim=1)
+    else:
+        peak = amax_channels(x).squeeze(1)  # the same values, faster channels-last
+    maps = {"mean": x.mean(dim=1, dtype=dtype), "max": peak.to(dtype)}
     return stack_pooled([maps[name] for name in order])
 
 
 def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Spatial mean of ``x`` (B, C, H, W) as (B, C) in ``dtype``."""
-    return x.mean(dim=(2, 3), dtype=dtype)
+    """Spatial mean of ``x`` (B, C, H, W) as (B, C) in ``dtype`` (eager with the fast path
+    on: :func:`~preattn.lean_autograd.mean_hw`, a matrix product for channels-last bf16)."""
+    if torch.jit.is_scripting() or not _eager_fast():
+        return x.mean(dim=(2, 3), dtype=dtype)
+    return mean_hw(x, dtype)
 
 
 def _graph_capture() -> bool:
     """A tracer, exporter or ``torch.compile`` records the forward: plain operations only
     (the compiler fuses them itself; tracers record no custom Function or in-place work)."""
     return _validate.tracing() or torch.compiler.is_compiling()
+
+
+def _eager_fast() -> bool:
+    """The fast path is on and no graph is being recorded (tracers and exporters record
+    the plain reductions, ``ReduceMean``/``ReduceMax`` in ONNX)."""
+    return use_fast_attention() and not _graph_capture()
 
 
 def _lean_autograd() -> bool:
