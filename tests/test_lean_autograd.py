@@ -283,9 +283,9 @@ def _bf16_channels_last(*shape: int, positive: bool = False) -> torch.Tensor:
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_fast_reductions_equal_the_float64_reductions(memory_format, dtype):
-    """sum_hw / mean_hw: the sum rounded once to the input's dtype (a bf16 sum is within
-    one bf16 spacing); amax_channels: exact, in every layout."""
-    from preattn.lean_autograd import amax_channels, mean_hw, sum_hw
+    """sum_hw / mean_hw / mean_channels: the sum rounded once to the input's dtype (a bf16
+    sum is within one bf16 spacing); amax_channels: exact, in every layout."""
+    from preattn.lean_autograd import amax_channels, mean_channels, mean_hw, sum_hw
 
     torch.manual_seed(21)
     x = torch.randn(3, 8, 5, 7).to(dtype).contiguous(memory_format=memory_format)
@@ -303,6 +303,11 @@ def test_fast_reductions_equal_the_float64_reductions(memory_format, dtype):
     tol = max(tol, 1e-6)  # a float32 mean
     torch.testing.assert_close(
         mean.double(), ref.mean(dim=(2, 3)), rtol=tol, atol=tol * ref.abs().mean(dim=(2, 3)).max()
+    )
+    by_channel = mean_channels(x, torch.float32)
+    assert by_channel.dtype == torch.float32 and by_channel.shape == (3, 5, 7)
+    torch.testing.assert_close(
+        by_channel.double(), ref.mean(dim=1), rtol=tol, atol=tol * ref.abs().mean(dim=1).max()
     )
     peak = amax_channels(x)
     assert peak.shape == (3, 1, 5, 7)

@@ -49,6 +49,7 @@ __all__ = [
     "SpatialStats",
     "amax_channels",
     "fast_attention",
+    "mean_channels",
     "mean_hw",
     "set_fast_attention",
     "stack_pooled",
@@ -140,6 +141,20 @@ def mean_hw(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.mean(dim=(2, 3), dtype=dtype)
 
 
+def mean_channels(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``mean_C(t)``: (B, C, H, W) -> (B, H, W) in ``dtype``.
+
+    A channels-last bfloat16/float16 CPU tensor: one batched product ``t @ ones(C)`` over
+    its (B, H·W, C) rows, the sum rounded once to ``t``'s dtype, then divided in
+    ``dtype``; ``t.mean(dim=1, dtype=dtype)`` there first converts all of ``t`` to
+    ``dtype`` (a full-size float32 copy). Any other tensor: that ``mean``."""
+    if _gemm_sums(t):
+        b, c, h, w = t.shape
+        total = torch.bmm(_hw_rows(t), t.new_ones(b, c, 1))
+        return total.view(b, h, w).to(dtype) / c
+    return t.mean(dim=1, dtype=dtype)
+
+
 def amax_channels(t: torch.Tensor) -> torch.Tensor:
     """``max_C(t)``: (B, C, H, W) -> (B, 1, H, W), exact in every layout.
 
@@ -199,7 +214,7 @@ class ScaledChannelPool(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, c: torch.Tensor, max_first: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = x * c.to(x.dtype)
-        mean = scaled.mean(dim=1, dtype=c.dtype)
+        mean = mean_channels(scaled, c.dtype)
         peak = amax_channels(scaled)
         ctx.save_for_backward(x, c, peak)
         ctx.max_first = max_first
