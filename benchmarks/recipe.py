@@ -153,6 +153,39 @@ def cell(value: tuple) -> str:
     return f"{value[0]:.3f} ({value[1]:.2f}–{value[2]:.2f})"
 
 
+Results = dict[tuple[str, str], dict[str, dict[str, tuple]]]
+
+
+def report(keys: list[str], modes: list[str], repeats: int, revision: str = "") -> Results:
+    """Measure and print the table; ``{(precision key, mode): {phase: summary}}``."""
+    before = attention_at(revision) if revision else None
+    table = precisions()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), SimpleCNN, "
+        f"1×28×28, batch {BATCH}, {repeats} interleaved repeats; ratio to `none`, "
+        "median (min–max)\n"
+    )
+    names = list(VARIANTS)[1:]
+    if before is not None:
+        names += [f"{n} @ {revision}" for n in ("pre", "cbam")]
+    print("| precision | mode | phase | `none` ms | " + " | ".join(f"`{n}`" for n in names) + " |")
+    print("|---" * (4 + len(names)) + "|")
+    out: Results = {}
+    for key in keys:
+        precision = table[key]
+        for mode in modes:
+            out[key, mode] = measure(precision, mode, repeats, before, revision)
+            for phase, result in out[key, mode].items():
+                cells = [cell(result[n]) if n in result else "" for n in names]
+                print(
+                    f"| {precision.name} | {mode} | {phase} | {result['none'][3]:.0f} | "
+                    + " | ".join(cells)
+                    + " |",
+                    flush=True,
+                )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -162,31 +195,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="recipe,float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    before = attention_at(args.before) if args.before else None
-    table = precisions()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), SimpleCNN, "
-        f"1×28×28, batch {BATCH}, {args.repeats} interleaved repeats; ratio to `none`, "
-        "median (min–max)\n"
-    )
-    names = list(VARIANTS)[1:] + (
-        [f"{n} @ {args.before}" for n in ("pre", "cbam")] if before else []
-    )
-    print("| precision | mode | phase | `none` ms | " + " | ".join(f"`{n}`" for n in names) + " |")
-    print("|---" * (4 + len(names)) + "|")
-    for key in args.precisions.split(","):
-        precision = table[key]
-        for mode in args.modes.split(","):
-            for phase, result in measure(
-                precision, mode, args.repeats, before, args.before
-            ).items():
-                cells = [cell(result[n]) if n in result else "" for n in names]
-                print(
-                    f"| {precision.name} | {mode} | {phase} | {result['none'][3]:.0f} | "
-                    + " | ".join(cells)
-                    + " |",
-                    flush=True,
-                )
+    report(args.precisions.split(","), args.modes.split(","), args.repeats, args.before)
 
 
 if __name__ == "__main__":
