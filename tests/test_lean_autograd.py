@@ -375,3 +375,34 @@ def test_bf16_channels_last_cbam_follows_the_float32_reference():
             fast_error,
             plain_error,
         )
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_uncontrolled_cbam_through_the_lean_functions_equals_plain_autograd(memory_format):
+    """Standard CBAM (``forward``, no λ) in eager training takes the lean Functions with
+    λ = None: the same output and gradients as the plain operators, ties included; at
+    inference the same output, multiplied in place."""
+    torch.manual_seed(24)
+    cbam = CBAM(8, reduction=2).double()
+    x = torch.relu(torch.randn(2, 8, 5, 5, dtype=torch.float64))
+    x[0, :, 0, 0] = 0.0
+    x = x.contiguous(memory_format=memory_format).requires_grad_(True)
+    lean = cbam(x)
+    with preattn.fast_attention(False):
+        plain = cbam(x)
+    assert _custom_nodes(lean) == set(_FUNCTIONS) and not _custom_nodes(plain)
+    torch.testing.assert_close(lean, plain, atol=1e-12, rtol=1e-12)
+    weights = torch.randn_like(lean)
+    params = [x, *cbam.parameters()]
+    for a, b in zip(
+        torch.autograd.grad((lean * weights).sum(), params),
+        torch.autograd.grad((plain * weights).sum(), params),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    with torch.inference_mode():
+        torch.testing.assert_close(cbam(x.detach()), plain.detach(), atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a, c, s: GatedMix.apply(a, c, s, None, (a * c).detach().clone()),
+        (_float64(2, 3, 4, 5), _float64(2, 3, 1, 1, positive=True), _float64(2, 1, 4, 5)),
+    )

@@ -333,8 +333,24 @@ class CBAM(GateAttention):
         return channel_gate * self.spatial.gate(x * channel_gate.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x'·M_s(x')``; in eager training through the lean Functions (as :meth:`mixed`,
+        without λ), in eager inference ``x'`` multiplied in place."""
+        if _lean_autograd():
+            return self._lean(x, None)
         x = x * self.channel.gate(x).to(x.dtype)
-        return x * self.spatial.gate(x).to(x.dtype)
+        spatial = self.spatial.gate(x).to(x.dtype)
+        return x.mul_(spatial) if _in_place_ok() else x * spatial
+
+    def _lean(self, x: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
+        """:mod:`preattn.lean_autograd`'s Functions: ``(1 − λ)·x + λ·x'·s``, or ``x'·s``
+        for ``lam=None``."""
+        channel_gate = self.channel.gate(x)
+        max_first = self.spatial.pool_order[0] == "max"
+        pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)
+        spatial_gate = self.spatial.gate_from_pooled(pooled)
+        if lam is not None:
+            lam = lam.to(channel_gate.dtype)
+        return GatedMix.apply(x, channel_gate, spatial_gate, lam, scaled)
 
     def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``.
@@ -345,12 +361,7 @@ class CBAM(GateAttention):
         ``torch.compile`` plain out-of-place operations.
         """
         if _lean_autograd() and lam.numel() == 1:  # the Functions take one λ per block
-            channel_gate = self.channel.gate(x)
-            max_first = self.spatial.pool_order[0] == "max"
-            pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)
-            spatial_gate = self.spatial.gate_from_pooled(pooled)
-            lam = lam.to(channel_gate.dtype)
-            return GatedMix.apply(x, channel_gate, spatial_gate, lam, scaled)
+            return self._lean(x, lam)
         attended = x * self.channel.gate(x).to(x.dtype)
         spatial_gate = self.spatial.gate(attended)
         spatial = (lam.to(spatial_gate.dtype) * spatial_gate).to(x.dtype)

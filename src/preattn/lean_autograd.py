@@ -257,7 +257,8 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 class GatedMix(torch.autograd.Function):
     """``(1 − λ)·x + λ·x'·s`` for ``x' = x·c``, gates ``c`` (B, C, 1, 1), ``s`` (B, 1, H, W)
-    and a 0-dim λ.
+    and a 0-dim λ; ``λ = None``: uncontrolled CBAM, ``x'·s`` (the formulas with λ = 1,
+    no λ gradient and no ``(1 − λ)·x`` pass).
 
     ``scaled`` is ``x'`` as returned by :class:`ScaledChannelPool`; it is overwritten with
     the result (no new full-size tensor) and must not be used afterwards.
@@ -269,12 +270,17 @@ class GatedMix(torch.autograd.Function):
         x: torch.Tensor,
         c: torch.Tensor,
         s: torch.Tensor,
-        lam: torch.Tensor,
+        lam: torch.Tensor | None,
         scaled: torch.Tensor,
     ) -> torch.Tensor:
+        ctx.controlled = lam is not None
+        if lam is None:  # uncontrolled: x'·s, the λ = 1 of the formulas
+            lam = c.new_ones(())
         ctx.save_for_backward(x, c, s, lam)
         ctx.mark_dirty(scaled)
         lam_c = lam.to(c.dtype)
+        if not ctx.controlled:
+            return scaled.mul_(s.to(x.dtype))
         scaled.mul_((lam_c * s).to(x.dtype))
         return scaled.addcmul_(x, (1.0 - lam_c).to(x.dtype))
 
@@ -301,6 +307,8 @@ class GatedMix(torch.autograd.Function):
         # dL/dx = g·((1 − λ) + λ·c·s), written over g·x, which is no longer needed
         keep, scale = (1.0 - lam_c).to(x.dtype), (lam_c * s).to(x.dtype)
         grad_x = _outer_plus(keep, c.to(x.dtype), scale, out=product).mul_(grad)
+        if not ctx.controlled:
+            return grad_x, sum_hw, sum_c, None, None
         return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype), None
 
 
