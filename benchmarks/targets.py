@@ -1,12 +1,16 @@
 """Every performance measurement of the project, and its targets: ``make bench``.
 
-Run: ``python benchmarks/targets.py [--repeats 7] [--iterations 3] [--no-compile]``.
+Run: ``python benchmarks/targets.py [--repeats 7] [--iterations 3] [--no-compile]
+[--before REV]``.
 Prints the block table (``blocks.py``), the compiled block table, the network table
 (``models.py``, resnet18 with the CIFAR stem, batch 128), the data-pipeline table
-(``data_pipeline.py``), then one table of the targets with what was measured and whether
-each is met. Takes about a quarter of an hour on a 2-core CPU (``torch.compile`` compiles
-two blocks per shape twice). Timings are medians of interleaved repeats; nothing here is a
-test.
+(``data_pipeline.py``), SimpleCNN per variant in the recipe people run (bf16 +
+channels-last on a CPU with native bf16, float32 otherwise) and in float32, eager and
+compiled, train and eval, on one thread (``recipe.py``; ``--before REV`` adds that
+revision's attention code to its eager rows), then one table of the targets with what was
+measured and whether each is met. Takes about half an hour on a 2-core CPU
+(``torch.compile`` compiles two blocks per shape twice and three networks per precision).
+Timings are medians of interleaved repeats; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import blocks
 import data_pipeline
 import models
+import recipe
 
 PRE, TIMM = blocks.PRE, "timm cbam"
 
@@ -40,6 +45,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--shapes", default="", help="block shapes N,C,H,W;... (default six)")
+    parser.add_argument(
+        "--before", default="", help="git revision whose attention code recipe.py compares"
+    )
     args = parser.parse_args()
     block_shapes = blocks.parse_shapes(args.shapes)
     torch.manual_seed(0)
@@ -57,6 +65,12 @@ def main() -> None:
     print("\n## Data pipeline: SimpleCNN on Fashion-MNIST, batch 128\n")
     pipeline = data_pipeline.measure_both()
     print(data_pipeline.table(pipeline), flush=True)
+    print("\n## SimpleCNN in the recipe people run and in float32, one thread\n")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    modes = ["eager"] if args.no_compile else ["eager", "compiled"]
+    simple = recipe.report(["recipe", "float32"], modes, args.repeats, args.before)
+    torch.set_num_threads(threads)
 
     shapes = " / ".join(",".join(map(str, s)) for s in block_shapes)
     train = [eager[s][PRE].train[0] for s in block_shapes]
@@ -98,10 +112,41 @@ def main() -> None:
                 _yes(share[0] < 0.05),
             )
         )
+    rows += _recipe_rows(simple)
     print(f"\n## Targets (block shapes in order: {shapes})\n")
     print("| target | measured (medians) | met |\n|---|---|---|")
     for target, measured, met in rows:
         print(f"| {target} | {measured} | {met} |")
+
+
+# SimpleCNN: (mode, phase, limit) for the ratios of `pre` and `cbam` to `none`
+RECIPE_TARGETS = [
+    ("eager", "train", 1.15),
+    ("compiled", "train", 1.10),
+    ("eager", "eval", 1.10),
+    ("compiled", "eval", 1.10),
+]
+
+
+def _recipe_rows(results: recipe.Results) -> list[tuple[str, str, str]]:
+    """Target rows of ``recipe.report``'s results (medians of the per-repeat ratios)."""
+    rows = []
+    names = recipe.precisions()
+    for (key, mode), phases in results.items():
+        for target_mode, phase, limit in RECIPE_TARGETS:
+            if mode != target_mode:
+                continue
+            for variant in ("pre", "cbam"):
+                value = phases[phase][variant][0]
+                rows.append(
+                    (
+                        f"SimpleCNN {names[key].name}, {mode} {phase}: `{variant}` ≤ "
+                        f"{limit:.2f} of `none`",
+                        f"{value:.3f}",
+                        _yes(value <= limit),
+                    )
+                )
+    return rows
 
 
 def _yes(ok: bool) -> str:

@@ -191,7 +191,7 @@ def test_match_cost_sizes_the_plain_variant_and_keeps_its_width(tmp_path, monkey
         out = {}
         for name, step in steps.items():
             width = 1.2 if name.startswith("target") else float(step.split("@")[1])
-            out[name] = 1 + 2 * width**2
+            out[name] = [1 + 2 * width**2] * repeats  # seconds per repeat
         return out
 
     monkeypatch.setattr(match_cost, "_interleaved", fake)
@@ -242,7 +242,8 @@ def test_match_cost_keeps_the_measured_closest_width_when_cost_is_not_smooth(mon
 
     def fake(steps, repeats):
         return {
-            name: (1 + 2 * 1.2**2) if name == "target" else cost(float(step.split("@")[1]))
+            name: [(1 + 2 * 1.2**2) if name == "target" else cost(float(step.split("@")[1]))]
+            * repeats
             for name, step in steps.items()
         }
 

@@ -48,6 +48,9 @@ from .lean_autograd import (
     GatedMix,
     ScaledChannelPool,
     SpatialStats,
+    amax_channels,
+    mean_channels,
+    mean_hw,
     stack_pooled,
     use_fast_attention,
 )
@@ -84,22 +87,32 @@ def _gate_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 def _pool_channels(x: torch.Tensor, order: tuple[str, str], dtype: torch.dtype) -> torch.Tensor:
     """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``dtype``."""
-    maps = {
-        "mean": x.mean(dim=1, dtype=dtype),
-        "max": x.amax(dim=1).to(dtype),
-    }
+    if torch.jit.is_scripting() or not _eager_fast():
+        mean, peak = x.mean(dim=1, dtype=dtype), x.amax(dim=1)
+    else:  # the same maximum, faster channels-last; a bf16 mean without a float32 copy
+        mean, peak = mean_channels(x, dtype), amax_channels(x).squeeze(1)
+    maps = {"mean": mean, "max": peak.to(dtype)}
     return stack_pooled([maps[name] for name in order])
 
 
 def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Spatial mean of ``x`` (B, C, H, W) as (B, C) in ``dtype``."""
-    return x.mean(dim=(2, 3), dtype=dtype)
+    """Spatial mean of ``x`` (B, C, H, W) as (B, C) in ``dtype`` (eager with the fast path
+    on: :func:`~preattn.lean_autograd.mean_hw`, a matrix product for channels-last bf16)."""
+    if torch.jit.is_scripting() or not _eager_fast():
+        return x.mean(dim=(2, 3), dtype=dtype)
+    return mean_hw(x, dtype)
 
 
 def _graph_capture() -> bool:
     """A tracer, exporter or ``torch.compile`` records the forward: plain operations only
     (the compiler fuses them itself; tracers record no custom Function or in-place work)."""
     return _validate.tracing() or torch.compiler.is_compiling()
+
+
+def _eager_fast() -> bool:
+    """The fast path is on and no graph is being recorded (tracers and exporters record
+    the plain reductions, ``ReduceMean``/``ReduceMax`` in ONNX)."""
+    return use_fast_attention() and not _graph_capture()
 
 
 def _lean_autograd() -> bool:
@@ -321,8 +334,24 @@ class CBAM(GateAttention):
         return channel_gate * self.spatial.gate(x * channel_gate.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x'·M_s(x')``; in eager training through the lean Functions (as :meth:`mixed`,
+        without λ), in eager inference ``x'`` multiplied in place."""
+        if _lean_autograd():
+            return self._lean(x, None)
         x = x * self.channel.gate(x).to(x.dtype)
-        return x * self.spatial.gate(x).to(x.dtype)
+        spatial = self.spatial.gate(x).to(x.dtype)
+        return x.mul_(spatial) if _in_place_ok() else x * spatial
+
+    def _lean(self, x: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
+        """:mod:`preattn.lean_autograd`'s Functions: ``(1 − λ)·x + λ·x'·s``, or ``x'·s``
+        for ``lam=None``."""
+        channel_gate = self.channel.gate(x)
+        max_first = self.spatial.pool_order[0] == "max"
+        pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)
+        spatial_gate = self.spatial.gate_from_pooled(pooled)
+        if lam is not None:
+            lam = lam.to(channel_gate.dtype)
+        return GatedMix.apply(x, channel_gate, spatial_gate, lam, scaled)
 
     def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``.
@@ -333,12 +362,7 @@ class CBAM(GateAttention):
         ``torch.compile`` plain out-of-place operations.
         """
         if _lean_autograd() and lam.numel() == 1:  # the Functions take one λ per block
-            channel_gate = self.channel.gate(x)
-            max_first = self.spatial.pool_order[0] == "max"
-            pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)
-            spatial_gate = self.spatial.gate_from_pooled(pooled)
-            lam = lam.to(channel_gate.dtype)
-            return GatedMix.apply(x, channel_gate, spatial_gate, lam, scaled)
+            return self._lean(x, lam)
         attended = x * self.channel.gate(x).to(x.dtype)
         spatial_gate = self.spatial.gate(attended)
         spatial = (lam.to(spatial_gate.dtype) * spatial_gate).to(x.dtype)

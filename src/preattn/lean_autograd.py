@@ -47,9 +47,13 @@ __all__ = [
     "GatedMix",
     "ScaledChannelPool",
     "SpatialStats",
+    "amax_channels",
     "fast_attention",
+    "mean_channels",
+    "mean_hw",
     "set_fast_attention",
     "stack_pooled",
+    "sum_hw",
     "use_fast_attention",
 ]
 
@@ -91,6 +95,77 @@ def stack_pooled(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(maps, dim=-1).permute(0, 3, 1, 2)
 
 
+def _channels_last(t: torch.Tensor) -> bool:
+    """``t`` (B, C, H, W) is laid out channels-last (and not also contiguous)."""
+    return (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _hw_rows(t: torch.Tensor) -> torch.Tensor:
+    """A channels-last (B, C, H, W) tensor as (B, H·W, C): a contiguous view."""
+    b, c = t.shape[:2]
+    return t.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def _gemm_sums(t: torch.Tensor) -> bool:
+    """Sum ``t`` over H, W by a matrix product: a channels-last bfloat16/float16 tensor on
+    the CPU, where the reduction kernel over the strided H, W axes is several times
+    slower than one pass (``python benchmarks/profile_recipe.py``)."""
+    return (
+        t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16) and _channels_last(t)
+    )
+
+
+def sum_hw(t: torch.Tensor) -> torch.Tensor:
+    """``Σ_HW t``: (B, C, H, W) -> (B, C) in ``t``'s dtype.
+
+    A channels-last bfloat16/float16 CPU tensor is summed as one batched product
+    ``ones(B, 1, H·W) @ t`` viewed as (B, H·W, C): the GEMM accumulates in float32 and
+    rounds the sum once to ``t``'s dtype (relative error ≤ 2⁻⁸ for bfloat16, the
+    precision of ``t`` itself). Any other tensor: ``t.sum(dim=(2, 3))``.
+    """
+    if _gemm_sums(t):
+        ones = t.new_ones(t.shape[0], 1, t.shape[2] * t.shape[3])
+        return torch.bmm(ones, _hw_rows(t)).squeeze(1)
+    return t.sum(dim=(2, 3))
+
+
+def mean_hw(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``mean_HW(t)``: (B, C, H, W) -> (B, C) in ``dtype``; :func:`sum_hw` (then divided in
+    ``dtype``) where that is the fast way, ``t.mean(dim=(2, 3), dtype=dtype)`` otherwise."""
+    if _gemm_sums(t):
+        return sum_hw(t).to(dtype) / (t.shape[2] * t.shape[3])
+    return t.mean(dim=(2, 3), dtype=dtype)
+
+
+def mean_channels(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``mean_C(t)``: (B, C, H, W) -> (B, H, W) in ``dtype``.
+
+    A channels-last bfloat16/float16 CPU tensor: one batched product ``t @ ones(C)`` over
+    its (B, H·W, C) rows, the sum rounded once to ``t``'s dtype, then divided in
+    ``dtype``; ``t.mean(dim=1, dtype=dtype)`` there first converts all of ``t`` to
+    ``dtype`` (a full-size float32 copy). Any other tensor: that ``mean``."""
+    if _gemm_sums(t):
+        b, c, h, w = t.shape
+        total = torch.bmm(_hw_rows(t), t.new_ones(b, c, 1))
+        return total.view(b, h, w).to(dtype) / c
+    return t.mean(dim=1, dtype=dtype)
+
+
+def amax_channels(t: torch.Tensor) -> torch.Tensor:
+    """``max_C(t)``: (B, C, H, W) -> (B, 1, H, W), exact in every layout.
+
+    A channels-last tensor is reduced as the 2-D (B·H·W, C) view of its memory: on the
+    CPU about twice as fast as ``amax(dim=1)`` of the 4-D tensor, the same values."""
+    if _channels_last(t):
+        b, c, h, w = t.shape
+        return _hw_rows(t).reshape(-1, c).amax(dim=1).view(b, 1, h, w)
+    return t.amax(dim=1, keepdim=True)
+
+
 def _peak_mask(
     t: torch.Tensor, peak: torch.Tensor, dim: int | tuple[int, int], out: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,13 +190,13 @@ class SpatialStats(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         peak = x.amax(dim=(2, 3), keepdim=True)
         ctx.save_for_backward(x, peak)
-        mean = x.mean(dim=(2, 3), dtype=dtype)
-        return torch.stack([mean, peak.flatten(1).to(dtype)])
+        return torch.stack([mean_hw(x, dtype), peak.flatten(1).to(dtype)])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, peak = ctx.saved_tensors
-        grad_x, ties = _peak_mask(x, peak, (2, 3), out=torch.empty_like(x))
+        grad_x = torch.eq(x, peak, out=torch.empty_like(x))
+        ties = sum_hw(grad_x)[:, :, None, None]
         g_mean, g_max = (g.to(x.dtype)[:, :, None, None] for g in grad)
         grad_x.mul_(g_max / ties).add_(g_mean / (x.shape[2] * x.shape[3]))
         return grad_x, None
@@ -139,8 +214,8 @@ class ScaledChannelPool(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, c: torch.Tensor, max_first: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = x * c.to(x.dtype)
-        mean = scaled.mean(dim=1, dtype=c.dtype)
-        peak = scaled.amax(dim=1, keepdim=True)
+        mean = mean_channels(scaled, c.dtype)
+        peak = amax_channels(scaled)
         ctx.save_for_backward(x, c, peak)
         ctx.max_first = max_first
         ctx.mark_non_differentiable(scaled)
@@ -169,7 +244,7 @@ def _spatial_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     matrix-product layout: two full-size copies instead of one)."""
     if a.is_contiguous() and b.is_contiguous():
         return torch.einsum("bcn,bcn->bc", _rows(a), _rows(b))
-    return (a * b).sum(dim=(2, 3))
+    return sum_hw(a * b)
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -182,7 +257,8 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 class GatedMix(torch.autograd.Function):
     """``(1 − λ)·x + λ·x'·s`` for ``x' = x·c``, gates ``c`` (B, C, 1, 1), ``s`` (B, 1, H, W)
-    and a 0-dim λ.
+    and a 0-dim λ; ``λ = None``: uncontrolled CBAM, ``x'·s`` (the formulas with λ = 1,
+    no λ gradient and no ``(1 − λ)·x`` pass).
 
     ``scaled`` is ``x'`` as returned by :class:`ScaledChannelPool`; it is overwritten with
     the result (no new full-size tensor) and must not be used afterwards.
@@ -194,12 +270,17 @@ class GatedMix(torch.autograd.Function):
         x: torch.Tensor,
         c: torch.Tensor,
         s: torch.Tensor,
-        lam: torch.Tensor,
+        lam: torch.Tensor | None,
         scaled: torch.Tensor,
     ) -> torch.Tensor:
+        ctx.controlled = lam is not None
+        if lam is None:  # uncontrolled: x'·s, the λ = 1 of the formulas
+            lam = c.new_ones(())
         ctx.save_for_backward(x, c, s, lam)
         ctx.mark_dirty(scaled)
         lam_c = lam.to(c.dtype)
+        if not ctx.controlled:
+            return scaled.mul_(s.to(x.dtype))
         scaled.mul_((lam_c * s).to(x.dtype))
         return scaled.addcmul_(x, (1.0 - lam_c).to(x.dtype))
 
@@ -225,5 +306,35 @@ class GatedMix(torch.autograd.Function):
         grad_lam = (sum_hw * c).sum() - sums[:, 1].sum()
         # dL/dx = g·((1 − λ) + λ·c·s), written over g·x, which is no longer needed
         keep, scale = (1.0 - lam_c).to(x.dtype), (lam_c * s).to(x.dtype)
-        grad_x = torch.addcmul(keep, c.to(x.dtype), scale, out=product).mul_(grad)
+        grad_x = _outer_plus(keep, c.to(x.dtype), scale, out=product).mul_(grad)
+        if not ctx.controlled:
+            return grad_x, sum_hw, sum_c, None, None
         return grad_x, lam_c * sum_hw, lam_c * sum_c, grad_lam.to(lam.dtype), None
+
+
+def _outer_plus(
+    keep: torch.Tensor, c: torch.Tensor, s: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``keep + c·s`` written into ``out`` (B, C, H, W), for a 0-dim ``keep``, ``c``
+    (B, C, 1, 1) and ``s`` (B, 1, H, W), all in ``out``'s dtype.
+
+    Per sample a product of rank two, ``[s, 1]·[c; keep]``, so one ``bmm`` writes it into
+    ``out``'s rows (K = 2, accumulated in float32: each element ``keep + c·s`` is rounded
+    once, as ``addcmul``'s). ``addcmul`` broadcasting the two gates into a channels-last
+    bfloat16 tensor ran about 10x slower than this on the CPU, and ``baddbmm`` first
+    copies its broadcast input into ``out`` (``python benchmarks/profile_recipe.py``); a
+    layout without a row view uses ``addcmul``."""
+    b, channels = c.shape[:2]
+    s_flat = s.reshape(b, -1)  # (B, HW)
+    c_flat = c.reshape(b, channels)
+    if _channels_last(out):  # rows (B, HW, C) = [s, 1] (B, HW, 2) @ [c; keep] (B, 2, C)
+        left = torch.stack([s_flat, torch.ones_like(s_flat)], dim=2)
+        right = torch.stack([c_flat, keep.expand(b, channels)], dim=1)
+        torch.bmm(left, right, out=_hw_rows(out))
+    elif out.is_contiguous():  # rows (B, C, HW) = [c, keep] (B, C, 2) @ [s; 1] (B, 2, HW)
+        left = torch.stack([c_flat, keep.expand(b, channels)], dim=2)
+        right = torch.stack([s_flat, torch.ones_like(s_flat)], dim=1)
+        torch.bmm(left, right, out=_rows(out))
+    else:
+        torch.addcmul(keep, c, s, out=out)
+    return out

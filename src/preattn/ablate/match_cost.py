@@ -15,18 +15,28 @@ the width: kernels differ with the channel counts (on a bf16 CPU with one thread
 SimpleCNN measured 0.84x ``pre``'s step at width 1, where the fit was made, but 1.14x at the
 fitted 1.097 and 1.17x at 1.125). So the fitted width and the nearest widths on a grid of
 eighths are timed against ``pre`` again, interleaved, and the one whose measured ratio is
-closest to 1 is kept (all timings and that ratio are saved and reported). The result is saved in
+closest to 1 is kept (all timings and that ratio are saved and reported).
+
+The check is timed until it can be trusted: each repeat gives a ratio (plain / target, the
+two steps timed next to each other), the ratio is their median, and rounds of repeats are
+added until the median's 95 % interval (order statistics, :func:`median_interval`) lies
+within ±5 % (:data:`TOLERANCE`) of it, or :data:`MAX_REPEATS` are spent (then the result
+says it was not placed). The ratio is reported with the min–max of the repeats and that
+interval. A width whose ratio is off 1 by more than the tolerance is refused (one line, a
+``ConfigError``), and a saved width is timed again before its runs train and refused
+the same way when the machine no longer gives that ratio. The result is saved in
 ``OUT/match_cost.json`` and reused by every later ``ablate`` on that folder, so the
 variant's runs keep one width across resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +50,24 @@ from ..train.config import ConfigError, TrainConfig
 from ..train.distributed import pick_device
 from ..train.precision import amp_dtype
 
-__all__ = ["MATCH_FILE", "PROBE_WIDTH", "match_width", "matched_widths"]
+__all__ = [
+    "MATCH_FILE",
+    "PROBE_WIDTH",
+    "TOLERANCE",
+    "check_width",
+    "match_width",
+    "matched_widths",
+    "median_interval",
+    "ratio_summary",
+    "timed_ratios",
+]
 
 MATCH_FILE = "match_cost.json"
 PROBE_WIDTH = 1.5
+# the matched plain step may cost this much more or less than the target's (relative)
+TOLERANCE = 0.05
+# at most this many interleaved repeats to place a ratio within the tolerance
+MAX_REPEATS = 42
 
 
 def _step(config: TrainConfig) -> Callable[[], None]:
@@ -73,32 +97,107 @@ def _step(config: TrainConfig) -> Callable[[], None]:
     return step
 
 
-def _interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per step of each candidate over ``repeats`` interleaved repeats."""
+# the clock steps are timed with (a fake one in tests)
+_clock: Callable[[], float] = time.perf_counter
+
+
+def _interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per step of each candidate in each of ``repeats`` interleaved repeats (each
+    repeat times every candidate once, in turn; one untimed warm-up step each first)."""
     for step in steps.values():
-        step()  # warm-up
+        step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            started = time.perf_counter()
+            started = _clock()
             step()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append(_clock() - started)
+    return times
 
 
-def match_width(target: TrainConfig, plain: TrainConfig, *, repeats: int = 7) -> dict[str, Any]:
+def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values``: the order statistics
+    ``(v_(k), v_(n+1-k))`` with the largest ``k`` whose binomial coverage
+    ``1 − 2·P(Bin(n, ½) < k)`` is at least ``coverage`` (the whole range while ``n`` is too
+    small for it: at least 6 values are needed for 95 %)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    k, tail = 1, 0.0
+    while k < (n + 1) // 2:
+        tail += math.comb(n, k - 1) / 2**n  # P(Bin(n, ½) <= k − 1)
+        if 1 - 2 * (tail + math.comb(n, k) / 2**n) < coverage:
+            break
+        k += 1
+    return ordered[k - 1], ordered[n - k]
+
+
+def ratio_summary(plain: list[float], target: list[float]) -> dict[str, Any]:
+    """Per-repeat ratios ``plain / target`` (interleaved pairs): ``{"ratio"`` (median),
+    ``"ratio_interval"`` (95 % interval of the median, :func:`median_interval`),
+    ``"ratio_min", "ratio_max", "repeats"}``."""
+    ratios = [p / t for p, t in zip(plain, target, strict=True)]
+    low, high = median_interval(ratios)
+    return {
+        "ratio": statistics.median(ratios),
+        "ratio_interval": [low, high],
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "repeats": len(ratios),
+    }
+
+
+def _placed(summary: dict[str, Any], tolerance: float) -> bool:
+    """The median's interval lies within ``ratio·(1 ± tolerance)``."""
+    low, high = summary["ratio_interval"]
+    return high <= summary["ratio"] * (1 + tolerance) and low >= summary["ratio"] * (1 - tolerance)
+
+
+def timed_ratios(
+    target: Callable[[], None],
+    plains: dict[float, Callable[[], None]],
+    *,
+    tolerance: float = TOLERANCE,
+    repeats: int = 7,
+    max_repeats: int = MAX_REPEATS,
+) -> tuple[dict[float, dict[str, Any]], dict[str, list[float]]]:
+    """``{width: ratio_summary}`` of each plain step against ``target``, timed interleaved in
+    rounds of ``repeats`` until the ratio closest to 1 is placed within ``±tolerance`` by
+    its interval or ``max_repeats`` repeats are spent (then its ``"placed"`` is False);
+    with all seconds measured."""
+    steps = {"target": target, **{f"plain@{w}": step for w, step in plains.items()}}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    while True:
+        for name, values in _interleaved(steps, repeats).items():
+            times[name].extend(values)
+        summaries = {w: ratio_summary(times[f"plain@{w}"], times["target"]) for w in plains}
+        closest = min(plains, key=lambda w: abs(math.log(summaries[w]["ratio"])))
+        placed = _placed(summaries[closest], tolerance)
+        if placed or len(times["target"]) + repeats > max_repeats:
+            for summary in summaries.values():
+                summary["placed"] = _placed(summary, tolerance)
+            return summaries, times
+
+
+def match_width(
+    target: TrainConfig, plain: TrainConfig, *, repeats: int = 7, tolerance: float = TOLERANCE
+) -> dict[str, Any]:
     """The width at which ``plain``'s training step costs ``target``'s (module docstring):
-    ``{"width", "ratio"  (plain at that width / target, checked), "seconds": {...}}``."""
+    ``{"width", "ratio"`` (plain at that width / target, median of the checked repeats),
+    ``"ratio_interval", "ratio_min", "ratio_max", "repeats", "placed"`` (the interval lies
+    within ``±tolerance`` of the ratio), ``"fitted", "seconds": {...}}``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        first = _interleaved(
-            {
-                "target": _step(target),
-                "plain@1": _step(plain.replace(width=1.0)),
-                f"plain@{PROBE_WIDTH}": _step(plain.replace(width=PROBE_WIDTH)),
-            },
-            repeats,
-        )
+        first = {
+            name: statistics.median(values)
+            for name, values in _interleaved(
+                {
+                    "target": _step(target),
+                    "plain@1": _step(plain.replace(width=1.0)),
+                    f"plain@{PROBE_WIDTH}": _step(plain.replace(width=PROBE_WIDTH)),
+                },
+                repeats,
+            ).items()
+        }
         t1, tp, tt = first["plain@1"], first[f"plain@{PROBE_WIDTH}"], first["target"]
         b = max((tp - t1) / (PROBE_WIDTH**2 - 1), 1e-12)
         a = t1 - b
@@ -106,26 +205,74 @@ def match_width(target: TrainConfig, plain: TrainConfig, *, repeats: int = 7) ->
         candidates = sorted(
             {fitted, max(1.0, math.floor(8 * fitted) / 8), min(4.0, math.ceil(8 * fitted) / 8)}
         )
-        check = _interleaved(
-            {
-                "target": _step(target),
-                **{f"plain@{w}": _step(plain.replace(width=w)) for w in candidates},
-            },
-            repeats,
+        summaries, times = timed_ratios(
+            _step(target),
+            {w: _step(plain.replace(width=w)) for w in candidates},
+            tolerance=tolerance,
+            repeats=repeats,
         )
-    ratios = {w: check[f"plain@{w}"] / check["target"] for w in candidates}
-    width = min(candidates, key=lambda w: abs(math.log(ratios[w])))
+    width = min(candidates, key=lambda w: abs(math.log(summaries[w]["ratio"])))
     return {
         "width": width,
-        "ratio": ratios[width],
+        **summaries[width],
+        "tolerance": tolerance,
         "fitted": fitted,
+        "candidates": {str(w): summaries[w] for w in candidates},
         "seconds": {
             **first,
-            **{k: v for k, v in check.items() if k != "target"},
-            "target (check)": check["target"],
+            **{k: statistics.median(v) for k, v in times.items() if k != "target"},
+            "target (check)": statistics.median(times["target"]),
         },
-        "repeats": repeats,
     }
+
+
+def check_width(
+    target: TrainConfig, plain: TrainConfig, *, repeats: int = 7, tolerance: float = TOLERANCE
+) -> dict[str, Any]:
+    """``plain`` (at its matched width) timed against ``target`` again, interleaved until
+    placed (:func:`timed_ratios`): its ``ratio_summary`` with ``"placed"``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        summaries, _ = timed_ratios(
+            _step(target),
+            {plain.width: _step(plain)},
+            tolerance=tolerance,
+            repeats=repeats,
+        )
+    return summaries[plain.width]
+
+
+def describe(result: dict[str, Any]) -> str:
+    """``1.03x (min–max 0.97–1.10, 95 % interval 1.00–1.05, 14 repeats)``."""
+    low, high = result["ratio_interval"]
+    return (
+        f"{result['ratio']:.2f}x (min–max {result['ratio_min']:.2f}–{result['ratio_max']:.2f}, "
+        f"95 % interval {low:.2f}–{high:.2f}, {result['repeats']} repeats)"
+    )
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[int]:
+    """``threads`` torch threads for the ``with`` block (None: as they are); yields the
+    count in use."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield threads or before
+    finally:
+        torch.set_num_threads(before)
+
+
+def _refuse_if_off(variant: str, to: str, result: dict[str, Any], when: str) -> None:
+    """ConfigError (one line) when the ratio is off 1 by more than the tolerance."""
+    tolerance = result.get("tolerance", TOLERANCE)
+    if abs(result["ratio"] - 1) > tolerance:
+        raise ConfigError(
+            f"match_cost: {variant} at width {result['width']:.3f} {when} "
+            f"{describe(result)} {to}'s step, off by more than ±{tolerance:.0%}; not training "
+            f"a baseline that is not matched (delete {MATCH_FILE} to size it again)"
+        )
 
 
 def matched_widths(
@@ -133,43 +280,58 @@ def matched_widths(
     out: Path,
     *,
     measure: bool,
+    check: bool = False,
     threads: int | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     """``{variant: match_width result}`` of ``grid.match_cost``: read from
     ``out/match_cost.json``, else measured now (``measure``; with ``threads`` torch threads,
-    those the runs will train with, since the cost ratio depends on them) and saved there."""
+    those the runs will train with, since the cost ratio depends on them) and saved there.
+
+    A width measured now whose ratio is off 1 by more than the tolerance (±5 %) is refused
+    with a one-line ``ConfigError`` (and not saved); the returned result then carries
+    ``"measured_now": True``. ``check`` (its runs are about to train): a saved width is timed
+    against ``to`` again (:func:`check_width`) and refused the same way. A ratio whose
+    interval stayed wider than the tolerance after :data:`MAX_REPEATS` repeats is reported
+    as such.
+    """
     if grid.match_cost is None:
         return {}
     variant, to = grid.match_cost["variant"], grid.match_cost["to"]
     path = Path(out) / MATCH_FILE
     saved = json.loads(path.read_text()) if path.is_file() else {}
+    seed = grid.seeds[0]
     if variant in saved and saved[variant].get("to") == to:
-        return {variant: saved[variant]}
+        result = saved[variant]
+        if check:
+            progress(f"match_cost: timing {variant} at width {result['width']:.3f} again ...")
+            plain = grid.config(variant, seed, out, matched=False).replace(width=result["width"])
+            with _threads(threads or result.get("threads")):
+                again = check_width(grid.config(to, seed, out, matched=False), plain)
+            again = {**again, "width": result["width"], "tolerance": TOLERANCE}
+            progress(f"match_cost: {variant} now measures {describe(again)} {to}'s step")
+            _refuse_if_off(variant, to, again, "now measures")
+        return {variant: result}
     if not measure:
         raise ConfigError(
             f"{grid.source}: match_cost {variant} -> {to} has not been measured in {out} "
             "(run ablate without --report-only first)"
         )
-    seed = grid.seeds[0]
     progress(f"match_cost: timing {to} against a plain network to size {variant} ...")
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with _threads(threads) as used:
         result = match_width(
             grid.config(to, seed, out, matched=False),
             grid.config(variant, seed, out, matched=False),
         )
-    finally:
-        torch.set_num_threads(before)
     result["to"] = to
-    result["threads"] = threads or before
+    result["threads"] = used
+    progress(
+        f"match_cost: {variant} gets width {result['width']:.3f}: its step measured "
+        f"{describe(result)} {to}'s"
+        + ("" if result["placed"] else f", not placed within ±{TOLERANCE:.0%} by the timing")
+    )
+    _refuse_if_off(variant, to, result, "measured")
     saved[variant] = result
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(saved, indent=1) + "\n")
-    progress(
-        f"match_cost: {variant} gets width {result['width']:.3f}: its step measured "
-        f"{result['ratio']:.2f}x {to}'s"
-    )
-    return {variant: result}
+    return {variant: {**result, "measured_now": True}}

@@ -531,8 +531,14 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"`{cost['variant']}` is a plain network at width {cost['width']:.3f}, where a "
-            f"training step measured {cost['ratio']:.2f}x one of `{cost['to']}` (match_cost, "
-            "interleaved timing before training).",
+            f"training step measured {cost['ratio']:.2f}x one of `{cost['to']}`"
+            + (
+                f" (min–max {cost['ratio_min']:.2f}–{cost['ratio_max']:.2f} over "
+                f"{cost['repeats']} repeats)"
+                if "ratio_min" in cost
+                else ""
+            )
+            + " (match_cost, interleaved timing before training).",
         ]
     lines += _verdict_lines(report)
     lines += _per_seed_lines(report)

@@ -84,13 +84,16 @@ def ablate(
         given = [str(d) for d in report_dirs]
         raise ValueError(f"report_dir must give {len(grids)} distinct folders, got {given}")
     threads = run_threads(executor, jobs, slurm)
-    grids = [_with_matched(g, out, dry_run, report_only, threads, progress) for g in grids]
+    matched = [_with_matched(g, out, dry_run, report_only, threads, progress) for g in grids]
+    grids = [g for g, _ in matched]
     planned = _union([plan(g, out) for g in grids])
     pending = [p for p in planned if p.action != "done"]
     held: list[PlannedRun] = []
     if variants is not None:
         held = [p for p in pending if p.run.variant not in variants]
         pending = [p for p in pending if p.run.variant in variants]
+    if not dry_run and not report_only:
+        _check_matched(matched, {p.run.variant for p in pending}, out, threads, progress)
     counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
     shape = (
         f"{len(grids[0].variants)} variants x {len(grids[0].seeds)} seeds"
@@ -159,23 +162,41 @@ def _with_matched(
     report_only: bool,
     threads: int | None,
     progress: Callable[[str], None],
-) -> Grid:
+) -> tuple[Grid, dict[str, Any]]:
     """``grid`` with its ``match_cost`` width: saved in ``out``, else measured now with the
     runs' torch threads (not for a dry run, which says it would, nor for a report, which
-    needs it saved)."""
+    needs it saved); and what :func:`matched_widths` returned."""
     if grid.match_cost is None:
-        return grid
+        return grid, {}
     if dry_run:
         try:
             found = matched_widths(grid, out, measure=False, progress=progress)
         except ConfigError:
             progress(f"  would measure match_cost ({grid.match_cost}) before training")
-            return grid
+            return grid, {}
     else:
         found = matched_widths(
             grid, out, measure=not report_only, threads=threads, progress=progress
         )
-    return grid.with_matched({variant: result["width"] for variant, result in found.items()})
+    widths = {variant: result["width"] for variant, result in found.items()}
+    return grid.with_matched(widths), found
+
+
+def _check_matched(
+    matched: list[tuple[Grid, dict[str, Any]]],
+    training: set[str],
+    out: Path,
+    threads: int | None,
+    progress: Callable[[str], None],
+) -> None:
+    """Time a saved ``match_cost`` width again before its runs train (a width measured in
+    this call was just timed); ``matched_widths`` refuses one that is no longer matched."""
+    for grid, found in matched:
+        for variant, result in found.items():
+            if variant in training and not result.get("measured_now"):
+                matched_widths(
+                    grid, out, measure=False, check=True, threads=threads, progress=progress
+                )
 
 
 def _union(plans: list[list[PlannedRun]]) -> list[PlannedRun]:

@@ -1,0 +1,133 @@
+"""match_cost's timing: repeated until the ratio is placed within ±5 %, reported with its
+spread, checked again before training; a fake clock stands in for the machine."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from _helpers import tiny_grid
+from preattn.train.config import ConfigError, TrainConfig
+
+match_cost = importlib.import_module("preattn.ablate.match_cost")
+
+
+class FakeMachine:
+    """A clock that only the fake steps advance: a step of width ``w`` takes
+    ``cost(w)`` seconds, the target's ``target`` seconds times ``slow(call)`` for its
+    ``call``-th call (warm-ups included, from 0)."""
+
+    def __init__(self, cost, target: float, slow=lambda call: 1.0) -> None:
+        self.now, self.cost, self.target, self.slow, self.calls = 0.0, cost, target, slow, 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def step(self, config: TrainConfig):
+        def run() -> None:
+            if config.spec.placement == "none":
+                self.now += self.cost(config.width)
+            else:
+                self.now += self.target * self.slow(self.calls)
+                self.calls += 1
+
+        return run
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(match_cost, "_clock", self.clock)
+        monkeypatch.setattr(match_cost, "_step", self.step)
+
+
+def _steps(machine: FakeMachine) -> tuple:
+    """The target's step and ``{1.0: the plain network's}``."""
+    plain = machine.step(TrainConfig(placement="none"))
+    return machine.step(TrainConfig(placement="pre")), {1.0: plain}
+
+
+def test_the_median_interval_is_the_binomial_order_statistics():
+    """n = 6 or 7: only (min, max) covers 95 % (1 − 2/2⁶ = 0.969); n = 10: the 2nd and 9th
+    values (1 − 2·11/1024 = 0.979; the 3rd and 8th cover only 0.891)."""
+    assert match_cost.median_interval([5, 1, 4, 2, 6, 3]) == (1, 6)
+    assert match_cost.median_interval(list(range(7))) == (0, 6)
+    assert match_cost.median_interval(list(range(10, 0, -1))) == (2, 9)
+
+
+def test_timing_repeats_until_an_occasional_slow_step_no_longer_decides(monkeypatch):
+    """Plain 1 s, target 1.25 s, but the target's 4th and 13th calls (one timed repeat in
+    each round of 7) take 30 % longer: 7 ratios span 0.62–0.80, not within ±5 % of their
+    median; 14 put both slow ones below the interval (3rd to 12th value): 0.80 exactly."""
+    machine = FakeMachine(lambda w: 1.0, 1.25, slow=lambda call: 1.3 if call in (3, 12) else 1.0)
+    machine.install(monkeypatch)
+    summaries, times = match_cost.timed_ratios(
+        machine.step(TrainConfig(placement="pre")),
+        {1.0: machine.step(TrainConfig(placement="none"))},
+    )
+    result = summaries[1.0]
+    assert result["repeats"] == 14 and len(times["target"]) == 14
+    assert result["placed"] is True
+    assert result["ratio"] == pytest.approx(0.8)
+    assert result["ratio_interval"] == pytest.approx([0.8, 0.8])
+    assert result["ratio_min"] == pytest.approx(1 / 1.625) and result["ratio_max"] == pytest.approx(
+        0.8
+    )
+
+
+def test_timing_that_cannot_place_the_ratio_says_so(monkeypatch):
+    """Every other target step 30 % slower: the interval never narrows below the two
+    levels, so after 42 repeats the ratio is reported as not placed."""
+    machine = FakeMachine(lambda w: 1.0, 1.0, slow=lambda call: 1.3 if call % 2 else 1.0)
+    machine.install(monkeypatch)
+    summaries, _ = match_cost.timed_ratios(
+        machine.step(TrainConfig(placement="pre")),
+        {1.0: machine.step(TrainConfig(placement="none"))},
+    )
+    assert summaries[1.0]["repeats"] == match_cost.MAX_REPEATS == 42
+    assert summaries[1.0]["placed"] is False
+    assert "min–max 0.77–1.00" in match_cost.describe(summaries[1.0])
+
+
+def _grid():
+    return tiny_grid(
+        variants={"pre": {}, "wide": {"placement": "none"}},
+        match_cost={"variant": "wide", "to": "pre"},
+        seeds=[0],
+        reference="pre",
+        primary=None,
+    )
+
+
+def test_a_width_that_no_longer_matches_is_refused_before_training(tmp_path, monkeypatch):
+    """A saved width 1.2 (t = 1 + 2·w² = 3.88, as pre) timed again where pre now takes
+    3.0 s: 1.29x, refused in one line, and ablate trains nothing; timed at 3.88 it passes."""
+    from preattn.ablate import ablate
+
+    saved = {"wide": {"width": 1.2, "ratio": 1.0, "to": "pre", "threads": 1}}
+    (tmp_path / match_cost.MATCH_FILE).write_text(json.dumps(saved))
+    machine = FakeMachine(lambda w: 1 + 2 * w**2, 3.0)
+    machine.install(monkeypatch)
+    with pytest.raises(ConfigError) as refused:
+        ablate(_grid(), tmp_path, plots=False, progress=lambda line: None)
+    message = str(refused.value)
+    assert "\n" not in message and "wide at width 1.200 now measures 1.29x" in message
+    assert "off by more than ±5%" in message
+    assert not (tmp_path / "wide").exists() and not (tmp_path / "pre").exists()
+    machine.target = 1 + 2 * 1.2**2
+    found = match_cost.matched_widths(_grid(), tmp_path, measure=False, check=True)
+    assert found["wide"]["width"] == 1.2
+
+
+def test_a_fresh_width_that_matches_no_candidate_is_refused_and_not_saved(tmp_path, monkeypatch):
+    """Off the eighths grid kernels are 30 % slower and pre costs t(1.2) = 3.88: the fit's
+    1.2 measures 1.30x, 1.125 0.91x and 1.25 1.06x; the closest is still off by 6 %."""
+
+    def cost(width):
+        on_grid = abs(width * 8 - round(width * 8)) < 1e-9
+        return (1 + 2 * width**2) * (1.0 if on_grid else 1.3)
+
+    machine = FakeMachine(cost, 1 + 2 * 1.2**2)
+    machine.install(monkeypatch)
+    with pytest.raises(ConfigError, match=r"wide at width 1.250 measured 1.06x"):
+        match_cost.matched_widths(_grid(), tmp_path, measure=True, progress=lambda line: None)
+    assert not (tmp_path / match_cost.MATCH_FILE).exists()
