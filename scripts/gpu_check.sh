@@ -11,15 +11,18 @@
 #   2. measures Pattern-3 against torchvision, eager and compiled, fp32 and bf16
 #      channels-last, and SimpleCNN's training images/s per data path
 #      (benchmarks/device_check.py);
-#   3. trains experiments/gpu/fashion-mnist-check.yaml (full Fashion-MNIST) with --jobs runs
-#      on the GPU at once, stopped cleanly at what remains of the budget, and writes its
-#      report.
+#   3. trains the positive control, experiments/gpu/clutter-control.yaml (standard CBAM
+#      against the plain network on cluttered Fashion-MNIST canvases, full training set),
+#      with --jobs runs on the GPU at once, stopped cleanly at what remains of the budget,
+#      and writes its report. `preattn ablate experiments/gpu/clutter-control.yaml --out
+#      DIR/grid` resumes it; the claims' grids (experiments/gpu/clutter-claim*.yaml) share
+#      its runs in that folder.
 # Everything goes to DIR (default runs/gpu-check): tests.txt, device_check.md/.json, grid/
 # (runs and report.md). The budget (default 480 s) is shared: the tests get at most 90 s,
 # the measurements at most 200 s, the grid the rest less 40 s for its report.
 #
-# Fashion-MNIST: the grid reads it from data/fashion-mnist/ in the working tree (git
-# ignores data/). Copy the four IDX files there before moving the tree to the machine:
+# Fashion-MNIST (the canvases are built from it): the grid reads it from data/fashion-mnist/
+# in the working tree (git ignores data/). Copy the four IDX files there before moving the tree to the machine:
 #   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
 # (Debian's dataset-fashion-mnist package; ~30 MB.) --smoke runs without them (the
 # measurements use stand-in files; the grid is skipped when the files are absent).
@@ -110,7 +113,7 @@ elif [ "$LEFT" -le 10 ]; then
   echo "== grid skipped: no time left in the $BUDGET s budget"
 else
   echo "== grid, $LEFT s ($(elapsed) s)"
-  "$PY" -m preattn ablate experiments/gpu/fashion-mnist-check.yaml --out "$OUT/grid" \
+  "$PY" -m preattn ablate experiments/gpu/clutter-control.yaml --out "$OUT/grid" \
     --jobs "$JOBS" --time-limit "$LEFT" "${GRID[@]}" | tail -n 30
 fi
 echo "== done in $(elapsed) s; results in $OUT"

@@ -432,6 +432,11 @@ def test_report_gives_the_spread_of_images_per_second_and_says_it_is_no_benchmar
     text = (out / "report.md").read_text()
     assert f"{entry['images_per_s']:.0f} ({min(speeds):.0f}–{max(speeds):.0f})" in text
     assert "not a benchmark" in text
+    # the runs trained one after another: unmarked, and the note does not let "unmarked" read
+    # as "alone on the machine", which the records cannot know
+    assert entry["timing_shared"] is False
+    assert f"{entry['images_per_s']:.0f} ({min(speeds):.0f}–{max(speeds):.0f}) |" in text
+    assert "an unmarked speed may still have shared it with work outside the grid" in text
 
 
 def test_a_variant_at_chance_is_flagged_as_having_learned_nothing(tmp_path):

@@ -492,8 +492,9 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         "images/s: training throughput, mean (min–max) over seeds, as each run measured it; "
         "'shared': some of the variant's runs trained while another run of the grid did, so "
-        "they shared the machine and their speeds are not comparable; not a benchmark "
-        "(benchmarks/ times variants interleaved).",
+        "they shared the machine and their speeds are not comparable; an unmarked speed may "
+        "still have shared it with work outside the grid, which the runs' records cannot show; "
+        "not a benchmark (benchmarks/ times variants interleaved).",
     ]
     for name in report["corruptions"]:
         lines += [
