@@ -187,6 +187,29 @@ def test_depth_lambda_is_the_modulation_depth_of_the_mean_one_gate():
     assert "mix.lam" in dict(block.named_parameters())  # stored as itself
 
 
+@pytest.mark.parametrize(("stored", "bound"), [(1.7, 1.0), (-0.6, 0.0)])
+def test_depth_is_bounded_so_the_gate_is_never_inverted(stored, bound):
+    torch.manual_seed(4)
+    gate = torch.rand(2, 3, 4, 4)  # a sigmoid gate lies in (0, 1)
+    mix = LambdaMix(0.5, param="depth")
+    with torch.no_grad():
+        mix.lam.fill_(stored)  # where training pushed it
+    normalised = gate / gate.mean(dim=(1, 2, 3), keepdim=True)
+    expected = 1 + bound * (normalised - 1)  # the bound's multiplier, computed by hand
+    w = mix.multiplier(gate)
+    torch.testing.assert_close(w, expected)
+    assert w.min() >= 0
+    # the stored value would invert the gate: negative weights (λ > 1), or weights that
+    # fall where the gate rises (λ < 0)
+    unbounded = 1 + stored * (normalised - 1)
+    pairs = torch.stack([unbounded.flatten(), gate.flatten()])
+    assert unbounded.min() < 0 or torch.corrcoef(pairs)[0, 1] < 0
+    assert lambdas(nn.ModuleDict({"b": nn.ModuleDict({"mix": mix})}))["b"] == bound
+    # outside the bound λ gets no gradient: it stays where the bound holds it
+    mix.multiplier(gate).sum().backward()
+    assert mix.lam.grad.item() == 0.0
+
+
 def test_the_default_design_is_unchanged():
     block = ResidualBlock(8, 8)
     assert block.spec.lam_param == "sigmoid" and block.spec.lam_shape == "scalar"

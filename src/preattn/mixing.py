@@ -17,7 +17,11 @@ Parameterisations of λ:
 - ``depth`` (gate attention only, ``A(z) = z·g``): λ is stored as itself and is the
   modulation depth of the gate normalised to mean one per sample,
   ``mix = z·w``, ``w = 1 + λ·(g / mean_CHW(g) − 1)``: a uniform gate changes nothing, and
-  ``std(w)/mean(w) = λ·std(g)/mean(g)`` (:mod:`preattn.modulation`).
+  ``std(w)/mean(w) = λ·std(g)/mean(g)`` (:mod:`preattn.modulation`). The depth used is
+  ``clamp(λ, 0, 1)``: ``w = (1 − λ) + λ·g/mean(g) ≥ 0`` for a gate ``g ≥ 0``, so the
+  multiplier never inverts the gate (a negative λ would favour what the gate suppresses,
+  λ > 1 would turn weak gates into negative weights); outside the range λ gets no
+  gradient and the depth stays at its bound.
 
 For a gate, every form is ``z·w`` with the multiplier :meth:`LambdaMix.multiplier`:
 ``w = (1 − λ) + λ·g`` (``sigmoid``, ``linear``) or the ``depth`` form above.
@@ -102,10 +106,12 @@ class LambdaMix(nn.Module):
         return getattr(self, self._raw_name)
 
     def base_value(self) -> torch.Tensor:
-        """λ before warm-up, a 0-dim float tensor."""
+        """λ before warm-up, a 0-dim float tensor (``depth``: clamped to [0, 1])."""
         # attribute tests TorchScript resolves when it compiles (one branch is kept)
         if hasattr(self, "logit"):
             return torch.sigmoid(self.logit)
+        if self.depth:
+            return self.lam.clamp(0.0, 1.0)
         return self.lam
 
     def value(self) -> torch.Tensor:
