@@ -14,7 +14,8 @@ Fields (see :class:`~preattn.ResidualBlock` for the placements and
     attention_kwargs  extra arguments of the attention factory (e.g. reduction=8)
     lam               initial λ in [0, 1], or None: uncontrolled, mix(z, a) = a
     lam_param         sigmoid (λ = σ(logit)) | linear (λ stored as is) | depth (gates:
-                      w = 1 + λ·(g / mean(g) − 1), λ is the modulation depth)
+                      w = 1 + λ·(g / mean(g) − 1), λ is the modulation depth, used
+                      clamped to [0, 1])
     lam_shape         scalar (one λ per block) | channel (one λ per channel, (C,))
     lam_learnable     λ is an nn.Parameter (True) or a buffer (False)
     lam_warmup_steps  λ_eff = λ · min(1, t / N) over the first N training forwards
