@@ -26,6 +26,7 @@ from _timing import interleaved, ratios
 from preattn.ablate import Grid
 from preattn.data.registry import DATASET_SPECS
 from preattn.train import build_model
+from preattn.train.precision import amp_dtype
 
 
 def _step(
@@ -33,10 +34,10 @@ def _step(
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
-    amp: bool,
+    dtype: torch.dtype | None,
 ) -> None:
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
         loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
     optimizer.step()
@@ -62,7 +63,12 @@ def main() -> None:
         y = torch.randint(0, info.num_classes, (config.batch_size,))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         steps[name] = partial(
-            _step, model, optimizer, x.contiguous(memory_format=memory), y, config.amp
+            _step,
+            model,
+            optimizer,
+            x.contiguous(memory_format=memory),
+            y,
+            amp_dtype(config.amp, torch.device("cpu")),
         )
     times = interleaved(steps, repeats=args.repeats, iterations=args.iterations, warmup=1)
     relative = ratios(times, grid.reference)
