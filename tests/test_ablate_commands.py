@@ -141,3 +141,38 @@ def test_the_fashion_segmentation_example_writes_its_metric(tmp_path):
     subprocess.run(argv, check=True, capture_output=True)
     result = json.loads((tmp_path / "metric.json").read_text())
     assert 0.0 <= result["miou"] <= 1.0 and len(result["lambdas"]) == 15
+
+
+def test_sigterm_to_ablate_ends_the_running_command_too(tmp_path):
+    """No command outlives ablate: SIGTERM ends the running one, which reruns next time."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "sleeper.py"
+    script.write_text(
+        "import os, pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[1], 'pid').write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    values = _grid(tmp_path, seeds=[0])
+    values["command"] = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{out}}"
+    values["variants"] = {"none": {}, "pre": {}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(values))
+    out = tmp_path / "out"
+    ablate = subprocess.Popen(
+        [sys.executable, "-m", "preattn", "ablate", str(path), "--out", str(out)]
+    )
+    pid_file = out / "none" / "seed0" / "pid"
+    for _ in range(600):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    ablate.send_signal(signal.SIGTERM)
+    assert ablate.wait(timeout=30) != 0
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)

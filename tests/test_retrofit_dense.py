@@ -239,3 +239,28 @@ def test_ssd_vgg16_is_refused_it_has_no_residual_block():
     model = detection.ssd300_vgg16(**_NONE, num_classes=3)
     with pytest.raises(ValueError, match=r"no supported residual block within \['backbone'\]"):
         retrofit(model)
+
+
+def test_frozen_stages_stay_frozen_and_their_attention_trains():
+    """As torchvision builds a detector for pretrained weights: FrozenBatchNorm2d, conv1 and
+    layer1 frozen (trainable_layers=3); retrofit keeps both, its new parameters train."""
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=3
+    )
+    model = detection.FasterRCNN(backbone, num_classes=3, **_RCNN).eval()
+    names = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(".layer1." in n for n in names) and not any(".layer2." in n for n in names)
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    with torch.no_grad():
+        expected = model(_images())
+    retrofit(model)
+    with torch.no_grad():
+        _assert_same(model(_images()), expected)
+    assert {id(p) for p in model.parameters() if not p.requires_grad} == frozen
+    new = [n for n, p in model.named_parameters() if ".attention." in n or ".mix." in n]
+    assert any("layer1" in n for n in new)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n in new)

@@ -36,12 +36,15 @@ the same for every variant of a seed), or use
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
 import shlex
+import signal
 import string
 import subprocess
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +206,24 @@ def read_metric(grid: CommandGrid, out: Path) -> float | None:
     return float(value)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Any:
+    """SIGTERM raises KeyboardInterrupt here (main thread only), so that :func:`_run` kills
+    and reaps the running command before ablate ends: no command outlives it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(grid: CommandGrid, variant: str, seed: int, out: Path) -> str | None:
     """Run one command; the error of a failed run, else None."""
     out.mkdir(parents=True, exist_ok=True)
@@ -212,11 +233,15 @@ def _run(grid: CommandGrid, variant: str, seed: int, out: Path) -> str | None:
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
         try:
-            code = subprocess.run(
-                argv, stdout=log, stderr=subprocess.STDOUT, check=False
-            ).returncode
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         except OSError as error:
             return f"could not start {argv[0]!r}: {error}"
+        try:
+            code = process.wait()
+        except BaseException:  # Ctrl-C, SIGTERM: the command ends with ablate
+            process.kill()
+            process.wait()
+            raise
     if code != 0:
         return f"exited with status {code} (its output: {out / 'command.log'})"
     try:
@@ -305,13 +330,14 @@ def ablate_commands(
             )
         return None
     failed = []
-    for variant, seed, folder in pending:
-        progress(f"  running {variant} seed {seed}")
-        error = _run(grid, variant, seed, folder)
-        if error is None:
-            values[variant][seed] = read_metric(grid, folder)  # type: ignore[assignment]
-        else:
-            failed.append(f"{variant} seed {seed}: {error}")
+    with _stop_on_sigterm():
+        for variant, seed, folder in pending:
+            progress(f"  running {variant} seed {seed}")
+            error = _run(grid, variant, seed, folder)
+            if error is None:
+                values[variant][seed] = read_metric(grid, folder)  # type: ignore[assignment]
+            else:
+                failed.append(f"{variant} seed {seed}: {error}")
     report = _report(grid, values)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
