@@ -106,7 +106,7 @@ def test_a_run_without_its_metric_fails_naming_the_file_and_key(tmp_path):
             r"variant none must give the command's fields \['attention'\]",
         ),
         ({"reference": "se"}, r"reference must be one of the variants \['none', 'pre'\]"),
-        ({"seeds": [0, 0]}, r"seeds must be distinct integers >= 0"),
+        ({"seeds": [0, 0]}, r"seeds must not repeat, got \[0, 0\]"),
         ({"metric": ""}, r"metric must name a key"),
         ({"primary": {"sesoi": 0}}, r"primary.sesoi must be a number > 0"),
         ({"base": {}}, r"unknown command-grid keys \['base'\]"),

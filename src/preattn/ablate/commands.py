@@ -52,7 +52,7 @@ from typing import Any
 
 from .._io import atomic_write_text
 from ..train.config import ConfigError, load_yaml
-from .grid import REPORT_FILES
+from .grid import REPORT_FILES, reference_and_seeds
 from .run import AblationFailed
 from .stats import holm, paired_difference, summarise, verdict
 
@@ -115,20 +115,7 @@ class CommandGrid:
                 f"its metric), got {command!r}"
             )
         variants = _variants(values.get("variants"), needed, source)
-        reference = values.get("reference", next(iter(variants)))
-        if reference not in variants:
-            raise ConfigError(
-                f"{source}: reference must be one of the variants {list(variants)}, "
-                f"got {reference!r}"
-            )
-        seeds = values.get("seeds", [0])
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-            or len(set(seeds)) != len(seeds)
-        ):
-            raise ConfigError(f"{source}: seeds must be distinct integers >= 0, got {seeds!r}")
+        reference, seeds = reference_and_seeds(values, variants, source)
         metric = values.get("metric")
         if not isinstance(metric, str) or not metric:
             raise ConfigError(f"{source}: metric must name a key of the run's JSON, got {metric!r}")

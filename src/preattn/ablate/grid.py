@@ -42,7 +42,7 @@ from typing import Any
 
 from ..train.config import ConfigError, TrainConfig, load_yaml
 
-__all__ = ["REPORT_FILES", "Grid", "GridRun"]
+__all__ = ["REPORT_FILES", "Grid", "GridRun", "reference_and_seeds"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 # what ablate writes beside the variants' folders; no variant may take these names
@@ -59,6 +59,28 @@ REPORT_FILES = (
 )
 # options the grid sets itself for each run
 _GRID_KEYS = ("seed", "out")
+
+
+def reference_and_seeds(
+    values: Mapping[str, Any], variants: Mapping[str, Any], source: str
+) -> tuple[str, list[int]]:
+    """A grid's ``reference`` (one of ``variants``; default: the first) and ``seeds``
+    (distinct ints >= 0; default ``[0]``), checked; errors name ``source``."""
+    reference = values.get("reference", next(iter(variants)))
+    if reference not in variants:
+        raise ConfigError(
+            f"{source}: reference must be one of the variants {list(variants)}, got {reference!r}"
+        )
+    seeds = values.get("seeds", [0])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ConfigError(f"{source}: seeds must be a list of ints >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{source}: seeds must not repeat, got {seeds}")
+    return reference, seeds
 
 
 @dataclass(frozen=True)
@@ -134,21 +156,7 @@ class Grid:
                     "(one folder on a case-insensitive file system)"
                 )
             variants[name] = _options(overrides or {}, f"{source}: variant {name}")
-        reference = values.get("reference", next(iter(variants)))
-        if reference not in variants:
-            raise ConfigError(
-                f"{source}: reference must be one of the variants {list(variants)}, "
-                f"got {reference!r}"
-            )
-        seeds = values.get("seeds", [0])
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        ):
-            raise ConfigError(f"{source}: seeds must be a list of ints >= 0, got {seeds!r}")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"{source}: seeds must not repeat, got {seeds}")
+        reference, seeds = reference_and_seeds(values, variants, source)
         target = values.get("target_acc")
         if target is not None and (
             isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1
