@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -22,6 +23,7 @@ from preattn.data import build_datasets
 from preattn.mixing import LambdaMix
 from preattn.models import SimpleCNN
 from preattn.train import RunError, TrainConfig, build_model, train
+from preattn.train.evaluate import read_test_correct
 from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
 
 # on the CPU unless a test takes `train_device` (pytest --device), which then replaces it
@@ -97,6 +99,7 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
         "curves.png",
         "lambda.png",
         "confusion.png",
+        "test_correct.npz",
     }
     assert set((run / ".run-files").read_text().split()) == {
         "config.yaml",
@@ -107,6 +110,7 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
         "curves.png",
         "lambda.png",
         "confusion.png",
+        "test_correct.npz",
     }
     assert (run / "checkpoint").read_text() == "epoch-0002\n"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0002"]
@@ -115,6 +119,10 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
     assert (run / "model.safetensors").read_bytes() == (
         committed / "model.safetensors"
     ).read_bytes()
+    # each test image's outcome at the last epoch, agreeing with the recorded accuracy
+    correct = read_test_correct(run)["test_acc"]
+    assert correct.dtype == np.uint8 and len(correct) == TINY["limit_test"]
+    assert correct.mean() == pytest.approx(record["test_acc"])
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert set(rows[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "lambda"}

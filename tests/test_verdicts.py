@@ -168,6 +168,11 @@ def test_the_report_gives_holm_p_and_the_verdict_of_the_primary_metric(tmp_path)
     text = format_report(report)
     assert "Verdicts on the primary metric `noise:0.2`" in text
     assert verdict_text(decided) in text
+    # the sampling error of the fixed test set, from each image's kept outcome
+    error = by_name["pre"]["test_set"]["noise:0.2"]
+    assert error["images"] == BASE["limit_test"] and error["seeds"] == 2
+    assert f"±{100 * error['difference_se']:.2f} ({BASE['limit_test']} images)" in text
+    assert by_name["none"]["test_set"]["test_acc"]["difference_se"] is None  # the reference
     # the two jobs ran one after the other: no run's time overlapped another's
     assert all(v["timing_shared"] is False for v in report["variants"])
 

@@ -31,6 +31,7 @@ from .forest import write_forest
 from .grid import Grid
 from .match_cost import MATCH_FILE
 from .plots import plot_grid
+from .sampling_error import sampling_error
 from .stats import holm, paired_difference, summarise, verdict
 
 __all__ = ["build_report", "format_report", "write_report"]
@@ -246,6 +247,7 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
                     else None
                 ),
             }
+        entry["test_set"] = _sampling_errors(grid, root, name, runs, corrupt_names)
         variants.append(entry)
     tests = _adjust_for_multiplicity(variants)
     if grid.primary is not None:
@@ -274,6 +276,25 @@ def build_report(grid: Grid, root: str | Path, *, count_parameters: bool = True)
         "corruptions": corrupt_names,
         "variants": variants,
     }
+
+
+def _sampling_errors(
+    grid: Grid, root: Path, name: str, runs: Runs, corrupt_names: list[str]
+) -> dict[str, Any]:
+    """The test-set sampling error of ``name``'s accuracy and of its difference to the
+    reference, per metric (:mod:`preattn.ablate.sampling_error`), from the finished runs'
+    kept outcomes; metrics without them are left out."""
+    folders: dict[str, dict[int, Path]] = {v: {} for v in grid.variants}
+    for run in grid.runs(root):
+        if run.seed in runs[run.variant]:
+            folders[run.variant][run.seed] = Path(run.config.out)  # type: ignore[arg-type]
+    reference = None if name == grid.reference else folders[grid.reference]
+    out = {}
+    for metric in ("test_acc", *corrupt_names):
+        error = sampling_error(folders[name], reference, metric)
+        if error is not None:
+            out[metric] = error
+    return out
 
 
 def _match_cost(grid: Grid, root: Path) -> dict[str, Any] | None:
@@ -356,6 +377,15 @@ def verdict_text(decision: dict[str, Any]) -> str:
     return word
 
 
+def _test_set_text(variant: dict[str, Any], metric: str) -> str:
+    """``±0.12 (10,000 images)``: the difference's sampling error from the fixed test set;
+    "—" when the runs kept no per-image outcomes."""
+    error = variant.get("test_set", {}).get(metric)
+    if not error or error.get("difference_se") is None:
+        return "—"
+    return f"±{100 * error['difference_se']:.2f} ({error['images']:,} images)"
+
+
 def power_text(decision: dict[str, Any]) -> str:
     """The power of the decision's seeds at the measured spread: ``35 % / 51 %`` (a true zero
     called equivalent / a true difference of the margin found); "—" when unknown."""
@@ -380,10 +410,14 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         "one-sided t-tests place the difference within the margin; else undecided. Power, "
         "at the spread measured over these seeds: the chance that a true zero is called "
         "equivalent / that a true difference of the margin is found (the seeds an undecided "
-        "contrast needs bring both to 80 %).",
+        "contrast needs bring both to 80 %). Test-set SE: the sampling error of the "
+        "difference that comes from scoring every run on the same test images (from each "
+        "image's outcome, averaged over the seeds), which the seeds' interval does not "
+        "contain.",
         "",
-        f"| variant | claim vs {ref} | Δ (pts) [95 %] | p Holm | p equivalence | power | verdict |",
-        "|---|---|---|---|---|---|---|",
+        f"| variant | claim vs {ref} | Δ (pts) [95 %] | test-set SE (pts) | p Holm | "
+        "p equivalence | power | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v in decided:
         d = v["verdict"]
@@ -391,6 +425,7 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         diff = v["paired_diff"] if metric == "test_acc" else v["corrupt"][metric]["paired_diff"]
         lines.append(
             f"| {v['name']} | {d['expect']} | {_interval(diff, signed=True)} | "
+            f"{_test_set_text(v, metric)} | "
             f"{_p(d['p_holm'])} | {_p(d['p_tost'])} | {power_text(d)} | {verdict_text(d)} |"
         )
     return lines

@@ -40,7 +40,7 @@ from ..mixing import lambdas
 from .build import build_data, build_model, corrupted_test_sets
 from .config import TrainConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
-from .evaluate import evaluate
+from .evaluate import evaluate, write_test_correct
 from .kernels import kernel_settings
 from .load import check_same_data
 from .optim import WarmupCosine, build_optimizer
@@ -432,7 +432,7 @@ def _train(
 
     on_device = _device_images(splits, config, ctx)
 
-    def run_eval(dataset: Any, images: DeviceImages | None = None) -> Any:
+    def run_eval(dataset: Any, images: DeviceImages | None = None, keep: bool = False) -> Any:
         batches: Any
         if images is not None:
             batches = images.epoch(
@@ -455,6 +455,7 @@ def _train(
             device,
             channels_last=config.channels_last,
             amp_dtype=amp_dtype,
+            keep_correct=keep and ctx.world_size == 1,  # one process: the images in order
         )
 
     _log(
@@ -492,8 +493,10 @@ def _train(
         stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
         eval_started = time.perf_counter()
         evaluated = _evaluates(config, epoch + 1)
+        last = epoch + 1 == config.epochs
         if evaluated:
-            result = run_eval(splits.test, on_device[1] if on_device else None)
+            result = run_eval(splits.test, on_device[1] if on_device else None, keep=last)
+        correct = {"test_acc": result.correct} if last and result is not None else {}
         eval_seconds = time.perf_counter() - eval_started
         record = {
             "epoch": epoch + 1,
@@ -514,11 +517,13 @@ def _train(
             "wall_end": time.time(),
             "step": step,  # optimiser steps so far
         }
-        if epoch + 1 == config.epochs and config.eval_corrupt:
-            record["test_acc_corrupt"] = {
-                name: run_eval(dataset).accuracy
+        if last and config.eval_corrupt:
+            corrupt = {
+                name: run_eval(dataset, keep=True)
                 for name, dataset in corrupted_test_sets(config, splits).items()
             }
+            record["test_acc_corrupt"] = {name: r.accuracy for name, r in corrupt.items()}
+            correct.update({name: r.correct for name, r in corrupt.items()})
         if not math.isfinite(record.get("test_loss", 0.0)):
             raise TrainingDiverged(
                 f"test loss became {record['test_loss']} after epoch {epoch + 1}; stopped, "
@@ -526,6 +531,7 @@ def _train(
             )
         history.append(record)
         if ctx.is_main:
+            write_test_correct(run, {k: v for k, v in correct.items() if v is not None})
             run.append_steps(stats["steps"])
             _commit_epoch(run, model, optimizer, scaler, record, step, config)
         barrier()
