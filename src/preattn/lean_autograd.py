@@ -322,12 +322,14 @@ def _outer_plus(
     ``out``'s rows (K = 2, accumulated in float32: each element ``keep + c·s`` is rounded
     once, as ``addcmul``'s). ``addcmul`` broadcasting the two gates into a channels-last
     bfloat16 tensor ran about 10x slower than this on the CPU, and ``baddbmm`` first
-    copies its broadcast input into ``out`` (``python benchmarks/profile_recipe.py``); a
-    layout without a row view uses ``addcmul``."""
+    copies its broadcast input into ``out`` (``python benchmarks/profile_recipe.py``).
+    Other dtypes and devices, and layouts without a row view, use ``addcmul``."""
     b, channels = c.shape[:2]
     s_flat = s.reshape(b, -1)  # (B, HW)
     c_flat = c.reshape(b, channels)
-    if _channels_last(out):  # rows (B, HW, C) = [s, 1] (B, HW, 2) @ [c; keep] (B, 2, C)
+    if out.device.type != "cpu" or out.dtype not in (torch.bfloat16, torch.float16):
+        torch.addcmul(keep, c, s, out=out)  # float32 and float64: as fast, unchanged
+    elif _channels_last(out):  # rows (B, HW, C) = [s, 1] (B, HW, 2) @ [c; keep] (B, 2, C)
         left = torch.stack([s_flat, torch.ones_like(s_flat)], dim=2)
         right = torch.stack([c_flat, keep.expand(b, channels)], dim=1)
         torch.bmm(left, right, out=_hw_rows(out))
