@@ -256,3 +256,40 @@ def test_predict_reports_a_file_that_is_not_an_image_and_goes_on(tmp_path, capsy
     out, err = capsys.readouterr()
     assert json.loads(out)["file"] == str(good)  # the good one still predicted
     assert err.count("\n") == 1 and f"{bad}: not a readable image" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "builder"),
+    [
+        (["--width", "1.5"], {"width": 1.5}),
+        (
+            ["--model", "mobilenet_v2", "--dw-attention", "se", "--input-size", "3,32,32"],
+            {"dw_attention": "se", "image_size": 32, "in_chans": 3, "num_classes": 1000},
+        ),
+    ],
+)
+def test_check_and_summary_build_the_network_training_would(capsys, flags, builder):
+    import re
+
+    from preattn.models.factory import create_model
+
+    arguments = {"image_size": 28, "in_chans": 1, "num_classes": 10, **builder}
+    name = flags[flags.index("--model") + 1] if "--model" in flags else "simplecnn"
+    expected = create_model(name, **arguments)
+    main(["check", *flags])
+    costs = re.findall(
+        r"(\S+): attention cost: [\d,]+ of ([\d,]+) parameters", capsys.readouterr().out
+    )
+    assert costs  # every attended block's parameters are those of the same block built here
+    for block, count in costs:
+        own = sum(p.numel() for p in expected.get_submodule(block).parameters())
+        assert int(count.replace(",", "")) == own, block
+    others = [f for f in flags if f not in ("--model", name)]
+    assert main(["summary", "--model", name, *others]) == 0
+    total = sum(p.numel() for p in expected.parameters())
+    assert f"{total:,}" in capsys.readouterr().out
+
+
+def test_check_refuses_a_width_training_would_refuse(capsys):
+    assert main(["check", "--width", "0"]) == 2
+    assert "--width must be in (0, 8.0], got 0.0" in capsys.readouterr().err

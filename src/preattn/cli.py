@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import Field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, _validate
 from ._failures import disk_full_message, is_disk_full, out_of_memory_message
@@ -25,6 +25,9 @@ from .data.errors import DatasetError
 from .data.registry import find_idx_files
 from .models.factory import MODELS
 from .spec import PRESETS, AttentionSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["build_parser", "main"]
 
@@ -371,7 +374,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from .models.factory import create_model
     from .summary import summary
 
     if args.checkpoint:  # the run's own network, built as training built it
@@ -384,8 +386,63 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         title = f"{args.checkpoint}: {config.model}{width} {config.spec.describe()}"
         print(summary(loaded.model, size, name=title))
         return 0
+    model, size, title = _network_from_flags(args)
+    print(summary(model, size, name=title))
+    return 0
+
+
+def _add_network_flags(p: argparse.ArgumentParser, *, default_model: str) -> None:
+    """The flags that describe a network without a run (``summary``, ``check``): model,
+    stages, stem, classes, input size, depthwise attention, width and the attention spec;
+    :func:`_network_from_flags` builds it."""
+    p.add_argument("--model", default=default_model, choices=list(MODELS))
+    p.add_argument(
+        "--stages",
+        type=_argparse_type(parse_int_list),
+        default=None,
+        help="stages with attention, e.g. 1,2,3,4 (default: the model's)",
+    )
+    p.add_argument(
+        "--stem",
+        choices=("imagenet", "cifar"),
+        help="ResNet and MobileNet stem (default: cifar up to 64 pixels, else imagenet)",
+    )
+    p.add_argument(
+        "--num-classes", type=int, help="classes (default: simplecnn 10, the others 1000)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=_input_size,
+        help="C,H,W (default: simplecnn 1,28,28 as Fashion-MNIST, the others 3,224,224)",
+    )
+    p.add_argument(
+        "--dw-attention",
+        metavar="NAME",
+        help="MobileNets: attention after each block's depthwise conv (none, or an attention "
+        "name; default: the network's own)",
+    )
+    p.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="channel-width multiplier, as training's --width (e.g. compare a wider plain "
+        "network's parameters and MACs with an attended one's)",
+    )
+    _add_attention_flags(p, AttentionSpec().to_dict())
+
+
+def _network_from_flags(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
+    """The network :func:`_add_network_flags` describes, its input size (C, H, W) and a
+    title naming it."""
+    from .models.factory import create_model
+    from .train.config import MAX_WIDTH
+
     entry = MODELS[args.model]
     size = args.input_size or entry.input_size
+    if not 0 < args.width <= MAX_WIDTH:
+        raise ValueError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes must be an integer >= 1, got {args.num_classes}")
     spec = AttentionSpec(**_spec_values(args))
     model = create_model(
         args.model,
@@ -399,9 +456,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         **_dw_attention(args.model, args.dw_attention),
     )
     width = f" width x{args.width:g}" if args.width != 1.0 else ""
-    title = f"{args.model}{width} {spec.describe()}"
-    print(summary(model, size, name=title))
-    return 0
+    return model, size, f"{args.model}{width} {spec.describe()}"
 
 
 def _dw_attention(model: str, name: str | None) -> dict[str, Any]:
@@ -559,18 +614,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         size = (loaded.in_chans, loaded.image_size, loaded.image_size)
         images = _test_images(loaded.config, 64)
     else:
-        from .models.factory import create_model
-
-        size = args.input_size
-        spec = AttentionSpec(**_spec_values(args))
-        model = create_model(
-            args.model,
-            image_size=size[1],
-            num_classes=10,
-            in_chans=size[0],
-            stages=args.stages,
-            spec=spec,
-        )
+        model, size, _ = _network_from_flags(args)
         trained, images = False, None
     findings = check(model, size, trained=trained, images=images)
     for finding in findings:
@@ -756,43 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "summary", allow_abbrev=False, help="parameters, MACs, attention overhead and λ of a model"
     )
-    p.add_argument("--model", default="resnet18", choices=list(MODELS))
     p.add_argument(
         "--checkpoint", metavar="DIR", help="summarise a run's network (the other flags: unused)"
     )
-    p.add_argument(
-        "--stages",
-        type=_argparse_type(parse_int_list),
-        default=None,
-        help="stages with attention, e.g. 1,2,3,4 (default: the model's)",
-    )
-    p.add_argument(
-        "--stem",
-        choices=("imagenet", "cifar"),
-        help="ResNet and MobileNet stem (default: cifar up to 64 pixels, else imagenet)",
-    )
-    p.add_argument(
-        "--num-classes", type=int, help="classes (default: simplecnn 10, the others 1000)"
-    )
-    p.add_argument(
-        "--input-size",
-        type=_input_size,
-        help="C,H,W (default: simplecnn 1,28,28 as Fashion-MNIST, the others 3,224,224)",
-    )
-    p.add_argument(
-        "--dw-attention",
-        metavar="NAME",
-        help="MobileNets: attention after each block's depthwise conv (none, or an attention "
-        "name; default: the network's own)",
-    )
-    p.add_argument(
-        "--width",
-        type=float,
-        default=1.0,
-        help="channel-width multiplier (compare a wider plain network's parameters and MACs "
-        "with an attended one's)",
-    )
-    _add_attention_flags(p, AttentionSpec().to_dict())
+    _add_network_flags(p, default_model="resnet18")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser(
@@ -832,15 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Pattern-3 checklist for every attended block (exit 1 on a warning)",
     )
     p.add_argument("--checkpoint", metavar="DIR", help="check a trained run")
-    p.add_argument("--model", default="simplecnn", choices=list(MODELS))
-    p.add_argument(
-        "--stages",
-        type=_argparse_type(parse_int_list),
-        default=None,
-        help="stages with attention (default: the model's)",
-    )
-    p.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W")
-    _add_attention_flags(p, AttentionSpec().to_dict())
+    _add_network_flags(p, default_model="simplecnn")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(
