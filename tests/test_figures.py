@@ -102,7 +102,7 @@ def test_attention_figure_shows_each_gates_contrast_with_its_own_colour_bar():
     batch = _batch()
     fig, with_cam = attention_figure(model, batch, with_gradcam=False, name="demo")
     assert not with_cam
-    title = fig._suptitle.get_text()
+    title = " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
     assert title.startswith("demo: spatial attention gates M_s (the factor each position")
     assert "Grad-CAM" not in title
     bars = _colour_bars(fig)
@@ -140,9 +140,11 @@ def test_channel_gates_figure_labels_every_panel_and_has_one_legend_of_classes()
     model = SimpleCNN(in_chans=1, num_classes=2, attention="se")
     batch = _batch()
     fig = channel_gates_figure(attention_maps(model, batch.images), batch, name="runs/s")
-    assert fig._suptitle.get_text() == (
+    title = fig._suptitle.get_text()
+    assert " ".join(title.split()) == (
         "runs/s: channel attention gates M_c (the factor each channel is given, in [0, 1])"
     )
+    assert max(len(line) for line in title.splitlines()) <= 13 * fig.get_figwidth()
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
         assert ax.get_legend() is None

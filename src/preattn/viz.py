@@ -23,6 +23,7 @@ are drawn without that column and :func:`gradcam` says how to install it.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,14 @@ def _overlay_colour_bar(
     bar.ax.tick_params(labelsize=6)
 
 
+def _suptitle(fig: Any, text: str) -> None:
+    """The figure's title, each line wrapped to the figure's width (about 13 characters of
+    9-point text per inch), so a long run name or explanation is never cut at the edge."""
+    width = max(20, int(13 * fig.get_figwidth()))
+    lines = [textwrap.fill(line, width) for line in text.split("\n")]
+    fig.suptitle("\n".join(lines), fontsize=9)
+
+
 def gate_contrast(gate: torch.Tensor) -> np.ndarray:
     """A spatial gate's deviation from its image's mean, in percent of that mean.
 
@@ -241,7 +250,7 @@ def attention_figure(
         "spatial attention gates M_s (the factor each position is given): red passes more, "
         "blue less than the image's average"
     ) + (";\nGrad-CAM: what the prediction rests on" if cams is not None else "")
-    fig.suptitle(f"{name}: {what}" if name else what, fontsize=9)
+    _suptitle(fig, f"{name}: {what}" if name else what)
     return fig, cams is not None
 
 
@@ -296,7 +305,7 @@ def channel_gates_figure(
     handles, names = axes[1, 0].get_legend_handles_labels()
     fig.legend(handles, names, title="class (images)", fontsize=6, loc="outside right center")
     what = "channel attention gates M_c (the factor each channel is given, in [0, 1])"
-    fig.suptitle(f"{name}: {what}" if name else what, fontsize=9)
+    _suptitle(fig, f"{name}: {what}" if name else what)
     return fig
 
 
