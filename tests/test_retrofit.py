@@ -99,7 +99,7 @@ class _OwnBlock(nn.Module):
 def test_the_no_supported_block_error_points_to_both_routes_for_your_own_network():
     """The hint's two routes work: a declared layout converts the user's block exactly
     (λ = 0 keeps its outputs), and ResidualBlock takes the user's transform."""
-    from preattn.retrofit import BLOCK_LAYOUTS, BlockLayout
+    from preattn import BlockLayout, register_block_layout, unregister_block_layout
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _OwnBlock(8)).eval()
@@ -107,9 +107,8 @@ def test_the_no_supported_block_error_points_to_both_routes_for_your_own_network
         retrofit(model)
     message = str(caught.value)
     assert "preattn.ResidualBlock(in_ch, out_ch, stride, transform=" in message
-    assert "BLOCK_LAYOUTS['module.Class'] = BlockLayout(...)" in message
-    key = f"{_OwnBlock.__module__}.{_OwnBlock.__qualname__}"
-    BLOCK_LAYOUTS[key] = BlockLayout(("conv", "bn"), act="act")
+    assert "preattn.register_block_layout (docs/retrofit.md)" in message
+    register_block_layout(_OwnBlock, BlockLayout(("conv", "bn"), act="act"))
     try:
         x = torch.randn(2, 3, 8, 8)
         expected = model(x)
@@ -117,7 +116,7 @@ def test_the_no_supported_block_error_points_to_both_routes_for_your_own_network
         assert isinstance(model[1], ResidualBlock)
         torch.testing.assert_close(model.eval()(x), expected)
     finally:
-        del BLOCK_LAYOUTS[key]
+        unregister_block_layout(_OwnBlock)
     own = ResidualBlock(8, 8, transform=lambda i, o, s: nn.Conv2d(i, o, 3, s, padding=1))
     assert own(torch.randn(1, 8, 4, 4)).shape == (1, 8, 4, 4)
 
