@@ -29,7 +29,8 @@ probe input).
 
 The model is seen through ``nn.DataParallel`` and ``torch.compile`` wrappers, a block held at
 several places is converted at each, and a model with a ``backbone`` child (torchvision's
-detectors and segmenters) is converted inside it by default. docs/retrofit.md has the table
+detectors and segmenters) or an ``encoder`` child (segmentation_models.pytorch) is converted
+inside it by default. docs/retrofit.md has the table
 of what converts and the promises tested for each family.
 
 Blocks without a residual (MobileNet's strided blocks) take ``pre``, ``branch`` and
@@ -309,12 +310,20 @@ def _restore_modes(modes: dict[nn.Module, bool]) -> None:
         module.training = training
 
 
+# the children that hold a dense-prediction model's feature extractor
+_FEATURE_CHILDREN = ("backbone", "encoder")
+
+
 def _default_within(model: nn.Module, within: Iterable[str] | None) -> Iterable[str] | None:
     """``["backbone"]`` for a model with a ``backbone`` child (torchvision's detectors and
-    segmenters: heads and necks keep their function), else ``within`` as given."""
-    if within is None and isinstance(getattr(model, "backbone", None), nn.Module):
-        logger.info("retrofit: converting within 'backbone' (within=[''] converts everywhere)")
-        return ["backbone"]
+    segmenters), ``["encoder"]`` for one with an ``encoder`` child (segmentation_models.pytorch):
+    heads, necks and decoders keep their function; else ``within`` as given."""
+    if within is not None:
+        return within
+    for name in _FEATURE_CHILDREN:
+        if isinstance(getattr(model, name, None), nn.Module):
+            logger.info("retrofit: converting within %r (within=[''] converts everywhere)", name)
+            return [name]
     return within
 
 
@@ -445,7 +454,8 @@ def retrofit(
         within: convert only blocks that are, or lie inside, the submodules of these names
             (any layout: ``within=["features.14", "features.15"]``, ``within=["blocks.5"]``;
             ``[""]``: the whole model). Default: ``["backbone"]`` for a model with a
-            ``backbone`` child (torchvision's detectors and segmenters), else everywhere.
+            ``backbone`` child (torchvision's detectors and segmenters), ``["encoder"]`` for
+            one with an ``encoder`` child (segmentation_models.pytorch), else everywhere.
         own_attention: what happens to attention a block already has inside ``F`` (SE):
             ``"keep"`` (the default; a warning names those blocks) or ``"replace"``
             (removed: only the new attention acts, and the function changes at λ = 0).
