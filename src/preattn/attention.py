@@ -87,7 +87,9 @@ def _gate_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 def _pool_channels(x: torch.Tensor, order: tuple[str, str], dtype: torch.dtype) -> torch.Tensor:
     """Stack channel-wise mean and max of ``x`` (B, C, H, W) into (B, 2, H, W) in ``dtype``."""
-    if torch.jit.is_scripting() or not _eager_fast():
+    if torch.jit.is_scripting():  # resolved when compiled: the plain reductions
+        mean, peak = x.mean(dim=1, dtype=dtype), x.amax(dim=1)
+    elif not _eager_fast():
         mean, peak = x.mean(dim=1, dtype=dtype), x.amax(dim=1)
     else:  # the same maximum, faster channels-last; a bf16 mean without a float32 copy
         mean, peak = mean_channels(x, dtype), amax_channels(x).squeeze(1)
@@ -98,9 +100,12 @@ def _pool_channels(x: torch.Tensor, order: tuple[str, str], dtype: torch.dtype) 
 def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Spatial mean of ``x`` (B, C, H, W) as (B, C) in ``dtype`` (eager with the fast path
     on: :func:`~preattn.lean_autograd.mean_hw`, a matrix product for channels-last bf16)."""
-    if torch.jit.is_scripting() or not _eager_fast():
+    if torch.jit.is_scripting():  # resolved when compiled: the plain reduction
         return x.mean(dim=(2, 3), dtype=dtype)
-    return mean_hw(x, dtype)
+    elif not _eager_fast():
+        return x.mean(dim=(2, 3), dtype=dtype)
+    else:
+        return mean_hw(x, dtype)
 
 
 def _graph_capture() -> bool:
@@ -336,11 +341,15 @@ class CBAM(GateAttention):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x'·M_s(x')``; in eager training through the lean Functions (as :meth:`mixed`,
         without λ), in eager inference ``x'`` multiplied in place."""
-        if _lean_autograd():
-            return self._lean(x, None)
-        x = x * self.channel.gate(x).to(x.dtype)
-        spatial = self.spatial.gate(x).to(x.dtype)
-        return x.mul_(spatial) if _in_place_ok() else x * spatial
+        if torch.jit.is_scripting():  # resolved when compiled: plain operations
+            x = x * self.channel.gate(x).to(x.dtype)
+            return x * self.spatial.gate(x).to(x.dtype)
+        else:
+            if _lean_autograd():
+                return self._lean(x, None)
+            x = x * self.channel.gate(x).to(x.dtype)
+            spatial = self.spatial.gate(x).to(x.dtype)
+            return x.mul_(spatial) if _in_place_ok() else x * spatial
 
     def _lean(self, x: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
         """:mod:`preattn.lean_autograd`'s Functions: ``(1 − λ)·x + λ·x'·s``, or ``x'·s``
