@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -176,3 +177,32 @@ def test_sigterm_to_ablate_ends_the_running_command_too(tmp_path):
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+def test_a_command_grid_draws_each_seed_joined_and_the_forest_of_its_contrast(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    from preattn.ablate.command_plots import command_contrasts, metric_figure
+    from preattn.ablate.forest import forest_figure
+
+    grid = CommandGrid.from_dict(_grid(tmp_path))
+    report = ablate_commands(grid, tmp_path / "out", progress=lambda _: None)
+    for name in ("metric.png", "forest.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
+    ax = metric_figure(report, "out").axes[0]
+    joined = sorted(
+        tuple(line.get_ydata()) for line in ax.get_lines() if len(line.get_xdata()) == 2
+    )
+    # seed s: none 0.5 + 0.01 s, pre 0.52 + 0.01 s, joined across the two variants
+    np.testing.assert_allclose(joined, [(0.50, 0.52), (0.51, 0.53), (0.52, 0.54)])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "pre"]
+    (contrast,) = command_contrasts(report, "out")
+    assert (contrast.variant, contrast.mean, contrast.verdict) == (
+        "pre",
+        pytest.approx(0.02),
+        "supported",
+    )
+    forest = forest_figure([contrast], scale=1.0, unit="acc").axes[0]
+    (band,) = [c for c in forest.collections if isinstance(c, PolyCollection)]
+    assert float(np.ptp(band.get_paths()[0].vertices[:, 0])) == pytest.approx(0.01)  # ±sesoi
+    assert forest.get_xlabel().startswith("difference, acc")

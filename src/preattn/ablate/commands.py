@@ -52,6 +52,7 @@ from typing import Any
 
 from .._io import atomic_write_text
 from ..train.config import ConfigError, load_yaml
+from .command_plots import plot_command_report
 from .grid import REPORT_FILES, reference_and_seeds
 from .run import AblationFailed
 from .stats import holm, paired_difference, summarise, verdict
@@ -288,10 +289,12 @@ def ablate_commands(
     out: str | Path,
     *,
     dry_run: bool = False,
+    plots: bool = True,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any] | None:
     """Run the unfinished runs of ``grid`` in ``out``, one at a time, and write the report
-    (``report.json``, ``report.md``); returns it (None for a dry run). Raises
+    (``report.json``, ``report.md``) and, with ``plots``, its figures (``metric.png``,
+    ``forest.png``: :mod:`preattn.ablate.command_plots`); returns it (None for a dry run). Raises
     :class:`CommandFailed` after the report when some runs failed."""
     out = Path(out)
     runs = [(v, s, out / v / f"seed{s}") for v in grid.variants for s in grid.seeds]
@@ -329,6 +332,8 @@ def ablate_commands(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "report.md", format_command_report(report))
+    if plots:
+        plot_command_report(report, out, out.name)
     if failed:
         raise CommandFailed(
             f"{len(failed)} run(s) failed: {'; '.join(failed)}; the report covers the others "

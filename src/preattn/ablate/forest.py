@@ -25,7 +25,14 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write
 
-__all__ = ["Contrast", "forest_figure", "primary_contrasts", "read_reports", "write_forest"]
+__all__ = [
+    "Contrast",
+    "forest_figure",
+    "primary_contrasts",
+    "read_reports",
+    "save_forest",
+    "write_forest",
+]
 
 _COLOURS = {
     "supported": "tab:green",
@@ -104,8 +111,15 @@ def read_reports(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]
     return out
 
 
-def forest_figure(contrasts: Sequence[Contrast], title: str = "Primary contrasts") -> Figure:
-    """The forest plot of ``contrasts`` (module docstring); differences in points."""
+def forest_figure(
+    contrasts: Sequence[Contrast],
+    title: str = "Primary contrasts",
+    *,
+    scale: float = 100.0,
+    unit: str = "accuracy points",
+) -> Figure:
+    """The forest plot of ``contrasts`` (module docstring); differences times ``scale``, in
+    ``unit`` (accuracy fractions as points by default; ``scale=1`` for a metric of one's own)."""
     if not contrasts:
         raise ValueError("a forest plot needs at least one decided contrast, got none")
     rows = len(contrasts)
@@ -113,16 +127,16 @@ def forest_figure(contrasts: Sequence[Contrast], title: str = "Primary contrasts
     ax = fig.add_subplot()
     for row, c in enumerate(contrasts):
         y = rows - 1 - row
-        margin = 100 * c.margin
+        margin = scale * c.margin
         ax.fill_between([-margin, margin], y - 0.4, y + 0.4, color="tab:blue", alpha=0.12, lw=0)
         colour = _COLOURS.get(c.verdict, "black")
         if c.low is not None and c.high is not None:
-            ax.plot([100 * c.low, 100 * c.high], [y, y], color=colour, lw=2)
-        ax.plot([100 * c.mean], [y], "o", color=colour)
+            ax.plot([scale * c.low, scale * c.high], [y, y], color=colour, lw=2)
+        ax.plot([scale * c.mean], [y], "o", color=colour)
     ax.axvline(0.0, color="black", lw=0.8)
     ax.set_yticks(range(rows), [c.label for c in reversed(contrasts)], fontsize=8)
     ax.set_ylim(-0.6, rows - 0.4)
-    ax.set_xlabel("difference, accuracy points [95 % interval]; shaded: ±margin")
+    ax.set_xlabel(f"difference, {unit} [95 % interval]; shaded: ±margin")
     right = ax.twinx()  # the verdicts, on the same rows
     right.set_ylim(ax.get_ylim())
     right.set_yticks(range(rows), [c.verdict for c in reversed(contrasts)], fontsize=8)
@@ -141,9 +155,21 @@ def write_forest(
 ) -> bool:
     """Draw the forest plot of the reports' decided contrasts into ``path`` (PNG, written
     atomically); False (and nothing written) when none is decided."""
-    contrasts = primary_contrasts(named_reports)
+    return save_forest(primary_contrasts(named_reports), path, title)
+
+
+def save_forest(
+    contrasts: Sequence[Contrast],
+    path: str | Path,
+    title: str = "Primary contrasts",
+    *,
+    scale: float = 100.0,
+    unit: str = "accuracy points",
+) -> bool:
+    """:func:`forest_figure` of ``contrasts`` written atomically to ``path`` (PNG); False
+    (and nothing written) without contrasts."""
     if not contrasts:
         return False
-    fig = forest_figure(contrasts, title)
+    fig = forest_figure(contrasts, title, scale=scale, unit=unit)
     atomic_write(Path(path), lambda tmp: FigureCanvasAgg(fig).print_png(str(tmp)))
     return True

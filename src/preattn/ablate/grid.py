@@ -55,6 +55,7 @@ REPORT_FILES = (
     "accuracy_vs_time.png",
     "modulation.png",
     "forest.png",
+    "metric.png",
     ".submitit",
 )
 # options the grid sets itself for each run
