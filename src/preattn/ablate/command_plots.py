@@ -62,20 +62,8 @@ def command_contrasts(report: dict[str, Any], grid: str) -> list[Contrast]:
         decision, diff = row.get("decision"), row.get("difference")
         if not decision or not diff:
             continue
-        interval = diff.get("ci95") or (None, None)
         out.append(
-            Contrast(
-                grid,
-                row["variant"],
-                report["reference"],
-                report["metric"],
-                float(diff["mean"]),
-                interval[0],
-                interval[1],
-                float(decision["margin"]),
-                decision["verdict"],
-                int(decision["n"]),
-            )
+            Contrast.of(grid, row["variant"], report["reference"], report["metric"], diff, decision)
         )
     return out
 

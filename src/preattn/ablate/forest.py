@@ -61,6 +61,32 @@ class Contrast:
     verdict: str
     n: int
 
+    @classmethod
+    def of(
+        cls,
+        grid: str,
+        variant: str,
+        reference: str,
+        metric: str,
+        diff: dict[str, Any],
+        decision: dict[str, Any],
+    ) -> Contrast:
+        """The contrast of a report's paired difference ``diff`` (mean, ``ci95``) and its
+        ``decision`` (margin, verdict, n)."""
+        low, high = diff.get("ci95") or (None, None)
+        return cls(
+            grid,
+            variant,
+            reference,
+            metric,
+            float(diff["mean"]),
+            low,
+            high,
+            float(decision["margin"]),
+            decision["verdict"],
+            int(decision["n"]),
+        )
+
     @property
     def label(self) -> str:
         metric = "" if self.metric == "test_acc" else f", {self.metric}"
@@ -81,20 +107,8 @@ def primary_contrasts(named_reports: Iterable[tuple[str, dict[str, Any]]]) -> li
                 if metric == "test_acc"
                 else variant["corrupt"][metric]["paired_diff"]
             )
-            interval = diff.get("ci95") or (None, None)
             rows.append(
-                Contrast(
-                    grid,
-                    variant["name"],
-                    report["reference"],
-                    metric,
-                    float(diff["mean"]),
-                    interval[0],
-                    interval[1],
-                    float(decision["margin"]),
-                    decision["verdict"],
-                    int(decision["n"]),
-                )
+                Contrast.of(grid, variant["name"], report["reference"], metric, diff, decision)
             )
     return rows
 
