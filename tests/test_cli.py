@@ -10,6 +10,7 @@ import pytest
 
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.cli import main
+from preattn.train import TrainConfig
 
 # every option a user can set, written out here (not read from the code that makes flags)
 TRAIN_OPTIONS = [
@@ -290,6 +291,9 @@ def test_check_and_summary_build_the_network_training_would(capsys, flags, build
     assert f"{total:,}" in capsys.readouterr().out
 
 
-def test_check_refuses_a_width_training_would_refuse(capsys):
-    assert main(["check", "--width", "0"]) == 2
-    assert "--width must be in (0, 8.0], got 0.0" in capsys.readouterr().err
+@pytest.mark.parametrize("width", ["0", "9", "nan"])
+def test_check_refuses_a_width_training_would_refuse_with_trainings_message(capsys, width):
+    with pytest.raises(ValueError) as training:
+        TrainConfig(width=float(width)).validate()
+    assert main(["check", "--width", width]) == 2
+    assert capsys.readouterr().err.strip().endswith(str(training.value))

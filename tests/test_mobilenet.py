@@ -311,6 +311,6 @@ def test_summary_command_reads_the_depthwise_position(capsys):
     )
     assert "3,951,504" in capsys.readouterr().out  # CA in the paper's position: 3.95M
     assert main(["summary", "--model", "resnet18", "--dw-attention", "se"]) == 2
-    assert (
-        "--dw-attention applies to the MobileNets, got --model resnet18" in capsys.readouterr().err
-    )
+    error = capsys.readouterr().err
+    assert "dw_attention applies to the networks with depthwise blocks" in error
+    assert "got model 'resnet18'" in error

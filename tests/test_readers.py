@@ -26,6 +26,7 @@ import preattn.timm as preattn_timm
 from _helpers import TINY_CONFIG
 from preattn.attention import attention_names
 from preattn.cli import main
+from preattn.models import ModelConfig
 from preattn.train import TrainConfig, load_model, load_run, model_arguments, train
 from preattn.train.rundir import RunDir
 
@@ -38,9 +39,14 @@ RUNS: dict[str, dict] = {
     **{f"placement-{p}": {"placement": p} for p in ("none", "branch", "post", "skip")},
     "lam-none": {"lam": None},
     "lam-linear": {"lam_param": "linear", "lam": 0.0},
+    "lam-channel": {"lam_shape": "channel"},
+    "lam-fixed": {"lam_learnable": False, "lam": 0.3},
+    "lam-warm-up": {"lam_warmup_steps": 3},
+    "attention-kwargs": {"attention_kwargs": {"reduction": 4}},
     "resnet18": {"model": "resnet18", "width": 0.25},
     "bottleneck": {"model": "resnet50", "width": 0.125, "stages": [3, 4]},
     "imagenet-stem": {"model": "resnet18", "width": 0.125, "image_size": 72},
+    "stem": {"model": "resnet18", "width": 0.125, "stem": "imagenet", "image_size": 32},
     "image-size": {"image_size": 12},
     "grey": {"dataset": "mnist"},
     "imagefolder": {"dataset": "imagefolder", "image_size": 8},
@@ -124,6 +130,13 @@ def _reference(run: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 NAMES = list(RUNS)
+
+
+def test_every_option_that_shapes_a_network_has_a_reader_case():
+    """A new field of ModelConfig (or AttentionSpec) fails here until RUNS sets it."""
+    defaults = ModelConfig().to_flat()
+    covered = {k for options in RUNS.values() for k, v in options.items() if v != defaults.get(k)}
+    assert set(ModelConfig.keys()) - covered == set()
 
 
 @pytest.mark.parametrize("name", NAMES)

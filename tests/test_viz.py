@@ -170,6 +170,20 @@ def test_check_flags_lambda_fixed_at_zero_and_saturated_after_training():
     assert any("saturated after training: attention is fully on" in m for m in messages)
 
 
+def test_check_reports_a_per_channel_lambda_by_its_mean_and_range():
+    model = SimpleCNN(in_chans=1, lam_shape="channel", lam=0.5)
+    with torch.no_grad():  # sigmoid λ: logits giving exactly 0.25 ... 0.75 on block1
+        values = torch.linspace(0.25, 0.75, model.block1.mix.raw.numel())
+        model.block1.mix.raw.copy_(torch.logit(values).view_as(model.block1.mix.raw))
+    (line,) = [
+        f.message for f in check(model, (1, 8, 8)) if f.block == "block1" and "λ =" in f.message
+    ]
+    assert f"λ = {values.mean().item():.4g} on average (0.25 to 0.75 over {values.numel()}" in line
+    model.block2.mix.raw.data.fill_(-20.0)  # every channel off
+    messages = [f.message for f in _warnings(check(model, (1, 8, 8)))]
+    assert any("saturated after training: attention is off" in m for m in messages)
+
+
 def test_check_probes_the_wiring_rather_than_the_placement_string():
     model = SimpleCNN(in_chans=1)
     model.block1._attend = lambda z: z  # says Pattern-3, but F gets the raw input

@@ -25,6 +25,7 @@ __all__ = [
     "parse_kwargs",
     "parse_optional_float",
     "parse_optional_int",
+    "parse_optional_str",
 ]
 
 
@@ -35,10 +36,18 @@ def option(
     *,
     choices: Any = None,
     const: Any = None,
+    resumable: bool = False,
 ) -> Any:
     """A dataclass field with ``help``, ``parse`` (command line) and ``choices`` metadata;
-    ``const`` is the value of its flag given alone (``--amp``), where it may be."""
-    metadata = {"help": help, "parse": parse, "choices": choices, "const": const}
+    ``const`` is the value of its flag given alone (``--amp``), where it may be;
+    ``resumable``: a resumed run may change it (how it runs, not what it computes)."""
+    metadata = {
+        "help": help,
+        "parse": parse,
+        "choices": choices,
+        "const": const,
+        "resumable": resumable,
+    }
     if isinstance(default, dict | list):
         factory = dict if isinstance(default, dict) else list
         return field(default_factory=factory, metadata=metadata)
@@ -62,6 +71,11 @@ def _is_none(text: str) -> bool:
 def parse_optional_float(text: str) -> float | None:
     """``none``/``off`` -> None, else a float."""
     return None if _is_none(text) else float(text)
+
+
+def parse_optional_str(text: str) -> str | None:
+    """``none``/``off``/``null`` -> None, else the text."""
+    return None if _is_none(text) else str(text)
 
 
 def parse_optional_int(text: str) -> int | None:

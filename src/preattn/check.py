@@ -236,10 +236,18 @@ def _check_block(
     if block.mix is None:
         say("info", "uncontrolled attention (λ = None): A(x) replaces x entirely")
     else:
-        lam = float(block.mix.value())
+        values = block.mix.value().detach().float().flatten()
+        low, high = float(values.min()), float(values.max())
+        lam = float(values.mean())
         kind = "learnable" if block.mix.learnable else "fixed"
-        say("info", f"λ-controlled: λ = {lam:.4g} ({block.mix.param}, {kind})")
-        if not block.mix.learnable and lam == 0.0:
+        if values.numel() == 1:
+            shown = f"λ = {lam:.4g}"
+        else:  # per channel: its mean and range
+            shown = (
+                f"λ = {lam:.4g} on average ({low:.4g} to {high:.4g} over {values.numel()} channels)"
+            )
+        say("info", f"λ-controlled: {shown} ({block.mix.param}, {kind})")
+        if not block.mix.learnable and low == high == 0.0:
             say("warning", "λ is fixed at 0: this attention can never act")
         elif _at_start(block):
             say(
@@ -247,8 +255,8 @@ def _check_block(
                 "λ = 0 (linear, learnable): the block computes exactly its plain function "
                 "(a retrofit's start); λ learns from here",
             )
-        elif trained and (lam < SATURATED or lam > 1 - SATURATED):
-            side = "off (λ < 0.01)" if lam < SATURATED else "fully on (λ > 0.99)"
+        elif trained and (high < SATURATED or low > 1 - SATURATED):  # every channel
+            side = "off (λ < 0.01)" if high < SATURATED else "fully on (λ > 0.99)"
             say("warning", f"λ is saturated after training: attention is {side}")
     if modulation is not None and not _at_start(block):
         text = f"modulation {100 * modulation:.2g} %"

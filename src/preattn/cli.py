@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, _validate
 from ._failures import disk_full_message, is_disk_full, out_of_memory_message
 from ._io import atomic_write_text
-from ._options import parse_bool, parse_int_list
+from ._options import parse_bool
 from ._yaml import parse_yaml_value
 from .data.errors import DatasetError
 from .data.registry import find_idx_files
@@ -382,8 +382,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         loaded = load_model(args.checkpoint)
         size = (loaded.in_chans, loaded.image_size, loaded.image_size)
         config = loaded.config
-        width = f" width x{config.width:g}" if config.width != 1.0 else ""
-        title = f"{args.checkpoint}: {config.model}{width} {config.spec.describe()}"
+        title = f"{args.checkpoint}: {config.network.describe()}"
         print(summary(loaded.model, size, name=title))
         return 0
     model, size, title = _network_from_flags(args)
@@ -392,80 +391,47 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _add_network_flags(p: argparse.ArgumentParser, *, default_model: str) -> None:
-    """The flags that describe a network without a run (``summary``, ``check``): model,
-    stages, stem, classes, input size, depthwise attention, width and the attention spec;
-    :func:`_network_from_flags` builds it."""
-    p.add_argument("--model", default=default_model, choices=list(MODELS))
-    p.add_argument(
-        "--stages",
-        type=_argparse_type(parse_int_list),
-        default=None,
-        help="stages with attention, e.g. 1,2,3,4 (default: the model's)",
-    )
-    p.add_argument(
-        "--stem",
-        choices=("imagenet", "cifar"),
-        help="ResNet and MobileNet stem (default: cifar up to 64 pixels, else imagenet)",
-    )
-    p.add_argument(
+    """The flags that describe a network without a run (``summary``, ``check``): one per
+    field of :class:`~preattn.models.ModelConfig` (as training's), the attention spec, and
+    the data's shape (classes, input size); :func:`_network_from_flags` builds it."""
+    from .models.config import ModelConfig
+
+    defaults = {**ModelConfig.defaults(), "model": default_model}
+    group = p.add_argument_group("network (preattn.models.ModelConfig)")
+    _add_field_flags(group, ModelConfig.option_fields(), defaults)
+    group.add_argument(
         "--num-classes", type=int, help="classes (default: simplecnn 10, the others 1000)"
     )
-    p.add_argument(
+    group.add_argument(
         "--input-size",
         type=_input_size,
         help="C,H,W (default: simplecnn 1,28,28 as Fashion-MNIST, the others 3,224,224)",
     )
-    p.add_argument(
-        "--dw-attention",
-        metavar="NAME",
-        help="MobileNets: attention after each block's depthwise conv (none, or an attention "
-        "name; default: the network's own)",
-    )
-    p.add_argument(
-        "--width",
-        type=float,
-        default=1.0,
-        help="channel-width multiplier, as training's --width (e.g. compare a wider plain "
-        "network's parameters and MACs with an attended one's)",
-    )
     _add_attention_flags(p, AttentionSpec().to_dict())
+    p.set_defaults(default_model=default_model)
+
+
+class _InputShape:
+    """The data shape :meth:`ModelConfig.build` needs, from ``--num-classes`` and
+    ``--input-size`` (the image size that picks a stem is the input's height)."""
+
+    def __init__(self, num_classes: int, size: tuple[int, ...]) -> None:
+        self.num_classes, self.in_chans, self.image_size = num_classes, size[0], size[1]
 
 
 def _network_from_flags(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
     """The network :func:`_add_network_flags` describes, its input size (C, H, W) and a
     title naming it."""
-    from .models.factory import create_model
-    from .train.config import MAX_WIDTH
+    from .models.config import ModelConfig
 
-    entry = MODELS[args.model]
+    given = {"model": args.default_model, **_given(args, ModelConfig.keys()), **_spec_values(args)}
+    config = ModelConfig.from_flat(given).validate()
+    entry = MODELS[config.model]
     size = args.input_size or entry.input_size
-    if not 0 < args.width <= MAX_WIDTH:
-        raise ValueError(f"--width must be in (0, {MAX_WIDTH}], got {args.width}")
     if args.num_classes is not None and args.num_classes < 1:
         raise ValueError(f"--num-classes must be an integer >= 1, got {args.num_classes}")
-    spec = AttentionSpec(**_spec_values(args))
-    model = create_model(
-        args.model,
-        image_size=size[1],
-        num_classes=args.num_classes or entry.num_classes,
-        in_chans=size[0],
-        stages=args.stages,
-        spec=spec,
-        width=args.width,
-        **({"stem": args.stem} if args.stem else {}),
-        **_dw_attention(args.model, args.dw_attention),
-    )
-    width = f" width x{args.width:g}" if args.width != 1.0 else ""
-    return model, size, f"{args.model}{width} {spec.describe()}"
-
-
-def _dw_attention(model: str, name: str | None) -> dict[str, Any]:
-    """``--dw-attention`` as builder arguments (refused for a network without it)."""
-    if name is None:
-        return {}
-    if "dw_attention" not in MODELS[model].extra_options:
-        raise ValueError(f"--dw-attention applies to the MobileNets, got --model {model}")
-    return {"dw_attention": None if name == "none" else name}
+    shape = _InputShape(args.num_classes or entry.num_classes, size)
+    return config.build(shape), size, config.describe()
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

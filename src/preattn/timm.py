@@ -19,7 +19,7 @@ No weights are published: ``pretrained=True`` needs a file, e.g. a run's weights
 A preattn run is rebuilt through timm in one call, :func:`create_model_from_run`: the
 registered name of the run's model, the run's model arguments (channels, classes, stem,
 width, attended stages, placement, attention, λ: the same ones training used,
-:func:`preattn.train.model_arguments`) and its committed weights::
+:meth:`preattn.models.ModelConfig.arguments`) and its committed weights::
 
     model = preattn.timm.create_model_from_run("runs/r18")            # eval() it to predict
     features = preattn.timm.create_model_from_run("runs/r18", features_only=True)
@@ -51,7 +51,6 @@ from .models.factory import model_kwargs
 from .models.mobilenet import MobileNet, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .models.resnet import ResNet
 from .models.simple import SimpleCNN
-from .train.build import model_arguments
 from .train.load import read_saved_run
 from .train.rundir import WEIGHTS_FILE
 
@@ -208,7 +207,7 @@ def create_model_from_run(run_dir: str | Path, **overrides: Any) -> nn.Module:
     """
     saved = read_saved_run(run_dir)
     config, info, run = saved.config, saved.info, saved.run
-    arguments = {**model_arguments(config, info), **overrides}
+    arguments = {**config.network.arguments(info), **overrides}
     overlay = run_overlay(run_dir)
     if arguments.get("num_classes") != info.num_classes:
         overlay.pop("num_classes")  # timm then leaves a new classifier out of the loading

@@ -54,18 +54,29 @@ class ModelEntry:
     extra_options: tuple[str, ...] = ()
 
 
-_MOBILENET_OPTIONS = ("dw_attention", "dw_attention_kwargs")
+_RESNET_OPTIONS = ("stem",)
+_MOBILENET_OPTIONS = ("stem", "dw_attention", "dw_attention_kwargs")
 
 
 MODELS: dict[str, ModelEntry] = {
     "simplecnn": ModelEntry(
         SimpleCNN, _no_input_options, "the reference SimpleCNN", 2, (1, 28, 28), 10
     ),
-    "resnet18": ModelEntry(resnet18, _stem_for_size, "ResNet-18, basic blocks"),
-    "resnet34": ModelEntry(resnet34, _stem_for_size, "ResNet-34, basic blocks"),
-    "resnet50": ModelEntry(resnet50, _stem_for_size, "ResNet-50, bottlenecks"),
-    "resnet101": ModelEntry(resnet101, _stem_for_size, "ResNet-101, bottlenecks"),
-    "resnet152": ModelEntry(resnet152, _stem_for_size, "ResNet-152, bottlenecks"),
+    "resnet18": ModelEntry(
+        resnet18, _stem_for_size, "ResNet-18, basic blocks", extra_options=_RESNET_OPTIONS
+    ),
+    "resnet34": ModelEntry(
+        resnet34, _stem_for_size, "ResNet-34, basic blocks", extra_options=_RESNET_OPTIONS
+    ),
+    "resnet50": ModelEntry(
+        resnet50, _stem_for_size, "ResNet-50, bottlenecks", extra_options=_RESNET_OPTIONS
+    ),
+    "resnet101": ModelEntry(
+        resnet101, _stem_for_size, "ResNet-101, bottlenecks", extra_options=_RESNET_OPTIONS
+    ),
+    "resnet152": ModelEntry(
+        resnet152, _stem_for_size, "ResNet-152, bottlenecks", extra_options=_RESNET_OPTIONS
+    ),
     "mobilenet_v2": ModelEntry(
         mobilenet_v2,
         _stem_for_size,

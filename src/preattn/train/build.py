@@ -3,8 +3,10 @@
 The one place that turns a configuration into objects. :func:`build_model` is the one
 construction path of a run's network: training, resuming, every reader of a saved run
 (:mod:`preattn.train.load`: ``eval``, ``predict``, ``viz``, ``check``, ``export``,
-``ablate``'s report) and :func:`preattn.timm.create_model_from_run` build it from
-:func:`model_arguments`, so a model-shaping option cannot be dropped by one of them.
+``ablate``'s report) and :func:`preattn.timm.create_model_from_run` build it from the run's
+model section, ``config.network`` (:class:`~preattn.models.ModelConfig`: every option that
+shapes a network is one of its fields), so a model-shaping option cannot be dropped by one
+of them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from torch.utils.data import Dataset
 
 from ..data.corrupt import CorruptedDataset
 from ..data.registry import DatasetInfo, DataSplits, build_datasets
-from ..models.factory import create_model, model_kwargs
 from .config import TrainConfig
 from .paired_init import initialise_paired
 
@@ -67,26 +68,11 @@ def corrupted_test_sets(config: TrainConfig, splits: DataSplits) -> dict[str, Da
 
 
 def model_arguments(config: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
-    """The builder arguments of ``config.model`` for data described by ``info``: classes,
-    input channels, the choices the image size makes (ResNets, MobileNets: ``stem``),
-    attended ``stages``, ``spec``, ``width`` and the MobileNets' ``dw_attention``.
+    """The builder arguments of ``config.model`` for data described by ``info``: those of
+    the run's model section, :meth:`ModelConfig.arguments <preattn.models.ModelConfig.arguments>`.
     ``create_model(config.model, **arguments)`` builds the run's network; timm's
     ``preattn_<model>`` takes the same arguments."""
-    extra: dict[str, Any] = {}
-    if config.dw_attention != "default":
-        extra["dw_attention"] = None if config.dw_attention == "none" else config.dw_attention
-    if config.dw_attention_kwargs:
-        extra["dw_attention_kwargs"] = dict(config.dw_attention_kwargs)
-    return model_kwargs(
-        config.model,
-        image_size=info.image_size,
-        num_classes=info.num_classes,
-        in_chans=info.in_chans,
-        stages=config.stages,
-        spec=config.spec,
-        width=config.width,
-        **extra,
-    )
+    return config.network.arguments(info)
 
 
 def build_model(config: TrainConfig, info: DatasetInfo, *, initialise: bool = False) -> nn.Module:
@@ -98,10 +84,8 @@ def build_model(config: TrainConfig, info: DatasetInfo, *, initialise: bool = Fa
     freshly built from the global random state (the readers of :mod:`preattn.train.load`
     then load a run's weights)."""
     if not initialise:
-        return create_model(config.model, **model_arguments(config, info))
-    plain = config.replace(placement="none")
+        return config.network.build(info)
+    plain = dataclasses.replace(config.network, spec=config.spec.replace(placement="none"))
     return initialise_paired(
-        lambda: create_model(config.model, **model_arguments(config, info)),
-        lambda: create_model(plain.model, **model_arguments(plain, info)),
-        config.seed,
+        lambda: config.network.build(info), lambda: plain.build(info), config.seed
     )

@@ -22,26 +22,22 @@ from .._options import (
     check_type,
     option,
     parse_bool,
-    parse_int_list,
     parse_kwargs,
     parse_optional_int,
 )
 from .._yaml import YamlError
-from ..attention import attention_names
 from ..data.canvas import CanvasOptions
 from ..data.corrupt import Corruption, parse_corruptions
 from ..data.registry import DATASET_SPECS
-from ..models.factory import MODELS
+from ..models.config import MAX_WIDTH, ModelConfig
 from ..spec import AttentionSpec
 from .precision import AMP_MODES, parse_amp
 
-__all__ = ["OPTIMIZERS", "ConfigError", "TrainConfig"]
+__all__ = ["MAX_WIDTH", "OPTIMIZERS", "ConfigError", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
 # the largest seed (numpy's range; torch.manual_seed takes the per-epoch seeds derived from it)
 MAX_SEED = 2**32 - 1
-# the widest channel multiplier a run may ask for (ResNet-50 at 8x: 1.6 billion parameters)
-MAX_WIDTH = 8.0
 CLUTTERED = "cluttered-fashion-mnist"
 
 
@@ -63,30 +59,20 @@ class TrainConfig:
     """Everything that determines a run; saved as ``config.yaml`` in the run directory.
 
     ``TrainConfig(dataset="fashion-mnist", placement="branch", lam=None)``: the keyword
-    arguments are the options below and the :class:`~preattn.AttentionSpec` fields, which
-    build ``config.spec`` (on top of ``spec`` when one is given).
+    arguments are the options below, the model section's options and the
+    :class:`~preattn.AttentionSpec` fields; those that shape the network form
+    ``config.network``, a :class:`~preattn.models.ModelConfig` (its attention spec on top of
+    ``spec`` when one is given), and read as the run's own (``config.model``,
+    ``config.width``, ``config.spec``). The options a resume may change are declared
+    ``resumable`` (:meth:`resumable`).
     """
 
     dataset: str = option("synthetic", "data set", choices=DATASET_SPECS)
-    data_dir: str | None = option(None, "folder with the data files (also $PREATTN_DATA)")
-    model: str = option("simplecnn", "network", choices=MODELS)
-    spec: AttentionSpec = field(default_factory=AttentionSpec)
-    width: float = option(1.0, "channel-width multiplier of the network (> 0)", float)
-    stages: list[int] | None = option(
-        None,
-        "stages with attention: ResNets 1-4 (default 2,3,4), simplecnn 1-2 (default 1,2), "
-        "MobileNets 1-5 (V3-small 1-4; default all but 1)",
-        parse_int_list,
+    data_dir: str | None = option(
+        None, "folder with the data files (also $PREATTN_DATA)", resumable=True
     )
-    dw_attention: str = option(
-        "default",
-        "MobileNets: attention after each block's depthwise conv (inside F, uncontrolled): "
-        "default (the network's own: none for V2, its SE for V3), none, or an attention name",
-    )
-    dw_attention_kwargs: dict[str, Any] = option(
-        {}, "options of dw_attention, e.g. reduction=4,divisor=8,gate=hardsigmoid", parse_kwargs
-    )
-    epochs: int = option(10, "training epochs", int)
+    network: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = option(10, "training epochs", int, resumable=True)
     batch_size: int = option(128, "batch size per process", int)
     lr: float = option(0.1, "peak learning rate", float)
     optimizer: str = option(
@@ -124,7 +110,9 @@ class TrainConfig:
     )
     seed: int = option(0, "random seed, 0 to 2**32 - 1", int)
     out: str | None = option(None, "run directory (default: a new runs/<date>-<time>-<model>)")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N, or any torch device name")
+    device: str = option(
+        "auto", "auto, cpu, cuda, cuda:N, or any torch device name", resumable=True
+    )
     amp: str = option(
         "off",
         "mixed precision: off, bf16, fp16 (CUDA, with loss scaling) or auto (bf16 where the "
@@ -140,6 +128,7 @@ class TrainConfig:
         "torch.compile the network for training (evaluation stays eager); the first steps "
         "take longer while it compiles",
         parse_bool,
+        resumable=True,
     )
     sync_bn: bool = option(False, "SyncBatchNorm under DDP (CUDA only)", parse_bool)
     device_data: bool = option(
@@ -154,20 +143,24 @@ class TrainConfig:
         "deterministic kernels (cuDNN, cuBLAS), as exact resume on CUDA needs; off lets "
         "cuDNN pick the fastest convolution algorithms",
         parse_bool,
+        resumable=True,
     )
     eval_every: int = option(
         1,
         "evaluate on the test set every N epochs and after the last one (0: only after the "
         "last; ablate's default)",
         int,
+        resumable=True,
     )
-    workers: int = option(0, "data-loader worker processes", int)
-    plots: bool = option(True, "write curves.png and lambda.png when the run ends", parse_bool)
+    workers: int = option(0, "data-loader worker processes", int, resumable=True)
+    plots: bool = option(
+        True, "write curves.png and lambda.png when the run ends", parse_bool, resumable=True
+    )
 
     def __init__(self, spec: AttentionSpec | None = None, **options: Any) -> None:
-        spec_names = set(AttentionSpec.names())
-        attention = {k: options.pop(k) for k in list(options) if k in spec_names}
-        known = {f.name: f for f in self.option_fields()}
+        model_keys = set(ModelConfig.keys())
+        network = {k: options.pop(k) for k in list(options) if k in model_keys}
+        known = {f.name: f for f in self._own_fields()}
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(f"unknown TrainConfig option(s) {unknown}; known: {self.keys()}")
@@ -176,28 +169,72 @@ class TrainConfig:
         for name, f in known.items():
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             setattr(self, name, options.get(name, default))
-        self.spec = AttentionSpec.build(spec, **attention)
+        self.network = ModelConfig.from_flat(network, spec=spec)
+
+    # the model section's fields, read as the run's own (config.model, config.spec, ...)
+    @property
+    def model(self) -> str:
+        return self.network.model
+
+    @property
+    def spec(self) -> AttentionSpec:
+        return self.network.spec
+
+    @property
+    def width(self) -> float:
+        return self.network.width
+
+    @property
+    def stages(self) -> list[int] | None:
+        return self.network.stages
+
+    @property
+    def stem(self) -> str | None:
+        return self.network.stem
+
+    @property
+    def dw_attention(self) -> str:
+        return self.network.dw_attention
+
+    @property
+    def dw_attention_kwargs(self) -> dict[str, Any]:
+        return self.network.dw_attention_kwargs
+
+    @classmethod
+    def _own_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in fields(cls) if f.name != "network"]
 
     @classmethod
     def option_fields(cls) -> list[dataclasses.Field]:
-        """The fields that are options (all but ``spec``), in declaration order."""
-        return [f for f in fields(cls) if f.name != "spec"]
+        """The fields that are options, in the order of the flat form: the run's own, with
+        the model section's (:class:`~preattn.models.ModelConfig`'s, but ``spec``) in the
+        place of ``network``."""
+        out: list[dataclasses.Field] = []
+        for f in fields(cls):
+            out.extend(ModelConfig.option_fields() if f.name == "network" else [f])
+        return out
 
     @classmethod
     def keys(cls) -> list[str]:
         """Every key of the flat form: the options and the AttentionSpec fields."""
         return [f.name for f in cls.option_fields()] + list(AttentionSpec.names())
 
+    @classmethod
+    def resumable(cls) -> tuple[str, ...]:
+        """The options a resumed run may change (declared ``resumable``): the runtime ones."""
+        return tuple(f.name for f in cls._own_fields() if f.metadata.get("resumable"))
+
     def validate(self) -> TrainConfig:
         """Check every field's type and range; raise naming the first bad one."""
-        if not isinstance(self.spec, AttentionSpec):
-            raise TypeError(f"spec must be an AttentionSpec, got {type(self.spec).__name__}")
+        if not isinstance(self.network, ModelConfig):
+            raise TypeError(f"network must be a ModelConfig, got {type(self.network).__name__}")
         if not isinstance(self.spec.attention, str):
             raise TypeError(
                 "a training configuration needs a registered attention name (it is saved "
                 f"to YAML), got {self.spec.attention!r}"
             )
-        for f in self.option_fields():
+        self.network.validate()
+        for f in self._own_fields():
             check_type(f.name, getattr(self, f.name), str(f.type))
             if f.metadata.get("choices") is not None:
                 _validate.choice(f.name, getattr(self, f.name), f.metadata["choices"])
@@ -211,9 +248,6 @@ class TrainConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not self.lam_lr_scale > 0:
             raise ValueError(f"lam_lr_scale must be a finite number > 0, got {self.lam_lr_scale}")
-        _validate.scaled_width(1, self.width)
-        if self.width > MAX_WIDTH:  # a 100x network is a memory bomb, not an experiment
-            raise ValueError(f"width must be at most {MAX_WIDTH}, got {self.width}")
         for name in ("train_corrupt", "eval_corrupt"):
             values = [Corruption.parse(v, name=name).name for v in getattr(self, name)]
             if len(set(values)) != len(values):
@@ -233,21 +267,6 @@ class TrainConfig:
             canvas.check_canvas(size, 28)
         elif self.canvas:
             raise ValueError(f"canvas applies to {CLUTTERED}, got dataset {self.dataset!r}")
-        entry = MODELS[self.model]
-        if self.stages is not None:
-            _validate.stages(self.stages, count=entry.stage_count, default=())
-        if self.dw_attention != "default" or self.dw_attention_kwargs:
-            takes = [name for name, e in MODELS.items() if "dw_attention" in e.extra_options]
-            if "dw_attention" not in entry.extra_options:
-                raise ValueError(
-                    f"dw_attention applies to the networks with depthwise blocks {takes}, "
-                    f"got model {self.model!r}"
-                )
-            if self.dw_attention not in ("default", "none", *attention_names()):
-                raise ValueError(
-                    f"dw_attention must be 'default', 'none' or one of {attention_names()}, "
-                    f"got {self.dw_attention!r}"
-                )
         if self.out is not None and not self.out.strip():
             raise ValueError("out must name a run directory, got ''")
         if self.device != "auto":
@@ -262,8 +281,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat form: every option and every AttentionSpec field, plain values."""
-        out = {f.name: getattr(self, f.name) for f in self.option_fields()}
-        out.update(self.spec.to_dict())
+        out = self.network.to_flat()
+        out.update({f.name: getattr(self, f.name) for f in self._own_fields()})
         return {k: out[k] for k in self.keys()}
 
     @classmethod

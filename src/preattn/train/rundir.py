@@ -101,17 +101,8 @@ _CORE_FILES = (
 _CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
 _EPOCH_DIR = re.compile(r"epoch-\d{4,}")
 
-# options a resumed run may change; every other option is fixed by the run
-RESUMABLE_OPTIONS = (
-    "epochs",
-    "device",
-    "workers",
-    "data_dir",
-    "plots",
-    "compile",
-    "deterministic",
-    "eval_every",
-)
+# options a resumed run may change (declared resumable); every other option is fixed by the run
+RESUMABLE_OPTIONS = TrainConfig.resumable()
 
 # called after each step of a commit with the step's name; tests inject failures here
 _after_commit_step: Callable[[str], None] = lambda step: None  # noqa: E731
