@@ -100,3 +100,16 @@ def test_every_field_is_a_flag_of_the_commands_that_build_a_network(command):
     names = ModelConfig.keys()
     wanted = {"--" + name.replace("_", "-") for name in names}
     assert wanted <= _flags(command)
+
+
+def test_a_network_registered_by_its_builder_is_in_timm_and_create_model():
+    """The one registry: the timm name comes from the builder's declaration."""
+    import timm
+
+    import preattn.timm as preattn_timm
+    from preattn.models.registry import MODELS
+
+    assert set(preattn_timm.MODEL_NAMES) == {e.timm_name for e in MODELS.values()}
+    for name, entry in MODELS.items():
+        assert preattn_timm.timm_name(name) == entry.timm_name
+        assert timm.is_model(entry.timm_name)

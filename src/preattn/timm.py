@@ -1,9 +1,10 @@
 """preattn's networks in timm's registry: ``import preattn.timm``, then
 ``timm.create_model("preattn_resnet50", placement="pre", num_classes=10, ...)``.
 
-Registers ``preattn_resnet18/34/50/101/152``, ``preattn_mobilenetv2_100``,
-``preattn_mobilenetv3_small_100``, ``preattn_mobilenetv3_large_100`` and
-``preattn_simplecnn``, each built through timm's ``build_model_with_cfg`` with a
+Registers every network of :data:`preattn.models.MODELS` under the timm name its builder
+declares (``preattn_resnet18/34/50/101/152``, ``preattn_mobilenetv2_100``,
+``preattn_mobilenetv3_small_100``, ``preattn_mobilenetv3_large_100``,
+``preattn_simplecnn``), each built through timm's ``build_model_with_cfg`` with a
 ``pretrained_cfg`` (ImageNet input and normalisation for the ResNets and MobileNets,
 28×28 Fashion-MNIST for SimpleCNN). Every keyword of :class:`~preattn.models.ResNet` /
 :class:`~preattn.models.MobileNet` / :class:`~preattn.models.SimpleCNN` passes through,
@@ -47,33 +48,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import timm
 from torch import nn
 
-from .models.factory import model_kwargs
-from .models.mobilenet import MobileNet, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
-from .models.resnet import ResNet
-from .models.simple import SimpleCNN
+from .models.factory import MODELS, model_kwargs
 from .train.load import read_saved_run
 from .train.rundir import WEIGHTS_FILE
 
 __all__ = ["MODEL_NAMES", "create_model_from_run", "run_overlay", "timm_name"]
 
-_RESNETS = {
-    "preattn_resnet18": ((2, 2, 2, 2), "basic"),
-    "preattn_resnet34": ((3, 4, 6, 3), "basic"),
-    "preattn_resnet50": ((3, 4, 6, 3), "bottleneck"),
-    "preattn_resnet101": ((3, 4, 23, 3), "bottleneck"),
-    "preattn_resnet152": ((3, 8, 36, 3), "bottleneck"),
-}
-_MOBILENETS = {
-    "preattn_mobilenetv2_100": ("mobilenet_v2", mobilenet_v2),
-    "preattn_mobilenetv3_small_100": ("mobilenet_v3_small", mobilenet_v3_small),
-    "preattn_mobilenetv3_large_100": ("mobilenet_v3_large", mobilenet_v3_large),
-}
 # preattn's model name (preattn.models.create_model) -> its timm registry name
-_REGISTERED = {
-    **{name.removeprefix("preattn_"): name for name in _RESNETS},
-    **{model: name for name, (model, _) in _MOBILENETS.items()},
-    "simplecnn": "preattn_simplecnn",
-}
+_REGISTERED = {model: entry.timm_name for model, entry in MODELS.items()}
 MODEL_NAMES = tuple(_REGISTERED.values())
 
 
@@ -95,79 +77,40 @@ def _cfg(**overrides: Any) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs(
-    {
-        **{f"{name}.untrained": _cfg() for name in _RESNETS},
-        **{f"{name}.untrained": _cfg(first_conv="stem.0") for name in _MOBILENETS},
-        "preattn_simplecnn.untrained": _cfg(
-            num_classes=10,
-            input_size=(1, 28, 28),
-            pool_size=(14, 14),
-            crop_pct=1.0,
-            mean=(0.2860,),
-            std=(0.3530,),
-            first_conv="stem.0",
-        ),
-    }
+    {f"{entry.timm_name}.untrained": _cfg(**entry.timm_cfg) for entry in MODELS.values()}
 )
 
 
-def _build(builder: Any, variant: str, pretrained: bool, kwargs: dict[str, Any], model: str) -> Any:
-    """timm's ``build_model_with_cfg``, with the input-dependent choices (the ResNets' stem)
-    made from the ``pretrained_cfg_overlay``'s input size by the same rule as
-    :func:`preattn.models.create_model`, and a loading failure as one clear error."""
+def _build(model: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm's ``build_model_with_cfg`` for preattn model ``model``, with the input-dependent
+    choices (the stem) made from the ``pretrained_cfg_overlay``'s input size by the same
+    rule as :func:`preattn.models.create_model`, and a loading failure as one clear error."""
+    entry = MODELS[model]
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     size = overlay.get("input_size")
     if size is not None:
         for key, value in model_kwargs(model, image_size=size[-1]).items():
             kwargs.setdefault(key, value)
     try:
-        return build_model_with_cfg(builder, variant, pretrained, **kwargs)
+        return build_model_with_cfg(entry.builder, entry.timm_name, pretrained, **kwargs)
     except RuntimeError as exc:
         if not pretrained:
             raise
         lines = [line.strip() for line in str(exc).strip().splitlines()]
         first = next((line for line in lines if not line.endswith(":")), lines[0])
         raise ValueError(
-            f"{variant}: the pretrained weights do not fit the model built from these "
+            f"{entry.timm_name}: the pretrained weights do not fit the model built from these "
             f"arguments ({first}); for a preattn run use "
             "preattn.timm.create_model_from_run(run), which passes the run's arguments"
         ) from None
 
 
-def _resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet:
-    layers, transform = _RESNETS[variant]
-    return _build(
-        partial(ResNet, layers, transform),
-        variant,
-        pretrained,
-        kwargs,
-        variant.removeprefix("preattn_"),
-    )
-
-
-def _mobilenet(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileNet:
-    model, builder = _MOBILENETS[variant]
-    return _build(builder, variant, pretrained, kwargs, model)
-
-
-for _names, _factory, _kind in (
-    (_RESNETS, _resnet, "ResNet"),
-    (_MOBILENETS, _mobilenet, "MobileNet"),
-):
-    for _name in _names:
-        _fn = partial(_factory, _name)
-        _fn.__name__ = _name  # type: ignore[attr-defined]
-        _fn.__module__ = __name__
-        _fn.__doc__ = f"{_name}: a preattn {_kind} with timm's model API."
-        globals()[_name] = register_model(_fn)
-
-
-@register_model
-def preattn_simplecnn(pretrained: bool = False, **kwargs: Any) -> SimpleCNN:
-    """The reference SimpleCNN (docs/pattern3.md §6) with timm's model API. Classes and
-    input channels default to the pretrained cfg's (10 and 1, Fashion-MNIST; a
-    ``pretrained_cfg_overlay`` of a run gives the run's)."""
-    return _build(SimpleCNN, "preattn_simplecnn", pretrained, kwargs, "simplecnn")
+for _model, _entry in MODELS.items():  # one timm entry point per network of the registry
+    _fn = partial(_build, _model)
+    _fn.__name__ = _entry.timm_name  # type: ignore[attr-defined]
+    _fn.__module__ = __name__
+    _fn.__doc__ = f"{_entry.timm_name}: preattn's {_entry.description} with timm's model API."
+    globals()[_entry.timm_name] = register_model(_fn)
 
 
 def timm_name(model: str) -> str:

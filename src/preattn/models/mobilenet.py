@@ -50,6 +50,7 @@ from ..blocks import ResidualBlock
 from ..inverted_residual import ACTIVATIONS, InvertedResidualTransform
 from ..spec import AttentionSpec
 from .api import ClassifierNet
+from .registry import register_network
 
 __all__ = [
     "MOBILENET_V3_SE",
@@ -310,6 +311,18 @@ def _with_width(width_mult: float | None, kwargs: dict[str, Any]) -> dict[str, A
     return kwargs
 
 
+# the builder options of the depthwise position's attention
+_DW_OPTIONS = ("dw_attention", "dw_attention_kwargs")
+
+
+@register_network(
+    "mobilenet_v2",
+    "MobileNetV2, inverted residuals",
+    timm_name="preattn_mobilenetv2_100",
+    stage_count=5,
+    extra_options=_DW_OPTIONS,
+    timm_cfg={"first_conv": "stem.0"},
+)
 def mobilenet_v2(*, width_mult: float | None = None, **kwargs: Any) -> MobileNet:
     """MobileNetV2 (3.50 M parameters at width 1 and 1000 classes): ReLU6, no attention in
     the depthwise position unless ``dw_attention`` is given (then in every block).
@@ -346,12 +359,28 @@ def _v3(table: list, hidden: int, width_mult: float | None, kwargs: dict) -> Mob
     )
 
 
+@register_network(
+    "mobilenet_v3_large",
+    "MobileNetV3-Large, inverted residuals with SE",
+    timm_name="preattn_mobilenetv3_large_100",
+    stage_count=5,
+    extra_options=_DW_OPTIONS,
+    timm_cfg={"first_conv": "stem.0"},
+)
 def mobilenet_v3_large(*, width_mult: float | None = None, **kwargs: Any) -> MobileNet:
     """MobileNetV3-Large (5.48 M parameters): its SE (``dw_attention="se"`` with
     :data:`MOBILENET_V3_SE`; None removes it) in the marked blocks. As :class:`MobileNet`."""
     return _v3(_V3_LARGE, 1280, width_mult, kwargs)
 
 
+@register_network(
+    "mobilenet_v3_small",
+    "MobileNetV3-Small, inverted residuals with SE",
+    timm_name="preattn_mobilenetv3_small_100",
+    stage_count=4,
+    extra_options=_DW_OPTIONS,
+    timm_cfg={"first_conv": "stem.0"},
+)
 def mobilenet_v3_small(*, width_mult: float | None = None, **kwargs: Any) -> MobileNet:
     """MobileNetV3-Small (2.54 M parameters); as :func:`mobilenet_v3_large`."""
     return _v3(_V3_SMALL, 1024, width_mult, kwargs)

@@ -33,6 +33,7 @@ from .. import _validate
 from ..blocks import ResidualBlock
 from ..spec import AttentionSpec
 from .api import ClassifierNet
+from .registry import register_network
 
 __all__ = ["DEFAULT_STAGES", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -175,26 +176,31 @@ class ResNet(ClassifierNet):
         ]
 
 
+@register_network("resnet18", "ResNet-18, basic blocks", timm_name="preattn_resnet18")
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18: basic blocks (2, 2, 2, 2). Keyword arguments as :class:`ResNet`."""
     return ResNet((2, 2, 2, 2), "basic", **kwargs)
 
 
+@register_network("resnet34", "ResNet-34, basic blocks", timm_name="preattn_resnet34")
 def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34: basic blocks (3, 4, 6, 3)."""
     return ResNet((3, 4, 6, 3), "basic", **kwargs)
 
 
+@register_network("resnet50", "ResNet-50, bottlenecks", timm_name="preattn_resnet50")
 def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50: bottlenecks (3, 4, 6, 3)."""
     return ResNet((3, 4, 6, 3), "bottleneck", **kwargs)
 
 
+@register_network("resnet101", "ResNet-101, bottlenecks", timm_name="preattn_resnet101")
 def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101: bottlenecks (3, 4, 23, 3)."""
     return ResNet((3, 4, 23, 3), "bottleneck", **kwargs)
 
 
+@register_network("resnet152", "ResNet-152, bottlenecks", timm_name="preattn_resnet152")
 def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152: bottlenecks (3, 8, 36, 3)."""
     return ResNet((3, 8, 36, 3), "bottleneck", **kwargs)

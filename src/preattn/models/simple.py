@@ -27,6 +27,7 @@ from .. import _validate
 from ..blocks import ResidualBlock
 from ..spec import AttentionSpec
 from .api import ClassifierNet
+from .registry import register_network
 
 __all__ = ["SimpleCNN"]
 
@@ -39,6 +40,24 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
+@register_network(
+    "simplecnn",
+    "the reference SimpleCNN",
+    timm_name="preattn_simplecnn",
+    stage_count=2,
+    stem_by_size=False,
+    input_size=(1, 28, 28),
+    num_classes=10,
+    timm_cfg={
+        "num_classes": 10,
+        "input_size": (1, 28, 28),
+        "pool_size": (14, 14),
+        "crop_pct": 1.0,
+        "mean": (0.2860,),
+        "std": (0.3530,),
+        "first_conv": "stem.0",
+    },
+)
 class SimpleCNN(ClassifierNet):
     """The reference network of the specification (docs/pattern3.md §6); the defaults
     reproduce it exactly.
