@@ -1,13 +1,21 @@
 """Using preattn leaves the process as it found it: importing it and drawing every kind of
-figure keeps the caller's matplotlib backend, and preattn never imports pyplot itself."""
+figure keeps the caller's matplotlib backend, and preattn never imports pyplot itself; the
+library logs what it says (nothing on stdout), and the ``preattn`` command alone shows those
+records as console lines."""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from _helpers import TINY_CONFIG, TINY_TRAIN_FLAGS
+from preattn.cli import main
+from preattn.train import TrainConfig, train
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TESTS = Path(__file__).resolve().parent
@@ -105,3 +113,38 @@ def test_importing_and_drawing_keep_the_callers_backend_and_leave_pyplot_unimpor
     assert "pyplot False" in lines
     for name in DRAWN:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def _epoch_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("epoch 1/1  train loss")]
+
+
+def test_a_library_call_to_train_logs_its_epoch_line_and_prints_nothing(tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO, logger="preattn")
+    train(TrainConfig(**TINY_CONFIG, epochs=1, out=str(tmp_path / "run")))
+    epochs = [r for r in caplog.records if _epoch_lines(r.getMessage())]
+    assert [(r.name, r.levelno) for r in epochs] == [("preattn.train.loop", logging.INFO)]
+    assert capsys.readouterr().out == ""
+
+
+def test_the_command_shows_the_lines_once_per_call_and_leaves_logging_as_it_was(tmp_path, capsys):
+    """Two ``main`` calls in one process: each shows its one epoch line on stdout (no
+    handler left behind to print it twice), the root logger keeps its handlers and the
+    ``preattn`` logger is as before, so a later library call prints nothing."""
+    root, package = logging.getLogger(), logging.getLogger("preattn")
+    before = (list(root.handlers), root.level, list(package.handlers), package.level)
+    for name in ("a", "b"):
+        assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(tmp_path / name)]) == 0
+        assert len(_epoch_lines(capsys.readouterr().out)) == 1
+    assert (list(root.handlers), root.level, list(package.handlers), package.level) == before
+    train(TrainConfig(**TINY_CONFIG, epochs=1, out=str(tmp_path / "c")))
+    assert capsys.readouterr().out == ""
+
+
+def test_an_ablation_run_started_from_python_still_writes_its_lines_into_its_log(tmp_path, capsys):
+    execute = importlib.import_module("preattn.ablate.execute")
+    config = TrainConfig(**TINY_CONFIG, epochs=1, out=str(tmp_path / "run"))
+    task = {"config": config.to_dict(), "resume": False, "threads": None, "deadline": None}
+    execute.run_task(task)
+    assert len(_epoch_lines((tmp_path / "run" / execute.LOG_FILE).read_text())) == 1
+    assert capsys.readouterr().out == ""
