@@ -20,7 +20,7 @@ __all__ = ["console_lines"]
 LOGGER = "preattn"
 
 
-class _CurrentStdout(logging.StreamHandler):  # type: ignore[type-arg]
+class _CurrentStdout(logging.StreamHandler):
     """Each record's message on whatever ``sys.stdout`` is when it is emitted (so a
     ``contextlib.redirect_stdout`` or a test's capture receives it), flushed at once."""
 
@@ -29,7 +29,7 @@ class _CurrentStdout(logging.StreamHandler):  # type: ignore[type-arg]
         self.setFormatter(logging.Formatter("%(message)s"))
         self.setLevel(logging.INFO)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 
