@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import math
 import os
 import signal
@@ -566,12 +567,13 @@ def test_a_time_limit_stops_runs_after_their_epoch_and_the_grid_resumes_them(tmp
     assert {v["name"]: v["n"] for v in report["variants"]} == {"none": 1, "pre": 1}
 
 
-def test_a_passed_time_limit_reports_runs_as_not_started(tmp_path, capsys):
+def test_a_passed_time_limit_reports_runs_as_not_started(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="preattn")
     grid = _grid(seeds=[0])
     with pytest.raises(ValueError, match="time_limit must be a number of seconds > 0, got 0"):
         ablate(grid, tmp_path, time_limit=0)
     report = ablate(grid, tmp_path, time_limit=1e-9)
-    out = capsys.readouterr().out
+    out = caplog.text
     assert out.count("not started: time limit reached (the same command resumes it)") == 2
     assert [v["n"] for v in report["variants"]] == [0, 0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -169,14 +170,15 @@ def test_demo_says_how_long_it_takes_and_the_time_left_after_each_epoch(
     assert f"demo: epoch 2/{epochs} done; about 1 min 5 s left" in out  # 65 s × 1
 
 
-def test_progress_lines_in_a_log_give_the_time_left(monkeypatch, capsys):
+def test_progress_lines_in_a_log_give_the_time_left(monkeypatch, caplog):
     import preattn.train.loop as loop
 
+    caplog.set_level(logging.INFO, logger="preattn")
     ticks = iter([0.0, 10.0, 20.0, 30.0, 40.0])
     monkeypatch.setattr(loop.time, "perf_counter", lambda: next(ticks))
     monkeypatch.setattr(loop, "LOG_EVERY_S", 0.0)
     assert list(loop._logged(range(4), "epoch 1/2")) == [0, 1, 2, 3]
-    lines = capsys.readouterr().out.splitlines()
+    lines = caplog.messages
     assert lines[0] == "  epoch 1/2: batch 1/4 (25 %), 10 s, about 30 s left"
     assert lines[-1] == "  epoch 1/2: batch 4/4 (100 %), 40 s, about 0 s left"
     assert loop.format_duration(3700) == "1 h 1 min"

@@ -3,6 +3,8 @@ labels, limits, colour bars, colour maps), not only through the PNG existing."""
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -155,7 +157,7 @@ def test_channel_gates_figure_labels_every_panel_and_has_one_legend_of_classes()
 
 
 def test_training_redraws_the_confusion_of_its_last_epoch_and_logs_progress(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, caplog
 ):
     drawn: list[str] = []
     real = training_loop.plot_confusion
@@ -166,25 +168,27 @@ def test_training_redraws_the_confusion_of_its_last_epoch_and_logs_progress(
 
     monkeypatch.setattr(training_loop, "plot_confusion", spy)
     monkeypatch.setattr(training_loop, "LOG_EVERY_S", 0.0)  # a progress line per batch
+    caplog.set_level(logging.INFO, logger="preattn")
     out = tmp_path / "run"
     config = TrainConfig(**{**TINY_CONFIG, "plots": True}, epochs=1, out=str(out))
     train(config)
     train(config.replace(epochs=2), resume=True)
     assert [t.split(": ", 1)[1].split(",")[0] for t in drawn] == ["epoch 1", "epoch 2"]
     assert (out / "confusion.png").is_file()
-    text = capsys.readouterr().out  # pytest's output is no terminal: lines, not a bar
+    text = "\n".join(caplog.messages)  # pytest's output is no terminal: lines, not a bar
     assert "  epoch 2/2: batch 1/2 (50 %)" in text
     assert "  evaluating 12 images: batch 1/1 (100 %)" in text
 
 
 def test_a_run_evaluating_more_images_than_it_trains_on_says_how_to_evaluate_fewer(
-    tmp_path, capsys
+    tmp_path, caplog
 ):
+    caplog.set_level(logging.INFO, logger="preattn")
     config = TrainConfig(
         **{**TINY_CONFIG, "limit_train": 8, "batch_size": 4}, epochs=1, out=str(tmp_path / "r")
     )
     train(config)
-    assert "8 train / 12 test images (--limit-test evaluates fewer)" in capsys.readouterr().out
+    assert "8 train / 12 test images (--limit-test evaluates fewer)" in caplog.text
 
 
 def _grid_figures(monkeypatch, tmp_path, runs, variants=("none", "pre")):

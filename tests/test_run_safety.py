@@ -4,6 +4,7 @@ bounded sizes, special files, mapped failures, concurrent ablates."""
 from __future__ import annotations
 
 import importlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -582,16 +583,17 @@ def test_a_run_locked_between_the_check_and_the_training_is_waited_for(tmp_path,
     assert len(looks) > 1 and (out / "train.log").read_text() == log
 
 
-def test_past_the_time_limit_a_busy_run_is_left_to_the_other_not_failed(tmp_path, capsys):
+def test_past_the_time_limit_a_busy_run_is_left_to_the_other_not_failed(tmp_path, caplog):
     from preattn.ablate import ablate
 
+    caplog.set_level(logging.INFO, logger="preattn")
     grid, run, _ = _grid_and_trained(tmp_path)
     other = _OtherAblate(Path(run.config.out))
     try:
         report = ablate(grid, tmp_path / "out", time_limit=1e-9)  # raises if a run failed
     finally:
         other.release()
-    out = capsys.readouterr().out
+    out = caplog.text
     assert ": left to the process training it (another ablate" in out and "FAILED" not in out
     assert [v["n"] for v in report["variants"]] == [0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -137,7 +138,7 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
 
 @pytest.mark.parametrize("device_data", [False, True])
 def test_interrupted_and_resumed_run_equals_uninterrupted(
-    tmp_path, train_device, fashion_files, device_data, capsys
+    tmp_path, train_device, fashion_files, device_data, caplog
 ):
     """Synthetic images through the data loader; Fashion-MNIST-shaped files on the device
     path (``device_data``): both resume to the same metrics and weights, bit for bit."""
@@ -165,7 +166,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
     train(interrupted, resume=True)
 
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
-    assert "using the data loader" not in capsys.readouterr().out
+    assert "using the data loader" not in caplog.text
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -173,10 +174,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
-def test_device_data_falls_back_to_the_loader_for_generated_images(tmp_path, capsys):
+def test_device_data_falls_back_to_the_loader_for_generated_images(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="preattn")
     train(TrainConfig(**TINY, epochs=1, device_data=True, out=str(tmp_path / "r")))
     assert "--device-data: synthetic is not an in-memory image set; using the data loader" in (
-        capsys.readouterr().out
+        caplog.text
     )
 
 

@@ -93,6 +93,22 @@ def test_seeds_for_power_are_more_than_the_seeds_that_place_the_interval():
     assert power(None, 0.003, 5) is None and seeds_for_power(None, 0.003) is None
 
 
+def test_detection_power_stays_right_where_scipys_noncentral_t_gives_nan():
+    """A spread far below the margin makes the noncentrality large, where scipy's
+    ``nct.cdf`` (the lower tail) returns nan: here n = 2, nc = √2 · 0.75 / 0.0957 ≈ 11.1.
+    The power is still the simulated one, so 2 seeds (about 62 % detection) are not taken
+    for enough; and for a small spread the power rises with n towards 1, never nan."""
+    got = power(0.0957, 0.75, 2)
+    _, detected = _simulated_power(0.0957, 0.75, 2)
+    assert got["detection"] == pytest.approx(detected, abs=0.01)
+    assert got["detection"] < 0.8 <= got["equivalence"]
+    assert seeds_for_power(0.0957, 0.75) == 3
+    values = [power(0.148, 0.75, n)["detection"] for n in range(2, 30)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert np.all(np.diff(values) >= -1e-12)
+    assert values[2] > 0.9999 and values[-1] == pytest.approx(1.0, abs=1e-12)  # n = 4, 29
+
+
 def _diff(values: list[float]) -> dict:
     return paired_difference(dict(enumerate(values)), dict.fromkeys(range(len(values)), 0.0))
 

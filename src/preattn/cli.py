@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, _validate
+from ._console import console_lines
 from ._failures import disk_full_message, is_disk_full, out_of_memory_message
 from ._io import atomic_write_text
 from ._options import parse_bool
@@ -832,7 +833,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .train.rundir import RunError
 
     try:
-        return int(args.func(args))
+        with console_lines():  # what the library logs as it goes: plain lines on stdout
+            return int(args.func(args))
     except BrokenPipeError:  # `preattn ... | head`: the reader has gone, not an error
         with contextlib.suppress(OSError, ValueError):  # no flush error at exit either
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

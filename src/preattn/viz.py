@@ -29,10 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.cm import ScalarMappable
@@ -40,6 +36,7 @@ from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from ._figure import new_figure
 from .data.registry import DATASET_SPECS
 from .maps import AttentionMaps, attention_maps
 
@@ -193,7 +190,6 @@ def draw_attention(
     Grad-CAM column was drawn."""
     fig, with_cam = attention_figure(model, batch, with_gradcam=with_gradcam, name=name)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path, with_cam
 
 
@@ -209,13 +205,8 @@ def attention_figure(
     shown = batch.display()
     columns = 1 + len(spatial) + (cams is not None)
     rows = len(shown)
-    fig, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(1.7 * columns + 1.3, 1.8 * rows + 0.4),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig = new_figure(figsize=(1.7 * columns + 1.3, 1.8 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
     contrast = {block: gate_contrast(m.spatial) for block, m in spatial.items()}  # type: ignore[arg-type]
     reach = {block: max(float(np.abs(c).max()), 1e-6) for block, c in contrast.items()}
     for i in range(rows):
@@ -263,7 +254,6 @@ def draw_channel_gates(
     if fig is None:
         return None
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -275,13 +265,8 @@ def channel_gates_figure(
     if not channel:
         return None
     labels = np.asarray(batch.labels)
-    fig, axes = plt.subplots(
-        2,
-        len(channel),
-        figsize=(3.2 * len(channel) + 1.6, 5.8),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig = new_figure(figsize=(3.2 * len(channel) + 1.6, 5.8), layout="constrained")
+    axes = fig.subplots(2, len(channel), squeeze=False)
     for j, (block, m) in enumerate(channel.items()):
         assert m.channel is not None
         gates = m.channel.numpy()  # (N, C)
@@ -334,13 +319,10 @@ def draw_comparison(models: dict[str, nn.Module], batch: Batch, path: Path) -> t
         else:
             overlay = list(cams)
         columns.append((name, overlay, titles))
-    fig, axes = plt.subplots(
-        len(shown),
-        1 + len(columns),
-        figsize=(2.0 * (1 + len(columns)) + 1.2, 1.9 * len(shown) + 0.4),
-        squeeze=False,
-        layout="constrained",
+    fig = new_figure(
+        figsize=(2.0 * (1 + len(columns)) + 1.2, 1.9 * len(shown) + 0.4), layout="constrained"
     )
+    axes = fig.subplots(len(shown), 1 + len(columns), squeeze=False)
     for i in range(len(shown)):
         _show(axes[i, 0], shown[i], title=f"true {batch.classes[batch.labels[i]]}")
         for j, (_, overlay, titles) in enumerate(columns, start=1):
@@ -349,5 +331,4 @@ def draw_comparison(models: dict[str, nn.Module], batch: Batch, path: Path) -> t
     fig.suptitle(kind, fontsize=9)
     _overlay_colour_bar(fig, axes, "Grad-CAM relevance" if used_cam else "gate value")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path, used_cam

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import re
 import shlex
@@ -65,6 +66,8 @@ __all__ = [
     "is_command_grid",
     "run_from_cli",
 ]
+
+_logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # a variant's folder, a file name
 
@@ -290,7 +293,7 @@ def ablate_commands(
     *,
     dry_run: bool = False,
     plots: bool = True,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = _logger.info,
 ) -> dict[str, Any] | None:
     """Run the unfinished runs of ``grid`` in ``out``, one at a time, and write the report
     (``report.json``, ``report.md``) and, with ``plots``, its figures (``metric.png``,
@@ -365,7 +368,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
     grid = CommandGrid.from_yaml(args.grid[0])
     report = ablate_commands(grid, args.out, dry_run=args.dry_run)
     if report is not None:
-        print()
-        print(format_command_report(report))
-        print(f"report: {Path(args.out) / 'report.md'}")
+        _logger.info("")
+        _logger.info(format_command_report(report))
+        _logger.info(f"report: {Path(args.out) / 'report.md'}")
     return 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import math
 import multiprocessing
 import os
@@ -50,6 +51,7 @@ from typing import Any
 
 import torch
 
+from .._console import console_lines
 from ..train.config import ConfigError, TrainConfig
 from ..train.loop import train
 from ..train.rundir import RunBusy, RunDir, fixed_changes
@@ -68,6 +70,8 @@ __all__ = [
     "start_worker",
     "visible_gpus",
 ]
+
+_logger = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 LOG_FILE = "train.log"
@@ -193,11 +197,12 @@ def _train_logged(
         open(out / LOG_FILE, "a") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
+        console_lines(),  # the run's lines into its log, from Python callers' runs too
     ):
         try:
             record = train(config, resume=resume, callbacks=[stop_at_deadline])
         except _TimeUp as stop:
-            print(f"stopped by the grid's time limit after epoch {stop.epoch}", flush=True)
+            _logger.info(f"stopped by the grid's time limit after epoch {stop.epoch}")
             return {"stopped_after": stop.epoch, "seconds": time.perf_counter() - started}
         except RunBusy:
             raise  # the run is another process's: nothing of this one goes into its log
@@ -376,7 +381,7 @@ def execute(
     executor: str = "local",
     slurm: SlurmOptions | None = None,
     time_limit: float | None = None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = _logger.info,
 ) -> list[Outcome]:
     """Run ``pending`` (the runs :func:`plan` found not done); report each finished run
     through ``progress``. Returns ``(planned, result or None, error or None)`` per run.

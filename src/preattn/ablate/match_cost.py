@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import statistics
 import time
@@ -61,6 +62,8 @@ __all__ = [
     "ratio_summary",
     "timed_ratios",
 ]
+
+_logger = logging.getLogger(__name__)
 
 MATCH_FILE = "match_cost.json"
 PROBE_WIDTH = 1.5
@@ -282,7 +285,7 @@ def matched_widths(
     measure: bool,
     check: bool = False,
     threads: int | None = None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = _logger.info,
 ) -> dict[str, dict[str, Any]]:
     """``{variant: match_width result}`` of ``grid.match_cost``: read from
     ``out/match_cost.json``, else measured now (``measure``; with ``threads`` torch threads,

@@ -24,13 +24,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from .._figure import new_figure
 from .._io import atomic_write
 from ..modulation import MODULATION_FLOOR
 from ..train.plots import lambda_limits
@@ -45,7 +43,6 @@ def _save(fig: Any, path: Path) -> Path:
     if fig.get_layout_engine() is None:  # a figure with its own layout keeps it
         fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
     return path
 
 
@@ -99,7 +96,8 @@ def _plot_accuracy_per_seed(
     finals = {v: by_seed for v, by_seed in finals.items() if by_seed}
     variants = list(finals)
     seeds = sorted({s for by_seed in finals.values() for s in by_seed})
-    fig, ax = plt.subplots(figsize=(min(14.0, max(6.5, 1.1 * len(variants) + 2)), 4.8))
+    fig = new_figure(figsize=(min(14.0, max(6.5, 1.1 * len(variants) + 2)), 4.8))
+    ax = fig.subplots()
     x = np.arange(len(variants), dtype=float)
     for seed in seeds:
         values = [100 * by_seed.get(seed, np.nan) for by_seed in finals.values()]
@@ -140,7 +138,8 @@ def _plot_accuracy_per_seed(
 def _plot_accuracy_per_epoch(runs: Runs, name: str) -> Any:
     """Mean test accuracy per evaluated epoch with its clipped 95 % band; a variant
     evaluated at one epoch only gets an error bar there, beside the others'."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     dodge = 0.08  # variants side by side where an epoch has one point each (error bars)
     for index, (variant, by_seed) in enumerate(runs.items()):
         per_epoch = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
@@ -181,9 +180,8 @@ def _plot_lambda(runs: Runs, name: str) -> Any | None:
         return None
     cols = min(3, len(with_lambda))
     rows_n = -(-len(with_lambda) // cols)
-    fig, axes = plt.subplots(
-        rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n + 0.4), squeeze=False, sharey=True
-    )
+    fig = new_figure(figsize=(4.2 * cols, 3.2 * rows_n + 0.4))
+    axes = fig.subplots(rows_n, cols, squeeze=False, sharey=True)
     drawn: list[float] = []
     for ax, (variant, by_seed) in zip(axes.flat, with_lambda.items(), strict=False):
         first = next(iter(by_seed.values()))
@@ -230,9 +228,8 @@ def _plot_modulation(runs: Runs, name: str) -> Any | None:
         return None
     cols = min(4, len(blocks))  # wrapped: a MobileNet has 16 attended blocks
     rows_n = -(-len(blocks) // cols)
-    fig, axes = plt.subplots(
-        rows_n, cols, figsize=(4.2 * cols, 3.3 * rows_n + 1.0), squeeze=False, layout="constrained"
-    )
+    fig = new_figure(figsize=(4.2 * cols, 3.3 * rows_n + 1.0), layout="constrained")
+    axes = fig.subplots(rows_n, cols, squeeze=False)
     for ax in list(axes.flat)[len(blocks) :]:
         ax.set_visible(False)
     colours = {variant: f"C{index}" for index, variant in enumerate(runs)}
@@ -260,13 +257,13 @@ def _plot_modulation(runs: Runs, name: str) -> Any | None:
         ax.set(xlabel="epoch", ylabel="modulation (%, log scale)", title=f"{block}")
         ax.grid(alpha=0.3, which="both")
     handles = [
-        plt.Line2D([], [], color=colour, marker="o", label=variant)
+        Line2D([], [], color=colour, marker="o", label=variant)
         for variant, colour in colours.items()
         if any(
             b in rows[-1].get("modulation", {}) for rows in runs[variant].values() for b in blocks
         )
     ]
-    handles.append(plt.Line2D([], [], color="grey", ls="--", lw=1, label="2 % (off below)"))
+    handles.append(Line2D([], [], color="grey", ls="--", lw=1, label="2 % (off below)"))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8)
     fig.suptitle(f"{name}: how much attention changes its input, std(w)/mean(w), mean over seeds")
     return fig
@@ -275,7 +272,8 @@ def _plot_modulation(runs: Runs, name: str) -> Any | None:
 def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str) -> Any:
     """Mean test accuracy against mean elapsed seconds per evaluated epoch; a variant
     evaluated once is one point with its accuracy interval and its seeds' min-max seconds."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for index, (variant, by_seed) in enumerate(runs.items()):
         acc = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
         seconds = _per_epoch(by_seed, "elapsed_s")

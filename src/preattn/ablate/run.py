@@ -8,6 +8,7 @@ finished, resumes what was interrupted and runs what was added to the grid.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ from .report import write_report
 
 __all__ = ["AblationFailed", "ablate"]
 
+_logger = logging.getLogger(__name__)
+
 
 class AblationFailed(RuntimeError):
     """Some runs of the grid failed; the report holds the others."""
@@ -51,7 +54,7 @@ def ablate(
     variants: Sequence[str] | None = None,
     report_dir: str | Path | Sequence[str | Path] | None = None,
     plots: bool = True,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = _logger.info,
 ) -> Any:
     """Run ``grid`` in ``out`` and write its report; returns the report (``None`` for a
     dry run). ``dry_run`` only says what would run; ``report_only`` trains nothing;

@@ -174,12 +174,40 @@ def _equivalence_power(std: float, margin: float, n: int) -> float:
 
 
 def _detection_power(std: float, effect: float, n: int) -> float:
+    """``P(T > t) + P(T < −t)``, ``T`` noncentral t (``n − 1`` degrees of freedom,
+    noncentrality ``√n · effect / std``), ``t = t_{1−α/2, n−1}``; a tail that
+    ``scipy.stats.nct`` cannot evaluate (it gives nan for a large noncentrality, e.g. the
+    lower tail at ``df = 3, nc = 10``) comes from :func:`_noncentral_t_tails` instead."""
     from scipy import stats
 
     df = n - 1
     t = float(stats.t.ppf(1 - ALPHA / 2, df))
     nc = math.sqrt(n) * effect / std
-    return float(stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc))
+    upper = float(stats.nct.sf(t, df, nc))
+    lower = float(stats.nct.cdf(-t, df, nc))
+    if not (math.isfinite(upper) and math.isfinite(lower)):
+        by_quadrature = _noncentral_t_tails(t, df, nc)
+        upper = upper if math.isfinite(upper) else by_quadrature[0]
+        lower = lower if math.isfinite(lower) else by_quadrature[1]
+    return min(1.0, max(0.0, upper + lower))
+
+
+def _noncentral_t_tails(t: float, df: int, nc: float) -> tuple[float, float]:
+    """``(P(T > t), P(T < −t))`` for ``T = (Z + nc) / S``, ``Z ~ N(0, 1)`` independent of
+    ``S = sqrt(Q / df)``, ``Q ~ χ²_df``: given ``S``, ``T > t ⟺ Z > t·S − nc``, so
+
+        P(T > t) = E[Φ(nc − t·S)],      P(T < −t) = E[Φ(−nc − t·S)],
+
+    each expectation an integral over ``Q``'s quantiles ``u ∈ (0, 1)``,
+    ``Q = F⁻¹_{χ²_df}(u)`` (bounded integrands, no singularity at ``Q = 0``)."""
+    from scipy import integrate, stats
+
+    def spread(u: float) -> float:
+        return math.sqrt(float(stats.chi2.ppf(u, df)) / df)
+
+    upper, _ = integrate.quad(lambda u: float(stats.norm.cdf(nc - t * spread(u))), 0.0, 1.0)
+    lower, _ = integrate.quad(lambda u: float(stats.norm.cdf(-nc - t * spread(u))), 0.0, 1.0)
+    return upper, lower
 
 
 def power(std: float | None, margin: float, n: int) -> dict[str, float] | None:

@@ -13,11 +13,18 @@ re-plans ``T`` and continues from the saved ``t``.
 Reproducibility: the model is initialised from ``seed``; each epoch's shuffling and
 augmentation are seeded from ``(seed, epoch, rank)``, so an interrupted run resumed from its
 last checkpoint ends with the same metrics as an uninterrupted one (on CPU).
+
+What a run says as it goes (the run's sizes, progress lines, one line per epoch) is logged
+at INFO on this module's logger, ``preattn.train.loop``, from the main process only; the
+``preattn`` command shows these records as plain lines on stdout
+(:func:`preattn._console.console_lines`), a Python caller sees them once it configures
+:mod:`logging`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sys
 import time
@@ -58,6 +65,8 @@ __all__ = [
 ]
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+_logger = logging.getLogger(__name__)
 
 # the fixed batch of test images the modulation of each block is measured on, every epoch
 MODULATION_IMAGES = 64
@@ -152,12 +161,12 @@ def _logged(iterable: Any, desc: str) -> Iterator[Any]:
             left = (
                 f", about {format_duration(spent / index * (total - index))} left" if total else ""
             )
-            print(f"  {desc}: batch {index}{of}, {spent:.0f} s{left}", flush=True)
+            _logger.info(f"  {desc}: batch {index}{of}, {spent:.0f} s{left}")
 
 
 def _log(ctx: DistContext, message: str) -> None:
     if ctx.is_main:
-        print(message, flush=True)
+        _logger.info(message)
 
 
 @dataclass
@@ -612,11 +621,10 @@ def _commit_epoch(
         if "test_acc" in record
         else "test: not evaluated (eval_every)"
     )
-    print(
+    _logger.info(
         f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f}"
         f" acc {record['train_acc']:.4f}  {test}  lr {record['lr']:.4g}  λ [{lam_text}]  "
-        f"{record['images_per_s']:.0f} img/s",
-        flush=True,
+        f"{record['images_per_s']:.0f} img/s"
     )
 
 

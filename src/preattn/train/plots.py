@@ -12,13 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from .._figure import new_figure
 from ..modulation import MODULATION_FLOOR
 
 __all__ = [
@@ -45,7 +42,6 @@ def _epoch_axis(ax, last_epoch: float) -> None:
 
 def _save(fig: Any, path: Path, dpi: int = 100) -> Path:
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -92,7 +88,8 @@ def history_figure(
     """
     epochs = [r["epoch"] for r in history]
     last = max(epochs)
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 4))
+    fig = new_figure(figsize=(14, 4))
+    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     if steps:
         per_epoch = max(sum(1 for s in steps if s["epoch"] == steps[0]["epoch"]), 1)
         x = [s["step"] / per_epoch for s in steps]
@@ -174,7 +171,8 @@ def lambda_figure(history: Sequence[dict[str, Any]], name: str = "") -> Any:
     first = history[0] if history else {}
     start = first.get("lambda_start") or {}
     blocks = sorted({k for r in history for k in r.get("lambda", {})})
-    fig, (ax, ax_mod) = plt.subplots(1, 2, figsize=(12, 4))
+    fig = new_figure(figsize=(12, 4))
+    ax, ax_mod = fig.subplots(1, 2)
     _plot_modulation(ax_mod, history)
     values_all: list[float] = []
     for block in blocks:
@@ -214,7 +212,8 @@ def confusion_figure(
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     n = len(classes)
     size = max(5.0, 0.45 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure(figsize=(size, size))
+    ax = fig.subplots()
     image = ax.imshow(normalised, cmap=CMAP, vmin=0, vmax=1)
     if n <= 30:
         ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
