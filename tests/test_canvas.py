@@ -189,7 +189,7 @@ def test_a_run_on_the_canvas_trains_and_its_readers_rebuild_the_canvas(tmp_path)
         plots=False,
     )
     result = train(config)
-    assert 0.0 <= result["test_acc"] <= 1.0
+    assert 0.0 <= result.test_acc <= 1.0
     loaded = load_model(tmp_path / "run")
     assert loaded.config.canvas == {"patches": 1, "patch": 4}
     assert loaded.info.image_size == 32

@@ -11,7 +11,7 @@ import pytest
 
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.cli import main
-from preattn.train import TrainConfig
+from preattn.train import EpochRecord, TrainConfig
 
 # every option a user can set, written out here (not read from the code that makes flags)
 TRAIN_OPTIONS = [
@@ -153,7 +153,7 @@ def test_demo_says_how_long_it_takes_and_the_time_left_after_each_epoch(
     def fake_train(config, *, overwrite=False, callbacks=(), **_):
         for epoch, elapsed in ((1, 50.0), (2, 130.0)):
             for callback in callbacks:
-                callback({"epoch": epoch, "elapsed_s": elapsed})
+                callback(EpochRecord(epoch, 1.0, 0.5, 0.01, {}, 100.0, elapsed_s=elapsed))
         raise KeyboardInterrupt  # only the wiring is tested
 
     import preattn.cli as cli

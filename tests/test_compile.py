@@ -29,11 +29,11 @@ def test_compiled_training_follows_eager_training(tmp_path):
     for a, b in zip(eager_steps, fast_steps, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-5)
         assert b["lr"] == a["lr"]
-    assert fast["test_acc"] == pytest.approx(eager["test_acc"], abs=1 / 12 + 1e-9)
-    for block, value in eager["lambda"].items():
-        assert fast["lambda"][block] == pytest.approx(value, abs=1e-5)
+    assert fast.test_acc == pytest.approx(eager.test_acc, abs=1 / 12 + 1e-9)
+    for block, value in eager.lam.items():
+        assert fast.lam[block] == pytest.approx(value, abs=1e-5)
     saved = yaml.safe_load((fast_dir / "config.yaml").read_text())
     assert saved["compile"] is True
     # an eager run may be resumed compiled (and back): compile changes no result
     more = TrainConfig(**TINY_CONFIG, epochs=3, compile=True, out=str(eager_dir))
-    assert train(more, resume=True)["epoch"] == 3
+    assert train(more, resume=True).epoch == 3

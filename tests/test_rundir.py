@@ -157,7 +157,7 @@ def test_a_kill_at_any_point_of_the_commit_leaves_a_resumable_run(
     assert run.committed_epoch() == committed
     assert run.load_weights()[1] == committed and run.load_state()["epoch"] == committed
     record = train(config, resume=True)
-    assert record["epoch"] == 2 and run.committed_epoch() == 2
+    assert record.epoch == 2 and run.committed_epoch() == 2
     leftovers = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert leftovers == ["epoch-0002"]
     assert _rows(out) == _uninterrupted_rows(tmp_path_factory)
@@ -242,8 +242,8 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         models.append(build(config, splits, **options))
         return models[-1]
 
-    def blow_up(record: dict) -> None:
-        if record["epoch"] == 1:  # what an exploding update does: the live weights turn NaN
+    def blow_up(record) -> None:
+        if record.epoch == 1:  # what an exploding update does: the live weights turn NaN
             with torch.no_grad():
                 models[0].fc.weight.fill_(float("nan"))
 

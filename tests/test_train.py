@@ -24,6 +24,7 @@ from preattn.data import build_datasets
 from preattn.mixing import LambdaMix
 from preattn.models import SimpleCNN
 from preattn.train import RunError, TrainConfig, build_model, train
+from preattn.train.epoch_record import EpochRecord
 from preattn.train.evaluate import read_test_correct
 from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
 
@@ -123,12 +124,14 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path, train_device):
     # each test image's outcome at the last epoch, agreeing with the recorded accuracy
     correct = read_test_correct(run)["test_acc"]
     assert correct.dtype == np.uint8 and len(correct) == TINY["limit_test"]
-    assert correct.mean() == pytest.approx(record["test_acc"])
+    assert correct.mean() == pytest.approx(record.test_acc)
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert set(rows[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "lambda"}
     assert set(rows[0]["lambda"]) == {"block1", "block2"}
-    assert record["epoch"] == 2
+    assert record.epoch == 2
+    written = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record.to_json() == written
     state = torch.load(committed / "state.pt", weights_only=True)
     assert state["epoch"] == 2 and state["step"] == 2 * 3 and "optimizer" in state
     weights = load_file(str(run / "model.safetensors"))
@@ -156,8 +159,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
 
     interrupted = TrainConfig(**base, out=str(tmp_path / "cut"))
 
-    def stop_after_first_epoch(record: dict) -> None:
-        if record["epoch"] == 1:
+    def stop_after_first_epoch(record: EpochRecord) -> None:
+        if record.epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -313,7 +316,7 @@ def test_amp_and_channels_last_reach_the_training_step(tmp_path, monkeypatch, fl
     monkeypatch.setattr(loop, "build_model", spying_build)
     options = {**TINY, **train_device, **flags}
     record = train(TrainConfig(**options, epochs=1, out=str(tmp_path / "r")))
-    assert seen and math.isfinite(record["train_loss"]) and math.isfinite(record["test_loss"])
+    assert seen and math.isfinite(record.train_loss) and math.isfinite(record.test_loss)
     dtypes, channels_last = zip(*seen, strict=True)
     assert set(dtypes) == {torch.bfloat16 if flags.get("amp") else torch.float32}
     assert set(channels_last) == {bool(flags.get("channels_last"))}

@@ -30,6 +30,8 @@ from .spec import PRESETS, AttentionSpec
 if TYPE_CHECKING:
     from torch import nn
 
+    from .train.epoch_record import EpochRecord
+
 __all__ = ["build_parser", "main"]
 
 # the most images `viz` draws (one figure row each)
@@ -154,7 +156,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = config.replace(out=str(default_run_dir(config.model)))
     record = train(config, resume=bool(args.resume), overwrite=args.overwrite)
     if record and int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: test accuracy {record['test_acc']:.4f}; run directory {config.out}")
+        print(f"done: test accuracy {record.test_acc:.4f}; run directory {config.out}")
     return 0
 
 
@@ -347,19 +349,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if config.out is None:  # a new directory per demo: an earlier demo run is kept
         config = config.replace(out=str(default_run_dir("demo")))
 
-    def time_left(record: dict) -> None:  # after each epoch, at the pace so far
-        done, total = record["epoch"], config.epochs
+    def time_left(record: EpochRecord) -> None:  # after each epoch, at the pace so far
+        done, total = record.epoch, config.epochs
         if done < total:
-            left = record["elapsed_s"] / done * (total - done)
+            left = (record.elapsed_s or 0.0) / done * (total - done)
             print(f"demo: epoch {done}/{total} done; about {format_duration(left)} left")
 
     record = train(config.validate(), overwrite=args.overwrite, callbacks=[time_left])
     print()
     print(
-        f"held-out accuracy {record['test_acc']:.4f} (chance {chance:.4f}) after "
-        f"{record['epoch']} epochs"
+        f"held-out accuracy {record.test_acc:.4f} (chance {chance:.4f}) after {record.epoch} epochs"
     )
-    for block, value in record["lambda"].items():
+    for block, value in record.lam.items():
         print(f"learned λ {block}: {value:.4f} (started at {config.spec.lam})")
     print(f"run directory: {config.out}")
     print(f"plots: {Path(config.out) / 'curves.png'}, {Path(config.out) / 'lambda.png'}")

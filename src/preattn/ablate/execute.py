@@ -53,6 +53,7 @@ import torch
 
 from .._console import console_lines
 from ..train.config import ConfigError, TrainConfig
+from ..train.epoch_record import EpochRecord
 from ..train.loop import train
 from ..train.rundir import RunBusy, RunDir, fixed_changes
 from .grid import Grid, GridRun
@@ -189,9 +190,9 @@ def _train_logged(
     out = Path(config.out)  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
 
-    def stop_at_deadline(record: dict[str, Any]) -> None:
-        if deadline is not None and time.time() >= deadline and record["epoch"] < config.epochs:
-            raise _TimeUp(record["epoch"])
+    def stop_at_deadline(record: EpochRecord) -> None:
+        if deadline is not None and time.time() >= deadline and record.epoch < config.epochs:
+            raise _TimeUp(record.epoch)
 
     with (
         open(out / LOG_FILE, "a") as log,
@@ -209,7 +210,7 @@ def _train_logged(
         except Exception:
             traceback.print_exc()  # into the log; the executor reports the error itself
             raise
-    return {"test_acc": record["test_acc"], "seconds": time.perf_counter() - started}
+    return {"test_acc": record.test_acc, "seconds": time.perf_counter() - started}
 
 
 def available_cores() -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
+from ..train.epoch_record import EpochRecord, RecordError
 from ..train.load import load_model
 from ..train.rundir import METRICS_FILE, RunDir, RunError
 from .finals import Runs, corruption_names, final_accuracies
@@ -37,37 +38,14 @@ from .stats import holm, paired_difference, summarise, verdict
 __all__ = ["build_report", "format_report", "write_report"]
 
 
-# what the report reads of each epoch record, and the types it needs
-_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "epoch": (int,),
-    "images_per_s": (int, float),
-    "lambda": (dict,),
-}
-# test_acc: in every evaluated epoch's record, and the last epoch is always evaluated
-_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
-    "test_acc": (int, float),
-    "elapsed_s": (int, float),
-    "test_acc_corrupt": (dict,),
-    "modulation": (dict,),
-}
-
-
 def _check_record(run_dir: RunDir, number: int, row: dict[str, Any]) -> None:
     """Raise :class:`RunError` naming the run, the record and the field the report cannot
-    use (a damaged or hand-edited ``metrics.jsonl``)."""
-    where = f"{run_dir.path / METRICS_FILE}: record {number}"
-    for name, kinds in (*_RECORD_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
-        if name not in row:
-            if name in _RECORD_FIELDS:
-                raise RunError(f"{where} has no {name!r}; retrain or remove that run")
-            continue
-        value = row[name]
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise RunError(f"{where}: {name!r} is {value!r}, not a {kinds[0].__name__}")
-    for name in ("lambda", "test_acc_corrupt", "modulation"):
-        values = row.get(name, {})
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
-            raise RunError(f"{where}: {name!r} must map names to numbers, got {values!r}")
+    use (a damaged or hand-edited ``metrics.jsonl``): the line must be an
+    :class:`~preattn.train.epoch_record.EpochRecord`."""
+    try:
+        EpochRecord.from_json(row, f"{run_dir.path / METRICS_FILE}: record {number}")
+    except RecordError as exc:
+        raise RunError(f"{exc}; retrain or remove that run") from None
 
 
 def _runs_of(grid: Grid, root: Path) -> Runs:

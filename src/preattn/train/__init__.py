@@ -2,12 +2,14 @@
 
 from .build import build_data, build_model, model_arguments
 from .config import TrainConfig
+from .epoch_record import EpochRecord
 from .evaluate import EvalResult, evaluate
 from .load import LoadedModel, load_model, load_run
 from .loop import TrainingDiverged, train, train_one_epoch
 from .rundir import RunDir, RunError
 
 __all__ = [
+    "EpochRecord",
     "EvalResult",
     "LoadedModel",
     "RunDir",

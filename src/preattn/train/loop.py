@@ -47,6 +47,7 @@ from ..mixing import lambdas
 from .build import build_data, build_model, corrupted_test_sets
 from .config import TrainConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown
+from .epoch_record import EpochRecord
 from .evaluate import evaluate, write_test_correct
 from .kernels import kernel_settings
 from .load import check_same_data
@@ -54,7 +55,14 @@ from .optim import WarmupCosine, build_optimizer
 from .plots import plot_confusion, plot_history
 from .precision import amp_dtype as autocast_dtype
 from .precision import make_scaler
-from .rundir import RESUMABLE_OPTIONS, RunDir, RunError, default_run_dir, fixed_changes
+from .rundir import (
+    METRICS_FILE,
+    RESUMABLE_OPTIONS,
+    RunDir,
+    RunError,
+    default_run_dir,
+    fixed_changes,
+)
 
 __all__ = [
     "EpochCallback",
@@ -64,7 +72,7 @@ __all__ = [
     "train_one_epoch",
 ]
 
-EpochCallback = Callable[[dict[str, Any]], None]
+EpochCallback = Callable[[EpochRecord], None]
 
 _logger = logging.getLogger(__name__)
 
@@ -289,7 +297,7 @@ def _read_checkpoint(run: RunDir, epoch: int) -> tuple[dict[str, torch.Tensor], 
 
 def _prepare_run_dir(
     run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool, overwrite: bool
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[EpochRecord]]:
     """Check and set up ``run`` for a new or resumed run (rank 0, lock held).
 
     Everything is decided first (the options, the data, a complete and readable committed
@@ -324,8 +332,12 @@ def _prepare_run_dir(
     if changed:
         entry["changed"] = changed
     run.write_config(config, [*history, entry])
-    rows = run.read_metrics(upto_epoch=start)
-    run.write_metrics(rows)  # drop records of epochs after the checkpoint
+    where = str(run.path / METRICS_FILE)
+    rows = [
+        EpochRecord.from_json(row, f"{where}: record {number}")
+        for number, row in enumerate(run.read_metrics(upto_epoch=start), 1)
+    ]
+    run.write_metrics([r.to_json() for r in rows])  # drop records after the checkpoint
     run.write_steps(run.read_steps(upto_epoch=start))
     return start, rows
 
@@ -336,13 +348,14 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     callbacks: list[EpochCallback] | None = None,
-) -> dict[str, Any]:
+) -> EpochRecord:
     """Run (or, with ``resume=True``, continue) the run in ``config.out``.
 
     A new run refuses a directory that already holds one unless ``overwrite``; a resumed
     run may change only :data:`RESUMABLE_OPTIONS` (``epochs`` re-plans the LR schedule).
     ``config.out=None`` picks a new ``runs/<date>-<time>-<model>``. Returns the last epoch's
-    metrics record. Each callback receives every epoch's record on every rank.
+    :class:`~preattn.train.epoch_record.EpochRecord`. Each callback receives every epoch's
+    record on every rank.
     """
     if config.out is None:
         config = config.replace(out=str(default_run_dir(config.model)))
@@ -481,7 +494,7 @@ def _train(
     def modulation() -> dict[str, float]:
         return {name: maps.modulation for name, maps in attention_maps(model, probe).items()}
 
-    record: dict[str, Any] = history[-1] if history else {}
+    elapsed = (history[-1].elapsed_s or 0.0) if history else 0.0
     result = None
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
@@ -507,35 +520,36 @@ def _train(
             result = run_eval(splits.test, on_device[1] if on_device else None, keep=last)
         correct = {"test_acc": result.correct} if last and result is not None else {}
         eval_seconds = time.perf_counter() - eval_started
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": stats["loss"] / stats["seen"],
-            "train_acc": stats["correct"] / stats["seen"],
-            **({"test_loss": result.loss, "test_acc": result.accuracy} if evaluated else {}),
-            "lr": stats["lr"],
-            "lambda": lambdas(model),
-            "lambda_start": lambda_start,
-            "modulation": modulation(),
-            "images_per_s": stats["seen"] / stats["seconds"],
-            "epoch_time_s": stats["seconds"],
-            "eval_time_s": eval_seconds,
-            # training and evaluation time of the run so far (across resumes)
-            "elapsed_s": record.get("elapsed_s", 0.0) + stats["seconds"] + eval_seconds,
-            # when the epoch ran (Unix seconds): whether other runs shared the machine then
-            "wall_start": wall_start,
-            "wall_end": time.time(),
-            "step": step,  # optimiser steps so far
-        }
+        corrupt = {}
         if last and config.eval_corrupt:
             corrupt = {
                 name: run_eval(dataset, keep=True)
                 for name, dataset in corrupted_test_sets(config, splits).items()
             }
-            record["test_acc_corrupt"] = {name: r.accuracy for name, r in corrupt.items()}
             correct.update({name: r.correct for name, r in corrupt.items()})
-        if not math.isfinite(record.get("test_loss", 0.0)):
+        elapsed += stats["seconds"] + eval_seconds
+        record = EpochRecord(
+            epoch=epoch + 1,
+            train_loss=stats["loss"] / stats["seen"],
+            train_acc=stats["correct"] / stats["seen"],
+            lr=stats["lr"],
+            lam=lambdas(model),
+            lam_start=lambda_start,
+            modulation=modulation(),
+            images_per_s=stats["seen"] / stats["seconds"],
+            epoch_time_s=stats["seconds"],
+            eval_time_s=eval_seconds,
+            elapsed_s=elapsed,
+            wall_start=wall_start,
+            wall_end=time.time(),
+            step=step,
+            test_loss=result.loss if evaluated and result is not None else None,
+            test_acc=result.accuracy if evaluated and result is not None else None,
+            test_acc_corrupt={name: r.accuracy for name, r in corrupt.items()},
+        )
+        if record.test_loss is not None and not math.isfinite(record.test_loss):
             raise TrainingDiverged(
-                f"test loss became {record['test_loss']} after epoch {epoch + 1}; stopped, "
+                f"test loss became {record.test_loss} after epoch {epoch + 1}; stopped, "
                 "the last good checkpoint is kept"
             )
         history.append(record)
@@ -547,15 +561,17 @@ def _train(
         for callback in callbacks:
             callback(record)
     if ctx.is_main and history and config.plots:
-        run.record(*plot_history(history, run.path, run.read_steps(), name=str(run.path)))
+        rows = [r.to_json() for r in history]
+        run.record(*plot_history(rows, run.path, run.read_steps(), name=str(run.path)))
         if result is not None:  # this call evaluated: the confusion of its last evaluation
             title = (
-                f"{run.path}: epoch {record['epoch']}, test accuracy {100 * result.accuracy:.2f} %"
+                f"{run.path}: epoch {history[-1].epoch}, test accuracy "
+                f"{100 * result.accuracy:.2f} %"
             )
             run.record(
                 plot_confusion(result.confusion, splits.classes, run.path / "confusion.png", title)
             )
-    return record
+    return history[-1]
 
 
 def _evaluates(config: TrainConfig, epoch: int) -> bool:
@@ -591,12 +607,12 @@ def _commit_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    record: dict[str, Any],
+    record: EpochRecord,
     step: int,
     config: TrainConfig,
 ) -> None:
     """Append the epoch's metrics, then commit its checkpoint as one unit."""
-    run.append_metrics(record)
+    run.append_metrics(record.to_json())
     state = {
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -604,28 +620,8 @@ def _commit_epoch(
         "step": step,
         "config": config.to_dict(),
     }
-    run.commit(model, state, record["epoch"])
-    modulation = record.get("modulation", {})
-    lam_text = (
-        ", ".join(
-            f"{k}={v:.3f}" + (f" m={100 * modulation[k]:.1f}%" if k in modulation else "")
-            for k, v in record["lambda"].items()
-        )
-        or "-"
-    )
-    uncontrolled = [k for k in modulation if k not in record["lambda"]]
-    if uncontrolled:
-        lam_text += "; " + ", ".join(f"{k} m={100 * modulation[k]:.1f}%" for k in uncontrolled)
-    test = (
-        f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"
-        if "test_acc" in record
-        else "test: not evaluated (eval_every)"
-    )
-    _logger.info(
-        f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f}"
-        f" acc {record['train_acc']:.4f}  {test}  lr {record['lr']:.4g}  λ [{lam_text}]  "
-        f"{record['images_per_s']:.0f} img/s"
-    )
+    run.commit(model, state, record.epoch)
+    _logger.info(record.console_line(config.epochs))
 
 
 def _broadcast_int(value: int, device: torch.device) -> int:
