@@ -299,3 +299,18 @@ def test_check_refuses_a_width_training_would_refuse_with_trainings_message(caps
         TrainConfig(width=float(width)).validate()
     assert main(["check", "--width", width]) == 2
     assert capsys.readouterr().err.strip().endswith(str(training.value))
+
+
+def test_a_type_error_preattn_raises_is_a_usage_line_and_any_other_a_traceback(monkeypatch, capsys):
+    """Only preattn's own refusals become exit 2; a TypeError from a bug keeps its traceback."""
+    import preattn.cli as cli
+
+    assert main(["summary", "--model", "simplecnn", "--attention-kwargs", "reduction=x"]) == 2
+    assert "reduction must be an int >= 1, got 'x' (str)" in capsys.readouterr().err
+
+    def broken(args):
+        return sorted([1, "a"])  # a bug: TypeError raised by Python, not by a check
+
+    monkeypatch.setattr(cli, "_cmd_summary", broken)
+    with pytest.raises(TypeError, match="not supported between"):
+        main(["summary"])

@@ -825,6 +825,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raised_by_preattn(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a ``raise`` statement of preattn's own code (its
+    validation refusing a value), not by a library, a caller or a call that went wrong."""
+    import linecache
+
+    package = Path(__file__).resolve().parent
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    filename = tb.tb_frame.f_code.co_filename
+    if not Path(filename).resolve().is_relative_to(package):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -846,8 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"preattn {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, ImportError, DatasetError, RunError) as exc:
-        if debug:
-            raise
+        if debug or (isinstance(exc, TypeError) and not _raised_by_preattn(exc)):
+            raise  # a TypeError from elsewhere is a bug: its traceback, not a usage line
         print(f"preattn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch's out-of-memory errors
