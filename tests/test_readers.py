@@ -27,7 +27,14 @@ from _helpers import TINY_CONFIG
 from preattn.attention import attention_names
 from preattn.cli import main
 from preattn.models import ModelConfig
-from preattn.train import TrainConfig, load_model, load_run, model_arguments, train
+from preattn.train import (
+    TrainConfig,
+    evaluate_run,
+    load_model,
+    load_run,
+    model_arguments,
+    train,
+)
 from preattn.train.rundir import RunDir
 
 # option combination -> TrainConfig keywords on top of TINY_CONFIG (one epoch)
@@ -160,6 +167,21 @@ def test_eval_reproduces_the_recorded_accuracy(trained_run, tmp_path, capsys, na
     _, _, count = _reference(run)
     assert abs(report["accuracy"] - _recorded_acc(run)) <= 1 / count + 1e-9
     assert "eval.json" in RunDir(run).recorded()
+
+
+def test_evaluate_run_is_what_eval_writes_and_writes_nothing(trained_run, tmp_path, capsys):
+    run = _copy(trained_run, "default", tmp_path)
+    before = sorted(p.name for p in run.iterdir())
+    evaluation = evaluate_run(run)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert abs(evaluation.result.accuracy - _recorded_acc(run)) <= 1e-9 + 1 / len(
+        load_run(run)[1].test
+    )
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    assert json.loads((run / "eval.json").read_text()) == json.loads(
+        json.dumps(evaluation.to_json())
+    )
+    assert "\n".join(evaluation.lines()) in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -238,12 +238,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    import torch
-
-    from .train.distributed import init_distributed
-    from .train.evaluate import evaluate
-    from .train.load import load_run
     from .train.plots import plot_confusion
+    from .train.run_evaluation import evaluate_run
     from .train.rundir import RunDir, guard_output
 
     run_dir = Path(args.checkpoint)
@@ -253,38 +249,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         guard_output(out_dir / name, "--out", own_run=run)
         for name in ("confusion.png", "eval.json")
     ]
-    config, splits, model, epoch = load_run(
-        run_dir, data_dir=args.data_dir, limit_test=args.limit_test
+    evaluation = evaluate_run(
+        run_dir,
+        data_dir=args.data_dir,
+        limit_test=args.limit_test,
+        batch_size=args.batch_size,
+        device=args.device,
     )
-    ctx = init_distributed(args.device)
-    model.to(ctx.device)
-    loader = torch.utils.data.DataLoader(splits.test, batch_size=args.batch_size)
-    result = evaluate(model, loader, splits.num_classes, ctx.device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = (
-        f"{run_dir}: epoch {epoch}, {config.dataset} test, accuracy {100 * result.accuracy:.2f} %"
-    )
-    png = plot_confusion(result.confusion, splits.classes, targets[0], title)
-    print(
-        f"{run_dir} (epoch {epoch}) on {config.dataset} test, {int(result.confusion.sum())} "
-        f"images: accuracy {result.accuracy:.4f}, loss {result.loss:.4f}"
-    )
-    print(f"  {'class':>16s}  accuracy  (correct / test images of the class)")
-    correct, totals = result.confusion.diagonal(), result.confusion.sum(axis=1)
-    for name, acc, hit, seen in zip(
-        splits.classes, result.per_class_accuracy, correct, totals, strict=True
-    ):
-        print(f"  {name:>16s}  {acc:8.4f}  ({int(hit)} / {int(seen)})")
-    report = {
-        "epoch": epoch,
-        "accuracy": result.accuracy,
-        "loss": result.loss,
-        "per_class_accuracy": dict(
-            zip(splits.classes, map(float, result.per_class_accuracy), strict=True)
-        ),
-        "confusion": result.confusion.tolist(),
-    }
-    atomic_write_text(targets[1], json.dumps(report, indent=1))
+    confusion = evaluation.result.confusion
+    png = plot_confusion(confusion, list(evaluation.classes), targets[0], evaluation.title())
+    print("\n".join(evaluation.lines()))
+    atomic_write_text(targets[1], json.dumps(evaluation.to_json(), indent=1))
     run.record(*targets)  # only those inside the run directory are recorded
     print(f"confusion matrix: {png}")
     return 0

@@ -6,6 +6,7 @@ from .epoch_record import EpochRecord
 from .evaluate import EvalResult, evaluate
 from .load import LoadedModel, load_model, load_run
 from .loop import TrainingDiverged, train, train_one_epoch
+from .run_evaluation import RunEvaluation, evaluate_run
 from .rundir import RunDir, RunError
 
 __all__ = [
@@ -14,11 +15,13 @@ __all__ = [
     "LoadedModel",
     "RunDir",
     "RunError",
+    "RunEvaluation",
     "TrainConfig",
     "TrainingDiverged",
     "build_data",
     "build_model",
     "evaluate",
+    "evaluate_run",
     "load_model",
     "load_run",
     "model_arguments",

@@ -1,0 +1,84 @@
+"""A saved run evaluated on its test set: :func:`evaluate_run` and the ``eval.json`` it
+writes, for the ``eval`` command and for Python callers alike.
+
+``eval.json``: ``{"epoch", "accuracy", "loss", "per_class_accuracy": {class: accuracy},
+"confusion": [[count]]}`` (rows: true class, columns: predicted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .distributed import init_distributed
+from .evaluate import EvalResult, evaluate
+from .load import load_run
+
+__all__ = ["RunEvaluation", "evaluate_run"]
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    """What :func:`evaluate_run` measured: the run, its committed ``epoch``, the data set
+    it was evaluated on, the class names and the :class:`EvalResult`."""
+
+    run: Path
+    epoch: int
+    dataset: str
+    classes: tuple[str, ...]
+    result: EvalResult
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``eval.json`` form (module docstring)."""
+        return {
+            "epoch": self.epoch,
+            "accuracy": self.result.accuracy,
+            "loss": self.result.loss,
+            "per_class_accuracy": dict(
+                zip(self.classes, map(float, self.result.per_class_accuracy), strict=True)
+            ),
+            "confusion": self.result.confusion.tolist(),
+        }
+
+    def title(self) -> str:
+        """``RUN: epoch E, DATASET test, accuracy A %`` (the confusion figure's title)."""
+        return (
+            f"{self.run}: epoch {self.epoch}, {self.dataset} test, accuracy "
+            f"{100 * self.result.accuracy:.2f} %"
+        )
+
+    def lines(self) -> list[str]:
+        """The summary line and one line per class (accuracy, correct / images)."""
+        confusion = self.result.confusion
+        out = [
+            f"{self.run} (epoch {self.epoch}) on {self.dataset} test, {int(confusion.sum())} "
+            f"images: accuracy {self.result.accuracy:.4f}, loss {self.result.loss:.4f}",
+            f"  {'class':>16s}  accuracy  (correct / test images of the class)",
+        ]
+        correct, totals = confusion.diagonal(), confusion.sum(axis=1)
+        for name, acc, hit, seen in zip(
+            self.classes, self.result.per_class_accuracy, correct, totals, strict=True
+        ):
+            out.append(f"  {name:>16s}  {acc:8.4f}  ({int(hit)} / {int(seen)})")
+        return out
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    limit_test: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> RunEvaluation:
+    """Evaluate the committed weights of the run in ``run_dir`` on its test set (the run's
+    data folder unless ``data_dir``; all its test images unless ``limit_test``), in eval
+    mode and float32, ``batch_size`` images at a time on ``device``. Writes nothing."""
+    config, splits, model, epoch = load_run(run_dir, data_dir=data_dir, limit_test=limit_test)
+    ctx = init_distributed(device)
+    model.to(ctx.device)
+    loader = torch.utils.data.DataLoader(splits.test, batch_size=batch_size)
+    result = evaluate(model, loader, splits.num_classes, ctx.device)
+    return RunEvaluation(Path(run_dir), epoch, config.dataset, tuple(splits.classes), result)
