@@ -162,9 +162,12 @@ class GateAttention(nn.Module):
     """Base of attention modules of the form ``A(x) = x * gate(x)``.
 
     ``gate(x)`` is in the wider of the input's and the weights' dtype (float32 under AMP, the
-    module's own dtype after ``.half()``) and broadcastable to ``x``. A subclass writes only
+    module's own dtype after ``.half()``) and broadcastable to ``x``. A subclass writes
     ``compute_gate(t)``, the gate from its input ``t``; :meth:`_precise` runs it with
     autocast off (gates in full precision under AMP; TorchScript has no autocast context).
+    A subclass that computes the gate from something derived from ``x`` also overrides
+    :meth:`gate` (:class:`SpatialAttention`: from the channel-pooled maps; :class:`CBAM`:
+    the product of its channel and spatial gates, with its own :meth:`forward`).
     ``mixed(x, lam)`` returns the λ-mixed output ``(1 − λ)·x + λ·A(x) =
     x · ((1 − λ) + λ·gate(x))`` in one full-size multiplication; subclasses whose gate is
     not separable (CBAM) override it.
