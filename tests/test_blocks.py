@@ -342,3 +342,37 @@ def test_block_leaves_its_input_unchanged(placement):
         block(x.requires_grad_(True)).sum().backward()
         x = x.detach()
     torch.testing.assert_close(x, before, atol=0, rtol=0)
+
+
+def test_a_block_from_existing_parts_holds_them_and_computes_what_the_built_one_does():
+    torch.manual_seed(0)
+    built = ResidualBlock(8, 16, 2, placement="pre").eval()
+    made = ResidualBlock.from_parts(
+        built.transform,
+        in_ch=8,
+        out_ch=16,
+        stride=2,
+        skip=built.skip,
+        act=built.act,
+        drop_path=built.drop_path,
+        placement="pre",
+        dtype=torch.float64,
+    ).eval()
+    assert made.transform is built.transform and made.skip is built.skip  # nothing copied
+    assert {p.dtype for p in made.attention.parameters()} == {torch.float64}  # created so
+    made.attention.load_state_dict(built.attention.state_dict())
+    made.to(torch.float32)
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(made(x), built(x))
+    with pytest.raises(ValueError, match="placement 'skip' needs a residual connection"):
+        ResidualBlock.from_parts(
+            built.transform,
+            in_ch=8,
+            out_ch=16,
+            stride=2,
+            skip=None,
+            act=nn.ReLU(),
+            drop_path=nn.Identity(),
+            placement="skip",
+        )

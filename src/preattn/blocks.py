@@ -180,34 +180,100 @@ class ResidualBlock(nn.Module):
         **attention_options: Any,
     ) -> None:
         super().__init__()
-        self.in_ch = _validate.positive_int("in_ch", in_ch)
-        self.out_ch = _validate.positive_int("out_ch", out_ch)
-        self.stride = _validate.positive_int("stride", stride)
-        self.spec = spec = AttentionSpec.build(spec, **attention_options)
-        self.placement = spec.placement
+        spec = AttentionSpec.build(spec, **attention_options)
         if isinstance(transform, str):
             build = TRANSFORMS[_validate.choice("transform", transform, TRANSFORMS)]
         elif callable(transform):
             build = transform
         else:
             raise TypeError(f"transform must be a str or callable, got {type(transform).__name__}")
-        self.transform = build(in_ch, out_ch, stride)
-        residual = getattr(self.transform, "projection_skip", True) or (
-            stride == 1 and in_ch == out_ch
+        branch = build(in_ch, out_ch, stride)
+        residual = getattr(branch, "projection_skip", True) or (stride == 1 and in_ch == out_ch)
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        self._assemble(
+            in_ch,
+            out_ch,
+            stride,
+            spec,
+            branch,
+            skip=make_skip(in_ch, out_ch, stride) if residual else None,
+            act=nn.ReLU(inplace=True) if getattr(branch, "output_act", True) else nn.Identity(),
+            drop_path=StochasticDepth(drop_path, "row") if drop_path else nn.Identity(),
         )
-        self.skip: nn.Module | None = make_skip(in_ch, out_ch, stride) if residual else None
+        if zero_init_last:
+            last_bn = getattr(self.transform, "last_bn", None)
+            if not isinstance(last_bn, nn.BatchNorm2d):
+                raise ValueError("zero_init_last needs a transform with a `last_bn` BatchNorm2d")
+            nn.init.zeros_(last_bn.weight)
+
+    @classmethod
+    def from_parts(
+        cls,
+        transform: nn.Module,
+        *,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        skip: nn.Module | None,
+        act: nn.Module,
+        drop_path: nn.Module,
+        spec: AttentionSpec | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **attention_options: Any,
+    ) -> "ResidualBlock":
+        """A block around modules that already exist: ``y = act(skip(x) + drop_path(F(...)))``
+        with ``transform`` as F (in_ch → out_ch channels, ``stride``), ``skip`` as S (None:
+        no residual connection), and only the attention of ``spec`` new, created on
+        ``device`` in ``dtype`` (those of the parts it joins). How retrofit turns a network's
+        own block into a Pattern-3 block without copying a weight."""
+        block = cls.__new__(cls)
+        nn.Module.__init__(block)
+        block._assemble(
+            in_ch,
+            out_ch,
+            stride,
+            AttentionSpec.build(spec, **attention_options),
+            transform,
+            skip=skip,
+            act=act,
+            drop_path=drop_path,
+            device=device,
+            dtype=dtype,
+        )
+        return block
+
+    def _assemble(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        spec: AttentionSpec,
+        transform: nn.Module,
+        *,
+        skip: nn.Module | None,
+        act: nn.Module,
+        drop_path: nn.Module,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Hold the parts and create the attention (and λ) that ``spec`` asks for."""
+        self.in_ch = _validate.positive_int("in_ch", in_ch)
+        self.out_ch = _validate.positive_int("out_ch", out_ch)
+        self.stride = _validate.positive_int("stride", stride)
+        self.spec = spec
+        self.placement = spec.placement
+        self.transform = transform
+        self.skip: nn.Module | None = skip
         if self.skip is None and spec.placement == "skip":
             raise ValueError(
                 f"placement 'skip' needs a residual connection, and this "
                 f"{type(self.transform).__name__} block (in_ch={in_ch}, out_ch={out_ch}, "
                 f"stride={stride}) has none; use 'pre', 'branch' or 'post'"
             )
-        output_act = getattr(self.transform, "output_act", True)
-        self.act: nn.Module = nn.ReLU(inplace=True) if output_act else nn.Identity()
-        if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path else nn.Identity()
-
+        self.act: nn.Module = act
+        self.drop_path: nn.Module = drop_path
         self.attention: nn.Module | None = None
         self.mix: LambdaMix | None = None
         if spec.has_attention:
@@ -222,16 +288,15 @@ class ResidualBlock(nn.Module):
                         f"lam_param='depth' needs gate attention (A(z) = z·gate(z)), got "
                         f"{type(self.attention).__name__}; use 'sigmoid' or 'linear'"
                     )
+            if device is not None or dtype is not None:
+                for part in (self.attention, self.mix):
+                    if part is not None:
+                        part.to(device=device, dtype=dtype)
         # F's output (a BatchNorm's, or a λ-mix's or built-in attention's product) is a new
         # tensor no backward reads: the residual sum is taken in it, as in torchvision's blocks
         self._sum_in_place = isinstance(self.transform, _OWN_TRANSFORMS) and (
             spec.placement != "branch" or self.mix is not None or _built_in(self.attention)
         )
-        if zero_init_last:
-            last_bn = getattr(self.transform, "last_bn", None)
-            if not isinstance(last_bn, nn.BatchNorm2d):
-                raise ValueError("zero_init_last needs a transform with a `last_bn` BatchNorm2d")
-            nn.init.zeros_(last_bn.weight)
 
     def _attend(self, z: torch.Tensor) -> torch.Tensor:
         """``mix(z, A(z))``; ``A(z)`` when uncontrolled."""

@@ -240,17 +240,22 @@ def _convert(
     """``block`` as a ResidualBlock holding its own modules (module docstring)."""
     branch = _branch_of(block, layout)
     in_ch, out_ch, stride = _channels(branch, name)
-    new = ResidualBlock(in_ch, out_ch, stride, spec=spec, transform=lambda i, o, s: branch)
     residual = layout.is_residual(block)
     skip = getattr(block, layout.skip, None) if layout.skip else None
-    new.skip = (skip if skip is not None else nn.Identity()) if residual else None
-    new.act = getattr(block, layout.act) if layout.act else nn.Identity()
     drop = getattr(block, layout.drop_path, None) if layout.drop_path else None
-    new.drop_path = drop if drop is not None else nn.Identity()
     weight = next(m for m in branch.modules() if isinstance(m, nn.Conv2d)).weight
-    for part in (new.attention, new.mix):
-        if part is not None:
-            part.to(device=weight.device, dtype=weight.dtype)
+    new = ResidualBlock.from_parts(
+        branch,
+        in_ch=in_ch,
+        out_ch=out_ch,
+        stride=stride,
+        skip=(skip if skip is not None else nn.Identity()) if residual else None,
+        act=getattr(block, layout.act) if layout.act else nn.Identity(),
+        drop_path=drop if drop is not None else nn.Identity(),
+        spec=spec,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
     new.train(block.training)
     own_skip = layout.skip if residual and skip is not None else None  # S is the block's own
     _keep_original_names(new, _name_pairs(branch, own_skip))
