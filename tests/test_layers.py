@@ -96,6 +96,8 @@ def test_lower_layers_never_import_higher_ones():
             "_io",
             "_files",
             "_failures",
+            "_console",
+            "_figure",
             "_module_places",
             "lean_autograd",
             "mixing",

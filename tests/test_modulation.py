@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -104,7 +105,7 @@ def _short_run(tmp_path, name: str, **options) -> object:
     return tmp_path / name
 
 
-def test_modulation_is_recorded_printed_and_checked_after_a_short_run(tmp_path, capsys):
+def test_modulation_is_recorded_printed_and_checked_after_a_short_run(tmp_path, capsys, caplog):
     """The default (λ = 0.1, sigmoid) leaves attention effectively off after a short run:
     check says so as info, with why and what to try, and passes (exit 0); uncontrolled
     attention acts, and check does not report it as off."""
@@ -112,9 +113,10 @@ def test_modulation_is_recorded_printed_and_checked_after_a_short_run(tmp_path, 
 
     from preattn.cli import main
 
+    caplog.set_level(logging.INFO, logger="preattn")  # the epoch lines, as the library logs them
     controlled = _short_run(tmp_path, "default")
     free = _short_run(tmp_path, "free", lam=None)
-    out = capsys.readouterr().out
+    out = "\n".join(caplog.messages)
     assert "λ [block1=0.100 m=" in out and "block1 m=" in out
     for run in (controlled, free):
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,17 @@ from typing import Any
 from torch import nn
 
 from .. import _validate
-from . import mobilenet, resnet, simple  # noqa: F401  (each registers its networks)
+
+# each module registers its networks when imported: the reference network first
+from . import simple  # noqa: F401
+
+# isort: split
+from . import resnet  # noqa: F401
+
+# isort: split
+from . import mobilenet  # noqa: F401
+
+# isort: split
 from .registry import MODELS, ModelEntry
 
 __all__ = ["MODELS", "ModelEntry", "create_model", "model_kwargs", "model_names"]
