@@ -382,3 +382,19 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"cuda:3 requested \(LOCAL_RANK=3\) but only 2 CUDA"):
         distributed.pick_device("cuda", local_rank=3)
+
+
+def test_a_resume_keeps_the_records_as_written_and_refuses_a_damaged_one_first(tmp_path):
+    config = TrainConfig(**TINY, epochs=1, out=str(tmp_path / "r"))
+    train(config)
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    row = {**json.loads(metrics.read_text()), "later_field": 7}  # a later version's key
+    metrics.write_text(json.dumps({**row, "train_loss": "low"}) + "\n")
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    with pytest.raises(ValueError, match="record 1: 'train_loss' must be a number"):
+        train(config.replace(epochs=2), resume=True)
+    assert (tmp_path / "r" / "config.yaml").read_text() == saved  # nothing written first
+    metrics.write_text(json.dumps(row) + "\n")
+    train(config.replace(epochs=2), resume=True)
+    first = json.loads(metrics.read_text().splitlines()[0])
+    assert first == row

@@ -326,20 +326,21 @@ def _prepare_run_dir(
         )
     if start:
         _read_checkpoint(run, start)  # readable before anything changes
+    where = str(run.path / METRICS_FILE)
+    rows = run.read_metrics(upto_epoch=start)
+    records = [  # readable before anything changes
+        EpochRecord.from_json(row, f"{where}: record {number}")
+        for number, row in enumerate(rows, 1)
+    ]
     run.clean_stale()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     entry: dict[str, Any] = {"resumed_after_epoch": start, "time": stamp}
     if changed:
         entry["changed"] = changed
     run.write_config(config, [*history, entry])
-    where = str(run.path / METRICS_FILE)
-    rows = [
-        EpochRecord.from_json(row, f"{where}: record {number}")
-        for number, row in enumerate(run.read_metrics(upto_epoch=start), 1)
-    ]
-    run.write_metrics([r.to_json() for r in rows])  # drop records after the checkpoint
+    run.write_metrics(rows)  # as written, less the records after the checkpoint
     run.write_steps(run.read_steps(upto_epoch=start))
-    return start, rows
+    return start, records
 
 
 def train(
