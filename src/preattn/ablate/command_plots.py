@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_write
 from .forest import Contrast, save_forest
+from .results import PairedDifference, Verdict
 
 __all__ = ["command_contrasts", "metric_figure", "plot_command_report"]
 
@@ -63,7 +64,14 @@ def command_contrasts(report: dict[str, Any], grid: str) -> list[Contrast]:
         if not decision or not diff:
             continue
         out.append(
-            Contrast.of(grid, row["variant"], report["reference"], report["metric"], diff, decision)
+            Contrast.of(
+                grid,
+                row["variant"],
+                report["reference"],
+                report["metric"],
+                PairedDifference.from_json(diff),
+                Verdict.from_json(decision),
+            )
         )
     return out
 
