@@ -75,9 +75,11 @@ class Summary:
     KEYS = ("n", "mean", "std", "ci95")
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Summary:
+    def from_json(cls, data: Mapping[str, Any], n: int | None = None) -> Summary:
+        """The summary of ``data``; ``n``: the count where ``data`` leaves it out (a
+        variant's clean accuracy, whose ``n`` is the variant's)."""
         return cls(
-            data.get("n"),
+            data.get("n", n),
             data.get("mean"),
             data.get("std"),
             _pair(data.get("ci95")),
@@ -478,7 +480,7 @@ class VariantResult:
             n=data.get("n", 0),
             seeds=tuple(data.get("seeds", ())),
             missing_seeds=tuple(data.get("missing_seeds", ())),
-            test_acc=Summary.from_json(data.get("test_acc", {})),
+            test_acc=Summary.from_json(data.get("test_acc", {}), data.get("n")),
             paired_diff=None if diff is None else PairedDifference.from_json(diff),
             corrupt={k: CorruptResult.from_json(v) for k, v in data.get("corrupt", {}).items()},
             images_per_s=data.get("images_per_s"),
