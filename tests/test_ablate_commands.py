@@ -70,6 +70,27 @@ def test_a_command_grid_runs_each_seed_once_and_decides_by_paired_seeds(tmp_path
     assert "| pre | 3 | 0.53 |" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_a_command_report_reads_back_into_its_records_and_writes_the_same_files(tmp_path):
+    from preattn.ablate.command_results import CommandReport
+    from preattn.ablate.commands import format_command_report
+
+    grid = CommandGrid.from_dict(_grid(tmp_path))
+    content = ablate_commands(grid, tmp_path / "out", plots=False, progress=lambda _: None)
+    text = (tmp_path / "out" / "report.json").read_text()
+    read = CommandReport.from_json(json.loads(text))
+    assert read.to_json() == content
+    assert json.dumps(read.to_json(), indent=2) + "\n" == text
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert format_command_report(read) == markdown
+    none, pre = read.variants
+    assert none.difference is None and none.decision is None and none.p_holm is None
+    assert pre.per_seed == pytest.approx({0: 0.52, 1: 0.53, 2: 0.54})
+    assert pre.decision is not None and pre.decision.word == "supported"
+    # 0.50, 0.51, 0.52: mean 0.51, std 0.01, t_{0.975,2} = 4.302653 -> ±0.024841
+    assert "| none | 3 | 0.51 | [0.4852, 0.5348] | reference | — | — |" in markdown
+    assert "| pre | 3 | 0.53 | [0.5052, 0.5548] | +0.02 | 0 | supported |" in markdown
+
+
 def test_finished_runs_are_kept_and_only_the_missing_one_runs_again(tmp_path):
     grid = CommandGrid.from_dict(_grid(tmp_path))
     ablate_commands(grid, tmp_path / "out", progress=lambda _: None)

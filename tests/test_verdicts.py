@@ -279,7 +279,7 @@ def test_match_cost_keeps_the_measured_closest_width_when_cost_is_not_smooth(mon
 
 
 def test_runs_that_trained_at_the_same_time_are_marked_shared():
-    from preattn.ablate.report import _shared_time
+    from preattn.ablate.collect import _shared_time
 
     def rows(start: float, end: float) -> list[dict]:  # two epochs spanning start..end
         return [
@@ -303,6 +303,7 @@ def test_runs_that_trained_at_the_same_time_are_marked_shared():
 
 def test_the_per_seed_table_shows_the_primary_metric_and_marks_missing_seeds():
     from preattn.ablate.report import _per_seed_lines
+    from preattn.ablate.results import GridReport
 
     def seed(clean, noisy):
         return {"test_acc": clean, "test_acc_corrupt": {"noise:0.2": noisy}}
@@ -315,7 +316,7 @@ def test_the_per_seed_table_shows_the_primary_metric_and_marks_missing_seeds():
             {"name": "pre", "per_seed": {"0": seed(0.9, 0.8125)}},
         ],
     }
-    lines = _per_seed_lines(report)
+    lines = _per_seed_lines(GridReport.from_json(report))
     assert "under `noise:0.2`" in lines[1]
     assert lines[3:] == [
         "| seed | none | pre | Δ pre |",

@@ -54,7 +54,9 @@ from typing import Any
 from .._io import atomic_write_text
 from ..train.config import ConfigError, load_yaml
 from .command_plots import plot_command_report
+from .command_results import CommandReport, CommandRow
 from .grid import REPORT_FILES, reference_and_seeds
+from .results import PairedDifference, Summary, Verdict
 from .run import AblationFailed
 from .stats import holm, paired_difference, summarise, verdict
 
@@ -243,7 +245,7 @@ def _run(grid: CommandGrid, variant: str, seed: int, out: Path) -> str | None:
     return None
 
 
-def _report(grid: CommandGrid, values: dict[str, dict[int, float]]) -> dict[str, Any]:
+def _report(grid: CommandGrid, values: dict[str, dict[int, float]]) -> CommandReport:
     reference = values[grid.reference]
     diffs = {
         v: paired_difference(values[v], reference) for v in grid.variants if v != grid.reference
@@ -251,39 +253,37 @@ def _report(grid: CommandGrid, values: dict[str, dict[int, float]]) -> dict[str,
     adjusted = holm({v: (d or {}).get("p") for v, d in diffs.items()})
     rows = []
     for variant in grid.variants:
-        row: dict[str, Any] = {
-            "variant": variant,
-            "summary": summarise(list(values[variant].values())),
-        }
-        row["per_seed"] = {str(s): v for s, v in sorted(values[variant].items())}
         diff = diffs.get(variant)
-        if diff is not None:
-            row["difference"] = diff
-            row["p_holm"] = adjusted[variant]
-            if grid.primary is not None:
-                row["decision"] = verdict(
-                    diff, adjusted[variant], grid.primary["sesoi"], grid.primary["expect"]
-                )
-        rows.append(row)
-    return {"metric": grid.metric, "reference": grid.reference, "variants": rows}
+        decision = (
+            None
+            if diff is None or grid.primary is None
+            else verdict(diff, adjusted[variant], grid.primary["sesoi"], grid.primary["expect"])
+        )
+        rows.append(
+            CommandRow(
+                variant,
+                Summary.from_json(summarise(list(values[variant].values()))),
+                dict(sorted(values[variant].items())),
+                None if diff is None else PairedDifference.from_json(diff),
+                None if diff is None else adjusted[variant],
+                None if decision is None else Verdict.from_json(decision),
+            )
+        )
+    return CommandReport(grid.metric, grid.reference, tuple(rows))
 
 
-def format_command_report(report: dict[str, Any]) -> str:
-    """The report as markdown: one row per variant."""
+def format_command_report(report: CommandReport | Mapping[str, Any]) -> str:
+    """The report (a :class:`~preattn.ablate.command_results.CommandReport` or
+    ``report.json``'s content) as markdown: one row per variant."""
+    if not isinstance(report, CommandReport):
+        report = CommandReport.from_json(report)
     lines = [
-        f"# {report['metric']}: variants against {report['reference']} (paired by seed)",
+        f"# {report.metric}: variants against {report.reference} (paired by seed)",
         "",
         "| variant | n | mean | 95 % interval | difference | p (Holm) | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in report["variants"]:
-        s, d = row["summary"], row.get("difference")
-        ci = "—" if s["ci95"] is None else f"[{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]"
-        diff = "reference" if d is None else f"{d['mean']:+.4g}"
-        p = "—" if row.get("p_holm") is None else f"{row['p_holm']:.3g}"
-        decision = row.get("decision", {}).get("verdict", "—")
-        mean = "—" if s["mean"] is None else f"{s['mean']:.4g}"
-        lines.append(f"| {row['variant']} | {s['n']} | {mean} | {ci} | {diff} | {p} | {decision} |")
+    lines += [row.text for row in report.variants]
     return "\n".join(lines) + "\n"
 
 
@@ -297,7 +297,8 @@ def ablate_commands(
 ) -> dict[str, Any] | None:
     """Run the unfinished runs of ``grid`` in ``out``, one at a time, and write the report
     (``report.json``, ``report.md``) and, with ``plots``, its figures (``metric.png``,
-    ``forest.png``: :mod:`preattn.ablate.command_plots`); returns it (None for a dry run). Raises
+    ``forest.png``: :mod:`preattn.ablate.command_plots`); returns report.json's content (None
+    for a dry run). Raises
     :class:`CommandFailed` after the report when some runs failed."""
     out = Path(out)
     runs = [(v, s, out / v / f"seed{s}") for v in grid.variants for s in grid.seeds]
@@ -332,8 +333,9 @@ def ablate_commands(
             else:
                 failed.append(f"{variant} seed {seed}: {error}")
     report = _report(grid, values)
+    content = report.to_json()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(content, indent=2) + "\n")
     atomic_write_text(out / "report.md", format_command_report(report))
     if plots:
         plot_command_report(report, out, out.name)
@@ -342,7 +344,7 @@ def ablate_commands(
             f"{len(failed)} run(s) failed: {'; '.join(failed)}; the report covers the others "
             "(run the same command again to retry them)"
         )
-    return report
+    return content
 
 
 def run_from_cli(args: argparse.Namespace) -> int:

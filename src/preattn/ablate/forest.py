@@ -7,15 +7,16 @@ of interest around zero, and the verdict word at the right. A reader sees at a g
 intervals leave the band (a difference that matters), which lie inside it (equivalent) and
 which straddle its edge (undecided).
 
-:func:`primary_contrasts` reads the rows from reports (``report.json``'s content), so the
-figure can be drawn from committed reports without their runs; :func:`forest_figure` draws
+:func:`primary_contrasts` reads the rows from reports (:class:`~preattn.ablate.results.GridReport`,
+or ``report.json``'s content read into one), so the figure can be drawn from committed
+reports without their runs; :func:`forest_figure` draws
 them on a :class:`matplotlib.figure.Figure` (no global backend is touched).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .._io import atomic_write
+from .results import GridReport, PairedDifference, Verdict
 
 __all__ = [
     "Contrast",
@@ -68,23 +70,25 @@ class Contrast:
         variant: str,
         reference: str,
         metric: str,
-        diff: dict[str, Any],
-        decision: dict[str, Any],
+        diff: PairedDifference,
+        decision: Verdict,
     ) -> Contrast:
-        """The contrast of a report's paired difference ``diff`` (mean, ``ci95``) and its
+        """The contrast of a paired difference ``diff`` (mean, interval) and its
         ``decision`` (margin, verdict, n)."""
-        low, high = diff.get("ci95") or (None, None)
+        low, high = diff.ci95 or (None, None)
+        if diff.mean is None:
+            raise ValueError(f"{grid}: {variant} − {reference}: a contrast needs a mean, got None")
         return cls(
             grid,
             variant,
             reference,
             metric,
-            float(diff["mean"]),
+            float(diff.mean),
             low,
             high,
-            float(decision["margin"]),
-            decision["verdict"],
-            int(decision["n"]),
+            float(decision.margin),
+            decision.word,
+            int(decision.n),
         )
 
     @property
@@ -93,27 +97,31 @@ class Contrast:
         return f"{self.grid}: {self.variant} − {self.reference}{metric} (n={self.n})"
 
 
-def primary_contrasts(named_reports: Iterable[tuple[str, dict[str, Any]]]) -> list[Contrast]:
-    """The decided contrasts of each ``(grid name, report)``, in the reports' order."""
+def primary_contrasts(
+    named_reports: Iterable[tuple[str, GridReport | Mapping[str, Any]]],
+) -> list[Contrast]:
+    """The decided contrasts of each ``(grid name, report)`` (a
+    :class:`~preattn.ablate.results.GridReport` or ``report.json``'s content), in the
+    reports' order."""
     rows = []
     for grid, report in named_reports:
-        for variant in report.get("variants", []):
-            decision = variant.get("verdict")
-            if not decision:
+        typed = report if isinstance(report, GridReport) else GridReport.from_json(report)
+        for variant in typed.decided:
+            decision = variant.verdict
+            if decision is None:
                 continue
-            metric = decision["metric"]
-            diff = (
-                variant["paired_diff"]
-                if metric == "test_acc"
-                else variant["corrupt"][metric]["paired_diff"]
-            )
-            rows.append(
-                Contrast.of(grid, variant["name"], report["reference"], metric, diff, decision)
-            )
+            metric = decision.metric or "test_acc"
+            diff = variant.difference(metric)
+            if diff is None:
+                raise ValueError(
+                    f"{grid}: variant {variant.name!r} has a verdict on {metric!r} but no "
+                    "paired difference there"
+                )
+            rows.append(Contrast.of(grid, variant.name, typed.reference, metric, diff, decision))
     return rows
 
 
-def read_reports(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]]:
+def read_reports(paths: Sequence[str | Path]) -> list[tuple[str, GridReport]]:
     """``(grid name, report)`` of each ``report.json`` (a file, or a folder holding one);
     the grid's name is its folder's."""
     out = []
@@ -121,7 +129,9 @@ def read_reports(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]
         file = path / "report.json" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no report.json there")
-        out.append((file.parent.name, json.loads(file.read_text(encoding="utf-8"))))
+        out.append(
+            (file.parent.name, GridReport.from_json(json.loads(file.read_text(encoding="utf-8"))))
+        )
     return out
 
 
@@ -163,7 +173,7 @@ def forest_figure(
 
 
 def write_forest(
-    named_reports: Iterable[tuple[str, dict[str, Any]]],
+    named_reports: Iterable[tuple[str, GridReport | Mapping[str, Any]]],
     path: str | Path,
     title: str = "Primary contrasts",
 ) -> bool:
