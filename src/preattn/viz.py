@@ -90,10 +90,10 @@ def run_batch(run_dir: str | Path, split: str = "test", count: int = 8) -> tuple
 
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
-    loaded = load_model(run_dir)
-    splits = build_data(loaded.config, limit_train=count, limit_test=count)
-    data = splits.test if split == "test" else splits.train
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # building the network draws its initial weights
+        loaded = load_model(run_dir)
+        splits = build_data(loaded.config, limit_train=count, limit_test=count)
+        data = splits.test if split == "test" else splits.train
         torch.manual_seed(0)  # the training split's augmentation, drawn the same way each time
         items = [data[i] for i in range(min(count, len(data)))]
     images = torch.stack([image for image, _ in items])
