@@ -106,7 +106,7 @@ def _trained_configs(monkeypatch) -> list[TrainConfig]:
     return configs
 
 
-def test_demo_and_train_with_the_recipe_file_train_the_same_run(tmp_path, monkeypatch):
+def test_demo_and_train_with_the_recipe_file_train_the_same_run(tmp_path, monkeypatch, capsys):
     import preattn.cli.demo as demo
 
     configs = _trained_configs(monkeypatch)
@@ -114,6 +114,8 @@ def test_demo_and_train_with_the_recipe_file_train_the_same_run(tmp_path, monkey
     # Fashion-MNIST "found" in data: the demo takes its recipe
     monkeypatch.setattr(demo, "find_idx_files", lambda *a: {"train_images": tmp_path / "x"})
     assert main(["demo", "--data-dir", data, "--out", out]) == 130
+    said = capsys.readouterr().out  # the recipe, as the demo announces it
+    assert "8,000 images x 3 epochs, lr 0.05 with a 0.2-epoch warm-up" in said
     recipe = str(recipe_path("demo"))
     assert main(["train", "--config", recipe, "--data-dir", data, "--out", out]) == 130
     expected = DEMO.replace(data_dir=data, out=out).to_dict()

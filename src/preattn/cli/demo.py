@@ -66,8 +66,9 @@ def _announce(config: TrainConfig) -> None:
         print(
             "demo: the reference SimpleCNN of docs/pattern3.md (Pattern-3, CBAM, λ=0.1) on "
             f"Fashion-MNIST from {source}; {DEMO_IDLE_TIME} (longer while other programs "
-            "share it; each epoch ends with the time left): 8,000 images x 3 epochs, "
-            "lr 0.05 with a 0.2-epoch warm-up (`preattn train` defaults to the full data "
+            f"share it; each epoch ends with the time left): {config.limit_train:,} images x "
+            f"{config.epochs} epochs, lr {config.lr} with a {config.warmup_epochs}-epoch "
+            "warm-up (`preattn train` defaults to the full data "
             "and lr 0.1 over 10 epochs), bf16 where this machine computes it natively "
             "(--amp auto), channels-last, images on the device path (--device-data)"
         )
