@@ -156,12 +156,12 @@ def test_demo_says_how_long_it_takes_and_the_time_left_after_each_epoch(
                 callback(EpochRecord(epoch, 1.0, 0.5, 0.01, {}, 100.0, elapsed_s=elapsed))
         raise KeyboardInterrupt  # only the wiring is tested
 
-    import preattn.cli as cli
+    import preattn.cli.demo as demo
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(loop, "train", fake_train)
     # Fashion-MNIST "found" (the demo's 3-epoch recipe); nothing is read: train is faked
-    monkeypatch.setattr(cli, "find_idx_files", lambda *a: {"train_images": tmp_path / "x"})
+    monkeypatch.setattr(demo, "find_idx_files", lambda *a: {"train_images": tmp_path / "x"})
     assert main(["demo"]) == 130
     out = capsys.readouterr().out
     assert "about 2 minutes on an idle 2-core CPU" in out
@@ -221,14 +221,14 @@ def test_width_beyond_the_limit_is_refused(tmp_path, capsys):
 def test_viz_compare_labels_tell_runs_with_the_same_last_name_apart():
     from pathlib import Path
 
-    from preattn.cli import _distinct_labels
+    from preattn.cli.viz import distinct_labels
 
-    assert _distinct_labels(Path("/g/pre/seed0"), Path("/g/none/seed0")) == (
+    assert distinct_labels(Path("/g/pre/seed0"), Path("/g/none/seed0")) == (
         "pre/seed0",
         "none/seed0",
     )
-    assert _distinct_labels(Path("/a/r1"), Path("/b/r2")) == ("r1", "r2")
-    assert _distinct_labels(Path("/a/r"), Path("/a/r")) == ("/a/r (1)", "/a/r (2)")
+    assert distinct_labels(Path("/a/r1"), Path("/b/r2")) == ("r1", "r2")
+    assert distinct_labels(Path("/a/r"), Path("/a/r")) == ("/a/r (1)", "/a/r (2)")
 
 
 def test_summary_defaults_to_each_networks_usual_input_and_reads_a_run(tmp_path, capsys):
@@ -303,7 +303,7 @@ def test_check_refuses_a_width_training_would_refuse_with_trainings_message(caps
 
 def test_a_type_error_preattn_raises_is_a_usage_line_and_any_other_a_traceback(monkeypatch, capsys):
     """Only preattn's own refusals become exit 2; a TypeError from a bug keeps its traceback."""
-    import preattn.cli as cli
+    import preattn.cli.summary as summary_command
 
     assert main(["summary", "--model", "simplecnn", "--attention-kwargs", "reduction=x"]) == 2
     assert "reduction must be an int >= 1, got 'x' (str)" in capsys.readouterr().err
@@ -311,6 +311,6 @@ def test_a_type_error_preattn_raises_is_a_usage_line_and_any_other_a_traceback(m
     def broken(args):
         return sorted([1, "a"])  # a bug: TypeError raised by Python, not by a check
 
-    monkeypatch.setattr(cli, "_cmd_summary", broken)
+    monkeypatch.setattr(summary_command, "run", broken)
     with pytest.raises(TypeError, match="not supported between"):
         main(["summary"])

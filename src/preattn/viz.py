@@ -49,6 +49,7 @@ __all__ = [
     "draw_attention",
     "draw_channel_gates",
     "gradcam",
+    "run_batch",
 ]
 
 GRADCAM_HINT = "Grad-CAM skipped: install it with pip install 'preattn[viz]' (grad-cam)"
@@ -77,6 +78,27 @@ class Batch:
         else:
             x = (x + 1) / 2
         return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def run_batch(run_dir: str | Path, split: str = "test", count: int = 8) -> tuple[Any, Batch]:
+    """A run's :class:`~preattn.train.LoadedModel` and the first ``count`` images of its
+    ``split`` ("test" or "train") as the run's data pipeline gives them: images (N, C, H, W)
+    normalised as the model takes them; the training split's augmentation drawn from seed 0,
+    so every call gives the same images (the caller's random state is left as it was)."""
+    from .train.build import build_data
+    from .train.load import load_model
+
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    with torch.random.fork_rng(devices=[]):  # building the network draws its initial weights
+        loaded = load_model(run_dir)
+        splits = build_data(loaded.config, limit_train=count, limit_test=count)
+        data = splits.test if split == "test" else splits.train
+        torch.manual_seed(0)  # the training split's augmentation, drawn the same way each time
+        items = [data[i] for i in range(min(count, len(data)))]
+    images = torch.stack([image for image, _ in items])
+    labels = [int(y) for _, y in items]
+    return loaded, Batch(images, labels, loaded.classes, loaded.config.dataset)
 
 
 def last_stage(model: nn.Module) -> nn.Module:

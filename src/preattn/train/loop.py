@@ -30,7 +30,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -382,27 +382,96 @@ def _train(
     resume: bool,
     overwrite: bool,
     callbacks: list[EpochCallback],
-) -> dict[str, Any]:
-    device = ctx.device
-    torch.manual_seed(config.seed)
+) -> EpochRecord:
+    training, start_epoch = _start(config, ctx, run, resume, overwrite)
+    for epoch in range(start_epoch, config.epochs):
+        record = training.run_epoch(epoch)
+        for callback in callbacks:
+            callback(record)
+    if ctx.is_main and training.history and config.plots:
+        training.draw_figures()
+    return training.history[-1]
+
+
+def _training_data(config: TrainConfig, ctx: DistContext) -> DataSplits:
+    """The run's data; ValueError when one optimiser step needs more images than it has."""
     splits = build_data(config)
     if len(splits.train) < config.batch_size * ctx.world_size:
         raise ValueError(
             f"batch_size={config.batch_size} x {ctx.world_size} process(es) exceeds the "
             f"{len(splits.train)} training samples"
         )
+    return splits
+
+
+def _placed_model(config: TrainConfig, splits: DataSplits, ctx: DistContext) -> nn.Module:
+    """The initialised network on the device in the run's memory format (SyncBatchNorm
+    under CUDA DDP when ``sync_bn`` asks)."""
     model = build_model(config, splits.info, initialise=True)
     if config.sync_bn:
-        if device.type == "cuda" and ctx.distributed:
+        if ctx.device.type == "cuda" and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             warnings.warn(
                 "--sync-bn ignored: PyTorch's SyncBatchNorm runs only on CUDA under DDP; "
                 "each process normalises with its own batch statistics",
-                stacklevel=2,
+                stacklevel=4,  # the warning points at train()
             )
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    return model.to(ctx.device, memory_format=_memory_format(config))
+
+
+def _memory_format(config: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
+def _restore(
+    run: RunDir,
+    ctx: DistContext,
+    start_epoch: int,
+    resume: bool,
+    parts: tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler],
+) -> int:
+    """Load the committed ``start_epoch`` (if any) into the model, optimiser and scaler
+    (``parts``) and the random state; return the optimiser step to continue from."""
+    if not start_epoch:
+        if resume:
+            _log(ctx, f"resuming {run.path}: no committed epoch yet, starting at epoch 1")
+        return 0
+    model, optimizer, scaler = parts
+    weights, state = _read_checkpoint(run, start_epoch)
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    step = int(state.get("step", state.get("scheduler", {}).get("last_epoch", 0)))
+    _log(ctx, f"resuming {run.path} after epoch {start_epoch} (optimiser step {step})")
+    return step
+
+
+def _training_net(model: nn.Module, config: TrainConfig, ctx: DistContext) -> nn.Module:
+    """What the optimisation steps call: ``model`` under DDP on several processes, compiled
+    when ``compile`` asks (evaluation runs the same weights eagerly)."""
+    net: nn.Module = model
+    if ctx.distributed:
+        device = ctx.device
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _start(
+    config: TrainConfig, ctx: DistContext, run: RunDir, resume: bool, overwrite: bool
+) -> tuple[_Training, int]:
+    """Everything an epoch needs, built in a fixed order (the random draws of a run depend
+    on it): the data and the network from ``seed``, the optimiser, the run directory checked
+    and prepared (or resumed), the device data and the probe batch. Returns the training
+    and the number of committed epochs it starts after."""
+    torch.manual_seed(config.seed)
+    splits = _training_data(config, ctx)
+    model = _placed_model(config, splits, ctx)
     optimizer = build_optimizer(
         model,
         config.optimizer,
@@ -415,47 +484,76 @@ def _train(
     schedule = WarmupCosine(
         config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)
     )
-    amp_dtype = autocast_dtype(config.amp, device)
-    scaler = make_scaler(amp_dtype, device)
-
-    start_epoch, step, history = 0, 0, []
+    amp_dtype = autocast_dtype(config.amp, ctx.device)
+    scaler = make_scaler(amp_dtype, ctx.device)
+    start_epoch, history = 0, []
     if ctx.is_main:
         start_epoch, history = _prepare_run_dir(run, config, splits, resume, overwrite)
     if ctx.distributed:
-        start_epoch = _broadcast_int(start_epoch, device)
-    if start_epoch:
-        weights, state = _read_checkpoint(run, start_epoch)
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        step = int(state.get("step", state.get("scheduler", {}).get("last_epoch", 0)))
-        _log(ctx, f"resuming {run.path} after epoch {start_epoch} (optimiser step {step})")
-    elif resume:
-        _log(ctx, f"resuming {run.path}: no committed epoch yet, starting at epoch 1")
-
-    net: nn.Module = model
-    if ctx.distributed:
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if config.compile:
-        # the training forward and backward; evaluation runs the same weights eagerly
-        net = torch.compile(net)
+        start_epoch = _broadcast_int(start_epoch, ctx.device)
+    step = _restore(run, ctx, start_epoch, resume, (model, optimizer, scaler))
     step_ctx = StepContext(
-        net=net,
+        net=_training_net(model, config, ctx),
         optimizer=optimizer,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         scaler=scaler,
         lr_at=lambda t: config.lr * schedule(t),
-        device=device,
-        memory_format=memory_format,
+        device=ctx.device,
+        memory_format=_memory_format(config),
         amp_dtype=amp_dtype,
     )
-
     on_device = _device_images(splits, config, ctx)
+    _log(
+        ctx,
+        f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
+        f"[{splits.source}]: {len(splits.train)} train / {len(splits.test)} test images"
+        f"{' (--limit-test evaluates fewer)' if len(splits.test) > len(splits.train) else ''}, "
+        f"{ctx.world_size} process(es) on {ctx.device}; run directory {run.path}",
+    )
+    probe = first_images(splits.test, MODULATION_IMAGES).to(ctx.device)
+    probe = probe.contiguous(memory_format=_memory_format(config))
+    training = _Training(
+        config, ctx, run, splits, model, step_ctx, on_device, probe, step=step, history=history
+    )
+    return training, start_epoch
 
-    def run_eval(dataset: Any, images: DeviceImages | None = None, keep: bool = False) -> Any:
+
+@dataclass
+class _Evaluation:
+    """An epoch's test evaluation: the result (None: the epoch did not evaluate and no
+    earlier epoch of this call did), the corrupted test sets' results (last epoch), the
+    right/wrong flags to keep per test set, and the seconds of the clean evaluation."""
+
+    result: Any
+    corrupt: dict[str, Any]
+    correct: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class _Training:
+    """One call of :func:`train` between its epochs: what :func:`_start` built, the
+    optimiser ``step`` and the ``history`` of epoch records so far, and the last evaluation
+    (whose confusion the final figures draw)."""
+
+    config: TrainConfig
+    ctx: DistContext
+    run: RunDir
+    splits: DataSplits
+    model: nn.Module
+    step_ctx: StepContext
+    on_device: tuple[DeviceImages, DeviceImages] | None
+    probe: torch.Tensor
+    step: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    result: Any = None
+
+    def evaluate_set(
+        self, dataset: Any, images: DeviceImages | None = None, keep: bool = False
+    ) -> Any:
+        """``dataset`` (or its device copy ``images``) evaluated by this process (its shard
+        under DDP); ``keep``: the right/wrong flag of each image, in order (one process)."""
+        config, ctx = self.config, self.ctx
         batches: Any
         if images is not None:
             batches = images.epoch(
@@ -469,39 +567,24 @@ def _train(
                 shard,
                 batch_size=config.batch_size,
                 num_workers=config.workers,
-                pin_memory=device.type == "cuda",
+                pin_memory=ctx.device.type == "cuda",
             )
         return evaluate(
-            model,
+            self.model,
             _progress(batches, ctx, desc=f"evaluating {count} images"),
-            splits.num_classes,
-            device,
+            self.splits.num_classes,
+            ctx.device,
             channels_last=config.channels_last,
-            amp_dtype=amp_dtype,
+            amp_dtype=self.step_ctx.amp_dtype,
             keep_correct=keep and ctx.world_size == 1,  # one process: the images in order
         )
 
-    _log(
-        ctx,
-        f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
-        f"[{splits.source}]: {len(splits.train)} train / {len(splits.test)} test images"
-        f"{' (--limit-test evaluates fewer)' if len(splits.test) > len(splits.train) else ''}, "
-        f"{ctx.world_size} process(es) on {device}; run directory {run.path}",
-    )
-
-    probe = first_images(splits.test, MODULATION_IMAGES).to(device)
-    probe = probe.contiguous(memory_format=memory_format)
-
-    def modulation() -> dict[str, float]:
-        return {name: maps.modulation for name, maps in attention_maps(model, probe).items()}
-
-    elapsed = (history[-1].elapsed_s or 0.0) if history else 0.0
-    result = None
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
+    def epoch_batches(self, epoch: int) -> Iterable[Any]:
+        """The training batches of ``epoch`` (0-based), in the epoch's seeded order."""
+        config, ctx = self.config, self.ctx
         loader: Iterable[Any]
-        if on_device is not None:
-            loader = on_device[0].epoch(
+        if self.on_device is not None:
+            loader = self.on_device[0].epoch(
                 config.batch_size,
                 generator=_epoch_generator(config, epoch),
                 drop_last=True,
@@ -509,70 +592,107 @@ def _train(
                 world_size=ctx.world_size,
             )
         else:
-            loader = _train_loader(splits, config, ctx, epoch)
-        batches = _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
-        lambda_start = lambdas(model)
-        wall_start = time.time()
-        stats, step = train_one_epoch(step_ctx, batches, step, epoch + 1)
-        eval_started = time.perf_counter()
-        evaluated = _evaluates(config, epoch + 1)
-        last = epoch + 1 == config.epochs
-        if evaluated:
-            result = run_eval(splits.test, on_device[1] if on_device else None, keep=last)
+            loader = _train_loader(self.splits, config, ctx, epoch)
+        return _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
+
+    def test(self, epoch: int) -> _Evaluation:
+        """The test evaluation after ``epoch`` (1-based): the clean test set when the epoch
+        evaluates (:func:`_evaluates`), the corrupted copies too after the last epoch."""
+        config, last = self.config, epoch == self.config.epochs
+        started = time.perf_counter()
+        if _evaluates(config, epoch):
+            on_device = self.on_device[1] if self.on_device else None
+            self.result = self.evaluate_set(self.splits.test, on_device, keep=last)
+        result = self.result
         correct = {"test_acc": result.correct} if last and result is not None else {}
-        eval_seconds = time.perf_counter() - eval_started
+        seconds = time.perf_counter() - started
         corrupt = {}
         if last and config.eval_corrupt:
             corrupt = {
-                name: run_eval(dataset, keep=True)
-                for name, dataset in corrupted_test_sets(config, splits).items()
+                name: self.evaluate_set(dataset, keep=True)
+                for name, dataset in corrupted_test_sets(config, self.splits).items()
             }
             correct.update({name: r.correct for name, r in corrupt.items()})
-        elapsed += stats["seconds"] + eval_seconds
+        return _Evaluation(result, corrupt, correct, seconds)
+
+    def modulation(self) -> dict[str, float]:
+        """Each attended block's modulation on the probe batch (:mod:`preattn.modulation`)."""
+        maps = attention_maps(self.model, self.probe)
+        return {name: block.modulation for name, block in maps.items()}
+
+    def run_epoch(self, epoch: int) -> EpochRecord:
+        """Train epoch ``epoch`` (0-based), evaluate it as due, commit it; its record."""
+        config, ctx = self.config, self.ctx
+        torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        batches = self.epoch_batches(epoch)
+        lambda_start = lambdas(self.model)
+        wall_start = time.time()
+        stats, self.step = train_one_epoch(self.step_ctx, batches, self.step, epoch + 1)
+        tested = self.test(epoch + 1)
+        evaluated = _evaluates(config, epoch + 1) and tested.result is not None
+        elapsed = (self.history[-1].elapsed_s or 0.0) if self.history else 0.0
         record = EpochRecord(
             epoch=epoch + 1,
             train_loss=stats["loss"] / stats["seen"],
             train_acc=stats["correct"] / stats["seen"],
             lr=stats["lr"],
-            lam=lambdas(model),
+            lam=lambdas(self.model),
             lam_start=lambda_start,
-            modulation=modulation(),
+            modulation=self.modulation(),
             images_per_s=stats["seen"] / stats["seconds"],
             epoch_time_s=stats["seconds"],
-            eval_time_s=eval_seconds,
-            elapsed_s=elapsed,
+            eval_time_s=tested.seconds,
+            elapsed_s=elapsed + (stats["seconds"] + tested.seconds),
             wall_start=wall_start,
             wall_end=time.time(),
-            step=step,
-            test_loss=result.loss if evaluated and result is not None else None,
-            test_acc=result.accuracy if evaluated and result is not None else None,
-            test_acc_corrupt={name: r.accuracy for name, r in corrupt.items()},
+            step=self.step,
+            test_loss=tested.result.loss if evaluated else None,
+            test_acc=tested.result.accuracy if evaluated else None,
+            test_acc_corrupt={name: r.accuracy for name, r in tested.corrupt.items()},
         )
         if record.test_loss is not None and not math.isfinite(record.test_loss):
             raise TrainingDiverged(
                 f"test loss became {record.test_loss} after epoch {epoch + 1}; stopped, "
                 "the last good checkpoint is kept"
             )
-        history.append(record)
+        self.history.append(record)
         if ctx.is_main:
-            write_test_correct(run, {k: v for k, v in correct.items() if v is not None})
-            run.append_steps(stats["steps"])
-            _commit_epoch(run, model, optimizer, scaler, record, step, config)
+            self.commit(record, stats["steps"], tested.correct)
         barrier()
-        for callback in callbacks:
-            callback(record)
-    if ctx.is_main and history and config.plots:
+        return record
+
+    def commit(
+        self, record: EpochRecord, steps: list[dict[str, Any]], correct: dict[str, Any]
+    ) -> None:
+        """Write the epoch's right/wrong flags and step records, then commit the epoch."""
+        run = self.run
+        write_test_correct(run, {k: v for k, v in correct.items() if v is not None})
+        run.append_steps(steps)
+        _commit_epoch(
+            run,
+            self.model,
+            self.step_ctx.optimizer,
+            self.step_ctx.scaler,
+            record,
+            self.step,
+            self.config,
+        )
+
+    def draw_figures(self) -> None:
+        """The run's curves and, when this call evaluated, the confusion of its last
+        evaluation, recorded in the run directory."""
+        run, history = self.run, self.history
         rows = [r.to_json() for r in history]
         run.record(*plot_history(rows, run.path, run.read_steps(), name=str(run.path)))
-        if result is not None:  # this call evaluated: the confusion of its last evaluation
+        if self.result is not None:
             title = (
                 f"{run.path}: epoch {history[-1].epoch}, test accuracy "
-                f"{100 * result.accuracy:.2f} %"
+                f"{100 * self.result.accuracy:.2f} %"
             )
+            confusion_png = run.path / "confusion.png"
             run.record(
-                plot_confusion(result.confusion, splits.classes, run.path / "confusion.png", title)
+                plot_confusion(self.result.confusion, self.splits.classes, confusion_png, title)
             )
-    return history[-1]
 
 
 def _evaluates(config: TrainConfig, epoch: int) -> bool:

@@ -1,8 +1,6 @@
-"""A saved run evaluated on its test set: :func:`evaluate_run` and the ``eval.json`` it
-writes, for the ``eval`` command and for Python callers alike.
-
-``eval.json``: ``{"epoch", "accuracy", "loss", "per_class_accuracy": {class: accuracy},
-"confusion": [[count]]}`` (rows: true class, columns: predicted)."""
+"""A saved run evaluated on its test set: :func:`evaluate_run`, for the ``eval`` command and
+for Python callers alike; :meth:`RunEvaluation.record` is its ``eval.json``
+(:class:`~preattn.train.eval_record.EvalRecord`)."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ from typing import Any
 import torch
 
 from .distributed import init_distributed
+from .eval_record import EvalRecord
 from .evaluate import EvalResult, evaluate
 from .load import load_run
 
@@ -30,17 +29,21 @@ class RunEvaluation:
     classes: tuple[str, ...]
     result: EvalResult
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``eval.json`` form (module docstring)."""
-        return {
-            "epoch": self.epoch,
-            "accuracy": self.result.accuracy,
-            "loss": self.result.loss,
-            "per_class_accuracy": dict(
+    def record(self) -> EvalRecord:
+        """What ``eval.json`` holds of this evaluation."""
+        return EvalRecord(
+            epoch=self.epoch,
+            accuracy=self.result.accuracy,
+            loss=self.result.loss,
+            per_class_accuracy=dict(
                 zip(self.classes, map(float, self.result.per_class_accuracy), strict=True)
             ),
-            "confusion": self.result.confusion.tolist(),
-        }
+            confusion=self.result.confusion.tolist(),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``eval.json`` object (:meth:`EvalRecord.to_json` of :meth:`record`)."""
+        return self.record().to_json()
 
     def title(self) -> str:
         """``RUN: epoch E, DATASET test, accuracy A %`` (the confusion figure's title)."""
