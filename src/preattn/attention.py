@@ -90,7 +90,7 @@ def _pool_channels(x: torch.Tensor, order: tuple[str, str], dtype: torch.dtype) 
     # a branch of its own: TorchScript skips the others only after a bare is_scripting() test
     if torch.jit.is_scripting():  # noqa: SIM114
         mean, peak = x.mean(dim=1, dtype=dtype), x.amax(dim=1)
-    elif not _eager_fast():
+    elif _execution_path() == REFERENCE:
         mean, peak = x.mean(dim=1, dtype=dtype), x.amax(dim=1)
     else:  # the same maximum, faster channels-last; a bf16 mean without a float32 copy
         mean, peak = mean_channels(x, dtype), amax_channels(x).squeeze(1)
@@ -104,33 +104,38 @@ def _pool_spatial(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # a branch of its own: TorchScript skips the others only after a bare is_scripting() test
     if torch.jit.is_scripting():  # noqa: SIM114
         return x.mean(dim=(2, 3), dtype=dtype)
-    elif not _eager_fast():
+    elif _execution_path() == REFERENCE:
         return x.mean(dim=(2, 3), dtype=dtype)
     else:
         return mean_hw(x, dtype)
 
 
 def _graph_capture() -> bool:
-    """A tracer, exporter or ``torch.compile`` records the forward: plain operations only
-    (the compiler fuses them itself; tracers record no custom Function or in-place work)."""
+    """A tracer, exporter or ``torch.compile`` records the forward."""
     return _validate.tracing() or torch.compiler.is_compiling()
 
 
-def _eager_fast() -> bool:
-    """The fast path is on and no graph is being recorded (tracers and exporters record
-    the plain reductions, ``ReduceMean``/``ReduceMax`` in ONNX)."""
-    return use_fast_attention() and not _graph_capture()
+REFERENCE, LEAN, IN_PLACE = "reference", "lean", "in_place"
 
 
-def _lean_autograd() -> bool:
-    """Eager autograd is recording and the fast path is on: the memory-lean Functions
-    apply (:func:`~preattn.lean_autograd.set_fast_attention`)."""
-    return use_fast_attention() and torch.is_grad_enabled() and not _graph_capture()
+def _execution_path() -> str:
+    """How the attention of this forward pass runs; the one place that decides it.
 
+    - ``REFERENCE``: plain out-of-place operations, the formulas as written. While a graph
+      is recorded (torch.fx, TorchScript tracing, ONNX export, ``torch.compile``, which
+      fuses them itself; tracers record no custom Function or in-place work) and whenever
+      the fast path is switched off (:func:`~preattn.lean_autograd.set_fast_attention`).
+    - ``LEAN``: eager training with the fast path on: the memory-lean autograd Functions of
+      :mod:`preattn.lean_autograd` (only the input and the small gates kept for backward)
+      and the fast reductions.
+    - ``IN_PLACE``: eager inference with the fast path on: the fast reductions, and
+      temporaries overwritten in place.
 
-def _in_place_ok() -> bool:
-    """Eager inference with the fast path on: temporaries may be overwritten in place."""
-    return use_fast_attention() and not torch.is_grad_enabled() and not _graph_capture()
+    (TorchScript takes the reference path through its own ``is_scripting()`` branches.)
+    """
+    if not use_fast_attention() or _graph_capture():
+        return REFERENCE
+    return LEAN if torch.is_grad_enabled() else IN_PLACE
 
 
 def _spatial_stats(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -138,7 +143,8 @@ def _spatial_stats(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if torch.jit.is_scripting():
         return _plain_spatial_stats(x, dtype)
     else:
-        return SpatialStats.apply(x, dtype) if _lean_autograd() else _plain_spatial_stats(x, dtype)
+        lean = _execution_path() == LEAN
+        return SpatialStats.apply(x, dtype) if lean else _plain_spatial_stats(x, dtype)
 
 
 def _plain_spatial_stats(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -161,24 +167,28 @@ def _full_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
 class GateAttention(nn.Module):
     """Base of attention modules of the form ``A(x) = x * gate(x)``.
 
-    ``gate(x)`` is in the wider of the input's and the weights' dtype (float32 under AMP, the
-    module's own dtype after ``.half()``) and broadcastable to ``x``. A subclass writes
-    ``compute_gate(t)``, the gate from its input ``t``; :meth:`_precise` runs it with
-    autocast off (gates in full precision under AMP; TorchScript has no autocast context).
-    A subclass that computes the gate from something derived from ``x`` also overrides
-    :meth:`gate` (:class:`SpatialAttention`: from the channel-pooled maps; :class:`CBAM`:
-    the product of its channel and spatial gates, with its own :meth:`forward`).
+    One way in: ``gate(x)``, the mask of ``x`` (B, C, H, W), broadcastable to it, in the
+    wider of the input's and the weights' dtype (float32 under AMP, the module's own dtype
+    after ``.half()``). It is ``compute_gate(gate_input(x))`` with autocast switched off
+    (gates in full precision under AMP; TorchScript has no autocast context). A subclass
+    writes ``compute_gate(t)``, and ``gate_input(x)`` where the gate is computed from
+    something derived from ``x`` (:class:`SpatialAttention`: the channel-pooled maps; the
+    default is ``x`` itself). :class:`CBAM` composes a channel and a spatial module and
+    overrides :meth:`gate`, :meth:`forward` and :meth:`mixed` with their product.
     ``mixed(x, lam)`` returns the λ-mixed output ``(1 − λ)·x + λ·A(x) =
-    x · ((1 − λ) + λ·gate(x))`` in one full-size multiplication; subclasses whose gate is
-    not separable (CBAM) override it.
+    x · ((1 − λ) + λ·gate(x))`` in one full-size multiplication.
     """
 
     def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
-        """The gate from ``t`` (the input ``x``, or what :meth:`gate` derives from it)."""
+        """The gate from ``t = gate_input(x)``."""
         raise NotImplementedError
 
-    def _precise(self, t: torch.Tensor) -> torch.Tensor:
-        """:meth:`compute_gate` with autocast switched off."""
+    def gate_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the gate is computed from: ``x`` itself unless a subclass derives it."""
+        return x
+
+    def _full_precision_gate(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`compute_gate` of ``t`` with autocast switched off."""
         if torch.jit.is_scripting():  # TorchScript: no autocast context
             return self.compute_gate(t)
         else:
@@ -187,7 +197,7 @@ class GateAttention(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The gate of ``x`` (B, C, H, W), broadcastable to it."""
-        return self._precise(x)
+        return self._full_precision_gate(self.gate_input(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x).to(x.dtype)
@@ -289,14 +299,10 @@ class SpatialAttention(GateAttention):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(1, momentum=0.01) if batch_norm else nn.Identity()
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial mask of shape (B, 1, H, W) for ``x`` of shape (B, C, H, W)."""
-        dtype = _gate_dtype(x, self.conv.weight)
-        return self._precise(_pool_channels(x, self.pool_order, dtype))
-
-    def gate_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Mask (B, 1, H, W) from the stacked pooled maps (B, 2, H, W) in ``pool_order``."""
-        return self._precise(pooled)
+    def gate_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel-pooled maps of ``x`` (B, C, H, W): (B, 2, H, W) in ``pool_order``, in
+        the weights' dtype; the mask is (B, 1, H, W)."""
+        return _pool_channels(x, self.pool_order, _gate_dtype(x, self.conv.weight))
 
     def compute_gate(self, t: torch.Tensor) -> torch.Tensor:
         """Mask (B, 1, H, W) from the pooled maps ``t`` (B, 2, H, W)."""
@@ -344,17 +350,21 @@ class CBAM(GateAttention):
         return channel_gate * self.spatial.gate(x * channel_gate.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x'·M_s(x')``; in eager training through the lean Functions (as :meth:`mixed`,
-        without λ), in eager inference ``x'`` multiplied in place."""
+        """``x'·M_s(x')`` with ``x' = x·M_c(x)``, by the path :func:`_execution_path` picks:
+        ``LEAN`` through the lean Functions (as :meth:`mixed`, without λ), ``IN_PLACE``
+        multiplying ``x'`` in place, ``REFERENCE`` out of place."""
         if torch.jit.is_scripting():  # resolved when compiled: plain operations
             x = x * self.channel.gate(x).to(x.dtype)
             return x * self.spatial.gate(x).to(x.dtype)
         else:
-            if _lean_autograd():
+            path = _execution_path()
+            if path == LEAN:
                 return self._lean(x, None)
             x = x * self.channel.gate(x).to(x.dtype)
             spatial = self.spatial.gate(x).to(x.dtype)
-            return x.mul_(spatial) if _in_place_ok() else x * spatial
+            if path == IN_PLACE:
+                return x.mul_(spatial)
+            return x * spatial
 
     def _lean(self, x: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
         """:mod:`preattn.lean_autograd`'s Functions: ``(1 − λ)·x + λ·x'·s``, or ``x'·s``
@@ -362,28 +372,32 @@ class CBAM(GateAttention):
         channel_gate = self.channel.gate(x)
         max_first = self.spatial.pool_order[0] == "max"
         pooled, scaled = ScaledChannelPool.apply(x, channel_gate, max_first)
-        spatial_gate = self.spatial.gate_from_pooled(pooled)
+        spatial_gate = self.spatial._full_precision_gate(pooled)  # pooled = gate_input(x')
         if lam is not None:
             lam = lam.to(channel_gate.dtype)
         return GatedMix.apply(x, channel_gate, spatial_gate, lam, scaled)
 
     def mixed(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``.
+        """``(1 − λ)·x + λ·x'·M_s(x')`` with ``x' = x·M_c(x)``, by the path
+        :func:`_execution_path` picks.
 
-        In eager training :mod:`preattn.lean_autograd` keeps only ``x`` and the small gates
-        for backward; in eager inference ``x'`` is computed once and turned into the result
-        in place (one full-size tensor allocated in all); under tracing, export and
-        ``torch.compile`` plain out-of-place operations.
+        ``LEAN`` (eager training): :mod:`preattn.lean_autograd` keeps only ``x`` and the
+        small gates for backward (one λ per block; a per-channel λ takes the reference
+        formula). ``IN_PLACE`` (eager inference): ``x'`` computed once and turned into the
+        result in place, one full-size tensor allocated in all. ``REFERENCE`` (tracing,
+        export, ``torch.compile``, fast path off): the same formula out of place, with the
+        same rounding.
         """
-        if _lean_autograd() and lam.numel() == 1:  # the Functions take one λ per block
+        path = _execution_path()
+        if path == LEAN and lam.numel() == 1:
             return self._lean(x, lam)
         attended = x * self.channel.gate(x).to(x.dtype)
         spatial_gate = self.spatial.gate(attended)
         spatial = (lam.to(spatial_gate.dtype) * spatial_gate).to(x.dtype)
         keep = (1.0 - lam).to(x.dtype)
-        if _in_place_ok():
+        if path == IN_PLACE:
             return attended.mul_(spatial).addcmul_(x, keep)
-        return torch.addcmul(attended * spatial, x, keep)  # the same rounding as in place
+        return torch.addcmul(attended * spatial, x, keep)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
