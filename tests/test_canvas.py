@@ -194,7 +194,8 @@ def test_a_run_on_the_canvas_trains_and_its_readers_rebuild_the_canvas(tmp_path)
     assert loaded.config.canvas == {"patches": 1, "patch": 4}
     assert loaded.info.image_size == 32
     assert loaded.model.eval()(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
-    config, splits, _, _ = load_run(tmp_path / "run")  # the readers rebuild the same canvases
+    loaded = load_run(tmp_path / "run")  # the readers rebuild the same canvases
+    config, splits = loaded.config, loaded.splits
     rebuilt = build_datasets(
         "cluttered-fashion-mnist", tmp_path / "fm", image_size=32, canvas=config.canvas
     )

@@ -130,7 +130,8 @@ def _recorded_acc(run: Path) -> float:
 
 def _reference(run: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(test images, their logits from the network load_run rebuilds, test set size)."""
-    _, splits, model, _ = load_run(run)
+    loaded = load_run(run)
+    splits, model = loaded.splits, loaded.model
     images = torch.stack([splits.test[i][0] for i in range(min(4, len(splits.test)))])
     with torch.no_grad():
         return images, model.eval()(images), len(splits.test)
@@ -175,7 +176,7 @@ def test_evaluate_run_is_what_eval_writes_and_writes_nothing(trained_run, tmp_pa
     evaluation = evaluate_run(run)
     assert sorted(p.name for p in run.iterdir()) == before
     assert abs(evaluation.result.accuracy - _recorded_acc(run)) <= 1e-9 + 1 / len(
-        load_run(run)[1].test
+        load_run(run).splits.test
     )
     assert main(["eval", "--checkpoint", str(run)]) == 0
     assert json.loads((run / "eval.json").read_text()) == json.loads(

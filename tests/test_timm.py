@@ -124,7 +124,8 @@ def test_grad_checkpointing_gives_the_same_gradients():
 def test_a_run_loads_through_timm_pretrained(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
-    _, splits, ours, _ = load_run(run, limit_test=4)
+    loaded = load_run(run, limit_test=4)
+    splits, ours = loaded.splits, loaded.model
     # the overlay alone: classes, channels (and a ResNet's stem) come from the run
     model = timm.create_model(
         "preattn_simplecnn", pretrained=True, pretrained_cfg_overlay=preattn.timm.run_overlay(run)

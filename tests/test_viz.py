@@ -289,7 +289,7 @@ def test_predict_matches_the_model_on_the_test_tensor(run, tmp_path, capsys):
     assert [line["file"] for line in lines] == [str(f) for f in files]
     from preattn.train import load_run
 
-    _, _, model, _ = load_run(run)
+    model = load_run(run).model
     with torch.no_grad():
         expected = model.eval()(torch.stack([splits.test[i][0] for i in range(2)])).argmax(1)
     assert [line["top"][0]["index"] for line in lines] == expected.tolist()

@@ -9,11 +9,15 @@ training built it.
 - :func:`load_model`: the network alone, without reading the data set;
 - :func:`load_run`: the network and the run's data splits (for evaluation); data that no
   longer matches what the run was trained on (another class count, say) is refused.
+
+Both return one type, :class:`LoadedModel` (``splits`` is set by :func:`load_run` only);
+:class:`SavedRun` is the step before it, the files read and no network built (for
+callers that build the network themselves, :func:`preattn.timm.create_model_from_run`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,12 +41,14 @@ __all__ = [
 
 @dataclass
 class LoadedModel:
-    """A run's network with its committed weights, and what it was trained on."""
+    """A run read back: its network with the committed weights, the epoch they are from,
+    what it was trained on, and (from :func:`load_run`) the data splits to evaluate it on."""
 
     config: TrainConfig
     model: nn.Module
     epoch: int
     info: DatasetInfo
+    splits: DataSplits | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -139,9 +145,9 @@ def load_model(run_dir: str | Path) -> LoadedModel:
 
 def load_run(
     run_dir: str | Path, *, data_dir: str | None = None, limit_test: int | None = None
-) -> tuple[TrainConfig, DataSplits, nn.Module, int]:
-    """Rebuild a run's network with its committed weights, and its data splits:
-    ``(config, splits, model, epoch)``.
+) -> LoadedModel:
+    """Rebuild a run's network with its committed weights, and read its data splits
+    (``splits``; ``config`` is then the config they were read with).
 
     ``data_dir`` overrides the run's data folder; ``limit_test`` its test subset (default:
     the run's own). The training split is limited to one sample (it is not needed).
@@ -152,4 +158,4 @@ def load_run(
         config = config.replace(data_dir=str(Path(data_dir).resolve()))
     splits = build_data(config, limit_train=1, limit_test=limit_test)
     check_same_data(RunDir(run_dir), loaded.info, splits.info)
-    return config, splits, loaded.model, loaded.epoch
+    return replace(loaded, config=config, splits=splits)
