@@ -204,7 +204,7 @@ def test_torchscript_equals_eager(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
         scripted = torch.jit.script(model)
-    if LAM_DESIGNS[case[3]].get("lam_param") == "depth":  # documented: eager, fx and export
+    if LAM_DESIGNS[case[3]].get("lam_param") == "depth":  # refused by the scripted block
         with pytest.raises(torch.jit.Error, match="is not supported in TorchScript"):
             scripted(_input())
         return
