@@ -75,7 +75,6 @@ CHEAP = (
     | {("mobilenet_v2", "coord", p, "sigmoid") for p in PLACEMENTS}
     | {("simplecnn", "cbam", "pre", d) for d in LAM_DESIGNS}
     | {("simplecnn", a, "pre", "channel") for a in attention_names()}
-    | {("simplecnn", a, "pre", "depth") for a in attention_names()}
 )
 FAST = (
     {("simplecnn", a, "pre", _base(a)) for a in attention_names()}
