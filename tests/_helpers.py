@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from preattn.train import TrainConfig
 
 # the wall-clock fields of a metrics record: they differ between identical runs
 TIMING_KEYS = (
@@ -28,29 +32,11 @@ def metrics_without_timings(run: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 
-# flags of a training run that takes about a second: 32 generated 8x8 images, 1 epoch
-TINY_TRAIN_FLAGS = [
-    "--dataset",
-    "synthetic",
-    "--image-size",
-    "8",
-    "--limit-train",
-    "32",
-    "--limit-test",
-    "12",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "1",
-    "--plots",
-    "false",
-    "--device",
-    "cpu",
-]
-
-
-# the same tiny run as TrainConfig keywords (2 optimiser steps per epoch), without plots;
-# on the CPU whatever the machine has (the tests that follow `pytest --device` say so)
+# The tiny run, declared once: TrainConfig keywords (without ``epochs``) for 32 generated 8x8
+# images, 2 optimiser steps per epoch, no plots, on the CPU (the tests that follow
+# `pytest --device` replace the device). One epoch takes about a second. Every test that
+# trains "a tiny run" starts from these: `tiny_config` as a TrainConfig, `tiny_flags` on the
+# command line, and the session's finished runs (`tiny_run`, `tiny_runs` in conftest.py).
 TINY_CONFIG = dict(
     device="cpu",
     dataset="synthetic",
@@ -61,6 +47,36 @@ TINY_CONFIG = dict(
     lr=0.05,
     plots=False,
 )
+
+
+def tiny_options(**changes: Any) -> dict[str, Any]:
+    """:data:`TINY_CONFIG` for one epoch, with ``changes`` applied (TrainConfig keywords)."""
+    return {**TINY_CONFIG, "epochs": 1, **changes}
+
+
+def tiny_config(**changes: Any) -> TrainConfig:
+    """The tiny run as a :class:`TrainConfig` (:func:`tiny_options`)."""
+    return TrainConfig(**tiny_options(**changes))
+
+
+def tiny_flags(**changes: Any) -> list[str]:
+    """The tiny run as ``preattn train`` flags (:func:`tiny_options`): ``--image-size 8``,
+    booleans as ``true``/``false``."""
+    flags: list[str] = []
+    for key, value in tiny_options(**changes).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        flags += [f"--{key.replace('_', '-')}", text]
+    return flags
+
+
+# the same one-epoch run as command-line flags
+TINY_TRAIN_FLAGS = tiny_flags()
+
+
+def copy_run(run: Path, folder: Path, name: str = "r") -> Path:
+    """A copy of the run directory ``run`` as ``folder/name``, for a test that changes it
+    (the session's shared runs, ``tiny_runs`` in conftest.py, are never changed)."""
+    return Path(shutil.copytree(run, folder / name))
 
 
 def randomise_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:

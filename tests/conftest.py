@@ -4,12 +4,14 @@ gloo, exact float32 comparisons with CPU references, timings of this machine's C
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from _helpers import write_idx_files
+from _helpers import copy_run, tiny_config, write_idx_files
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,3 +58,35 @@ def fashion_files(tmp_path: Path) -> Path:
     folder = tmp_path / "fashion-files"
     write_idx_files(folder, n_train=48, n_test=24)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``tiny_runs(**changes)``: the finished run of ``tiny_config(**changes)``, trained once
+    per session for each set of changes. Shared by every test that asks for it: read it,
+    never change it (``_helpers.copy_run`` first)."""
+    runs: dict[tuple[tuple[str, Any], ...], Path] = {}
+
+    def finished(**changes: Any) -> Path:
+        key = tuple(sorted(changes.items()))
+        if key not in runs:
+            from preattn.train import train
+
+            out = tmp_path_factory.mktemp("tiny-run") / "r"
+            train(tiny_config(**changes, out=str(out)))
+            runs[key] = out
+        return runs[key]
+
+    return finished
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_runs: Callable[..., Path]) -> Path:
+    """The session's finished one-epoch tiny run (read it; :func:`run_copy` to change it)."""
+    return tiny_runs()
+
+
+@pytest.fixture
+def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """This test's own copy of :func:`tiny_run`, ``tmp_path / "r"``."""
+    return copy_run(tiny_run, tmp_path)

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from _helpers import TINY_TRAIN_FLAGS, randomise_batchnorm
+from _helpers import copy_run, randomise_batchnorm
 from preattn import export_onnx, fuse, retrofit
 from preattn.cli import main
 from preattn.models import SimpleCNN, resnet18, resnet50
@@ -68,9 +68,8 @@ def test_export_arguments_are_checked(tmp_path):
         export_onnx(SimpleCNN(), tmp_path / "a.onnx", (3, 8, 8))
 
 
-def test_export_command(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
+def test_export_command(run_copy, tmp_path, capsys):
+    run = run_copy
     out = tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(run), "--onnx", str(out)]) == 0
     session = onnxruntime.InferenceSession(str(out))
@@ -78,7 +77,7 @@ def test_export_command(tmp_path, capsys):
     assert y.shape == (3, 6)
 
 
-def test_export_without_the_onnx_extra_says_how_to_install(tmp_path, monkeypatch, capsys):
+def test_export_without_the_onnx_extra_says_how_to_install(run_copy, tmp_path, monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
@@ -87,9 +86,7 @@ def test_export_without_the_onnx_extra_says_how_to_install(tmp_path, monkeypatch
         "find_spec",
         lambda name, *a: None if name == "onnxscript" else real(name, *a),
     )
-    run = tmp_path / "run"
-    assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
-    capsys.readouterr()
+    run = run_copy
     assert main(["export", "--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'preattn[onnx]'" in err
@@ -101,9 +98,10 @@ def test_export_onnx_restores_the_training_mode(tmp_path):
     assert model.training and all(m.training for m in model.modules())
 
 
-def test_export_never_overwrites_a_run_file_and_prints_the_opset_it_wrote(tmp_path, capsys):
-    run = tmp_path / "r"
-    assert main(["train", *TINY_TRAIN_FLAGS, "--width", "0.5", "--out", str(run)]) == 0
+def test_export_never_overwrites_a_run_file_and_prints_the_opset_it_wrote(
+    tiny_runs, tmp_path, capsys
+):
+    run = copy_run(tiny_runs(width=0.5), tmp_path)
     config = (run / "config.yaml").read_bytes()
     for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "checkpoint"):
         capsys.readouterr()

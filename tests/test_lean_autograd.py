@@ -80,11 +80,23 @@ def test_lean_autograd_saves_only_the_input_and_small_gates():
     assert full_size == {x.untyped_storage().data_ptr()}
 
 
+class _Mixed(torch.nn.Module):
+    """``attention.mixed(x, λ)`` as a module, for torch.fx to trace (λ a fixed buffer)."""
+
+    def __init__(self, attention: torch.nn.Module, lam: torch.Tensor) -> None:
+        super().__init__()
+        self.attention = attention
+        self.register_buffer("lam", lam)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention.mixed(x, self.lam)
+
+
 @pytest.mark.parametrize("official", [False, True])
-def test_every_execution_path_computes_the_same_mix(official, monkeypatch):
-    """Eager training (lean Functions), eager inference (in place) and graph capture (plain
-    operations, as under tracing or torch.compile) agree with ``(1 − λ)·x + λ·CBAM(x)``;
-    none of them changes ``x``."""
+def test_every_execution_path_computes_the_same_mix(official):
+    """Eager training (lean Functions), eager inference (in place), the reference path
+    (``preattn.fast_attention(False)``) and a graph traced by torch.fx (plain operations, as
+    under torch.compile) agree with ``(1 − λ)·x + λ·CBAM(x)``; none of them changes ``x``."""
     import preattn.attention as attention_module
 
     torch.manual_seed(5)
@@ -106,8 +118,9 @@ def test_every_execution_path_computes_the_same_mix(official, monkeypatch):
         results["no_grad"] = cbam.mixed(x.detach(), lam)
     with preattn.fast_attention(False):
         results["plain"] = cbam.mixed(x, lam).detach()
-    monkeypatch.setattr(attention_module, "_graph_capture", lambda: True)
-    results["captured"] = cbam.mixed(x, lam).detach()
+    traced = torch.fx.symbolic_trace(_Mixed(cbam, lam))
+    assert not _custom_nodes(traced(x))  # the graph holds plain operations only
+    results["captured"] = traced(x).detach()
     for name, value in results.items():
         torch.testing.assert_close(value, expected, atol=1e-12, rtol=1e-12, msg=name)
     torch.testing.assert_close(x.detach(), original, atol=0, rtol=0)
@@ -151,20 +164,18 @@ def test_lambda_mixed_cbam_allocates_one_full_size_tensor_forward():
     assert plain.allocations > 1, plain.by_operator  # the counter sees the plain products
 
 
-def test_inference_in_place_equals_traced_graph_bit_for_bit(monkeypatch):
+def test_inference_in_place_equals_traced_graph_bit_for_bit():
     """A graph traced from the model (torch.fx, as timm's feature extraction and its
     tests do) reproduces eager inference exactly, not only within float tolerance."""
-    import preattn.attention as attention_module
-
     torch.manual_seed(6)
     cbam = CBAM(16).eval()
     x = torch.randn(3, 16, 9, 9)
     lam = torch.tensor(0.1)
     with torch.inference_mode():
         eager = cbam.mixed(x, lam)
-    monkeypatch.setattr(attention_module, "_graph_capture", lambda: True)
+    traced = torch.fx.symbolic_trace(_Mixed(cbam, lam))
     with torch.no_grad():
-        captured = cbam.mixed(x, lam)
+        captured = traced(x)
     torch.testing.assert_close(eager, captured, atol=0, rtol=0)
 
 

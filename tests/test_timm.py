@@ -10,9 +10,7 @@ import torch
 import torchvision
 
 import preattn.timm  # registers the models
-from _helpers import TINY_TRAIN_FLAGS
 from preattn import retrofit
-from preattn.cli import main
 from preattn.models import SimpleCNN, resnet18
 from preattn.train import load_run
 
@@ -121,9 +119,8 @@ def test_grad_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_a_run_loads_through_timm_pretrained(tmp_path):
-    run = tmp_path / "run"
-    assert main(["train", *TINY_TRAIN_FLAGS, "--out", str(run)]) == 0
+def test_a_run_loads_through_timm_pretrained(tiny_run):
+    run = tiny_run
     loaded = load_run(run, limit_test=4)
     splits, ours = loaded.splits, loaded.model
     # the overlay alone: classes, channels (and a ResNet's stem) come from the run
@@ -136,10 +133,9 @@ def test_a_run_loads_through_timm_pretrained(tmp_path):
     torch.testing.assert_close(model(x), ours.eval()(x))
 
 
-def test_the_overlay_alone_never_builds_a_silently_different_network(tmp_path):
+def test_the_overlay_alone_never_builds_a_silently_different_network(tiny_runs):
     """What the overlay cannot carry (a width) is an error naming the way that works."""
-    run = tmp_path / "wide"
-    assert main(["train", *TINY_TRAIN_FLAGS, "--width", "0.5", "--out", str(run)]) == 0
+    run = tiny_runs(width=0.5)
     with pytest.raises(ValueError, match=r"size mismatch .*create_model_from_run\(run\)"):
         timm.create_model(
             "preattn_simplecnn",

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from _helpers import metrics_without_timings
+from _helpers import TINY_CONFIG, metrics_without_timings, tiny_config
 from preattn._io import atomic_write
 from preattn.data import build_datasets
 from preattn.mixing import LambdaMix
@@ -28,17 +28,9 @@ from preattn.train.epoch_record import EpochRecord
 from preattn.train.evaluate import read_test_correct
 from preattn.train.optim import WarmupCosine, build_optimizer, parameter_groups
 
-# on the CPU unless a test takes `train_device` (pytest --device), which then replaces it
-TINY = dict(
-    dataset="synthetic",
-    image_size=8,
-    limit_train=48,
-    limit_test=24,
-    batch_size=16,
-    lr=0.05,
-    seed=1,
-    device="cpu",
-)
+# the tiny run with 48 images (3 optimiser steps per epoch) and plots, on the CPU unless a test
+# takes `train_device` (pytest --device), which then replaces it
+TINY = {**TINY_CONFIG, "limit_train": 48, "limit_test": 24, "seed": 1, "plots": True}
 
 
 def test_no_weight_decay_on_lambda_bn_and_bias():
@@ -195,10 +187,9 @@ def test_eval_every_evaluates_those_epochs_and_the_last(tmp_path):
     assert [r["epoch"] for r in _metrics(tmp_path / "r") if "test_acc" in r] == [2, 4, 5, 6]
 
 
-def test_resume_rejects_mismatched_files(tmp_path):
-    config = TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run"))
-    train(config)
-    path = tmp_path / "run" / "checkpoints" / "epoch-0001" / "state.pt"
+def test_resume_rejects_mismatched_files(run_copy):
+    config = tiny_config(out=str(run_copy))
+    path = run_copy / "checkpoints" / "epoch-0001" / "state.pt"
     state = torch.load(path, weights_only=True)
     state["epoch"] = 7
     torch.save(state, path)
@@ -384,16 +375,15 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
         distributed.pick_device("cuda", local_rank=3)
 
 
-def test_a_resume_keeps_the_records_as_written_and_refuses_a_damaged_one_first(tmp_path):
-    config = TrainConfig(**TINY, epochs=1, out=str(tmp_path / "r"))
-    train(config)
-    metrics = tmp_path / "r" / "metrics.jsonl"
+def test_a_resume_keeps_the_records_as_written_and_refuses_a_damaged_one_first(run_copy):
+    config = tiny_config(out=str(run_copy))
+    metrics = run_copy / "metrics.jsonl"
     row = {**json.loads(metrics.read_text()), "later_field": 7}  # a later version's key
     metrics.write_text(json.dumps({**row, "train_loss": "low"}) + "\n")
-    saved = (tmp_path / "r" / "config.yaml").read_text()
+    saved = (run_copy / "config.yaml").read_text()
     with pytest.raises(ValueError, match="record 1: 'train_loss' must be a number"):
         train(config.replace(epochs=2), resume=True)
-    assert (tmp_path / "r" / "config.yaml").read_text() == saved  # nothing written first
+    assert (run_copy / "config.yaml").read_text() == saved  # nothing written first
     metrics.write_text(json.dumps(row) + "\n")
     train(config.replace(epochs=2), resume=True)
     first = json.loads(metrics.read_text().splitlines()[0])
