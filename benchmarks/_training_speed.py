@@ -39,6 +39,9 @@ class Recipe:
     channels_last: bool = False
     device_data: bool = False
     workers: int = 0
+    placement: str = "pre"
+    compile: bool = False
+    batch_size: int | None = None  # None: the batch size given to training_speed
 
 
 def fashion_splits(
@@ -72,7 +75,7 @@ def training_speed(
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """``{"source", "rows": [{"recipe", "images_per_s" (median), "ratio" (median, min,
-    max) to the first recipe}]}``."""
+    max) to the first recipe}], "warmup_s": {recipe: seconds of its untimed first pass}}``."""
     recipes = list(recipes)
     with contextlib.ExitStack() as stack:
         base = TrainConfig(
@@ -80,7 +83,7 @@ def training_speed(
             data_dir=data_dir,
             model="simplecnn",
             batch_size=batch_size,
-            limit_train=batch_size * batches,
+            limit_train=max(r.batch_size or batch_size for r in recipes) * batches,
             limit_test=16,
             device=str(device),
         )
@@ -88,16 +91,21 @@ def training_speed(
         dist = DistContext(0, 1, 0, device)
         on_device = DeviceImages.of(splits.train, device)
         runs = {}
+        warmup_s: dict[str, float] = {}
         for recipe in recipes:
             config = base.replace(
-                amp=recipe.amp, channels_last=recipe.channels_last, workers=recipe.workers
+                amp=recipe.amp,
+                channels_last=recipe.channels_last,
+                workers=recipe.workers,
+                placement=recipe.placement,
+                batch_size=recipe.batch_size or batch_size,
             )
             dtype = amp_dtype(config.amp, device)
             fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
             torch.manual_seed(0)
             model = build_model(config, splits.info).to(device, memory_format=fmt)
             ctx = StepContext(
-                net=model,
+                net=torch.compile(model) if recipe.compile else model,
                 optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
                 loss_fn=nn.CrossEntropyLoss(),
                 scaler=make_scaler(dtype, device),
@@ -111,10 +119,12 @@ def training_speed(
                 if recipe.device_data:
                     assert on_device is not None
                     generator = _epoch_generator(config, index)
-                    return on_device.epoch(batch_size, generator=generator, drop_last=True)
+                    return on_device.epoch(config.batch_size, generator=generator, drop_last=True)
                 return _train_loader(splits, config, dist, index)
 
-            train_one_epoch(ctx, epoch(0), 0, 1)  # warm-up: kernels, workers, caches
+            started = time.perf_counter()
+            train_one_epoch(ctx, epoch(0), 0, 1)  # warm-up: kernels, workers, caches, compile
+            warmup_s[recipe.name] = time.perf_counter() - started
             runs[recipe.name] = (ctx, epoch)
         speeds: dict[str, list[float]] = {r.name: [] for r in recipes}
         for repeat in range(1, repeats + 1):
@@ -136,7 +146,7 @@ def training_speed(
                 "ratio": (statistics.median(ratio), min(ratio), max(ratio)),
             }
         )
-    return {"source": source, "rows": rows}
+    return {"source": source, "rows": rows, "warmup_s": warmup_s}
 
 
 def speed_table(result: dict[str, Any], first: str) -> list[str]:

@@ -17,21 +17,6 @@ from preattn.cli import main
 from preattn.train.config import ConfigError
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished 1-epoch run (copy it before changing it)."""
-    run = tmp_path_factory.mktemp("tiny") / "r"
-    assert main(["train", *TINY, "--out", str(run)]) == 0
-    return run
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path) -> Path:
-    copy = tmp_path / "r"
-    shutil.copytree(tiny_run, copy)
-    return copy
-
-
 @pytest.fixture
 def image(tmp_path) -> Path:
     from PIL import Image
