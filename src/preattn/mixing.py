@@ -32,7 +32,9 @@ Shape: one λ per block (``shape="scalar"``, the default) or one per channel
 Warm-up: with ``warmup_steps = N > 0`` the effective value is
 ``λ_eff = λ · min(1, t / N)`` where ``t`` counts the forward passes made in training mode
 (0 at the first one; one per optimiser step in a plain training loop). ``t`` is a buffer,
-so it is saved in the state dict and a resumed run continues the ramp.
+so it is saved in the state dict and a resumed run continues the ramp. torch.fx reads it as
+a constant: a trace in eval mode keeps λ_eff of that moment (eval never moves it), and a
+trace in training mode is refused until the warm-up is over.
 """
 
 from __future__ import annotations
@@ -128,10 +130,27 @@ class LambdaMix(nn.Module):
         lam = self.value()
         if hasattr(self, "warmup_step"):  # noqa: SIM102  (resolved by TorchScript alone)
             if self.training:
-                self.warmup_step.add_(1)
+                if torch.jit.is_scripting():
+                    self.warmup_step.add_(1)
+                else:
+                    self._advance_warmup()
         if self.per_channel:
             lam = lam[:, None, None]
         return lam
+
+    def _advance_warmup(self) -> None:
+        """Count one training forward pass. torch.fx reads the counter as a constant while
+        it traces (a buffer is not a proxy): the graph would keep this moment's λ_eff and
+        never advance it, so tracing in training mode during the warm-up is refused, and a
+        trace never moves the counter."""
+        if not _validate.fx_tracing():
+            self.warmup_step.add_(1)
+        elif int(self.warmup_step) < self.warmup_steps:
+            raise RuntimeError(
+                f"torch.fx cannot trace a λ warm-up in training mode (step "
+                f"{int(self.warmup_step)} of {self.warmup_steps}: the graph would freeze λ_eff); "
+                "trace in eval mode or after the warm-up"
+            )
 
     def multiplier(self, gate: torch.Tensor, lam: torch.Tensor | None = None) -> torch.Tensor:
         """The multiplier ``w`` with ``mix(z, z·g) = z·w`` for a gate ``g`` (broadcastable
