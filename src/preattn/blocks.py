@@ -28,6 +28,7 @@ in MobileNetV2/V3, so there the placements read::
     skip    y = mix(s, A(s)) + F(x)          (an error without a residual)
 """
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -278,20 +279,27 @@ class ResidualBlock(nn.Module):
         self.mix: LambdaMix | None = None
         if spec.has_attention:
             attn_channels = in_ch if spec.placement == "pre" else out_ch
-            self.attention = create_attention(
-                spec.attention, attn_channels, **spec.attention_kwargs
-            )
-            if spec.controlled:
-                self.mix = spec.make_mix(attn_channels)
-                if spec.lam_param == "depth" and not hasattr(self.attention, "gate"):
-                    raise ValueError(
-                        f"lam_param='depth' needs gate attention (A(z) = z·gate(z)), got "
-                        f"{type(self.attention).__name__}; use 'sigmoid' or 'linear'"
-                    )
-            if device is not None or dtype is not None:
+            # created on the block's device (no host copy first: a meta-device block stays
+            # without storage); the attention factories take no dtype, so that is a cast
+            with torch.device(device) if device is not None else contextlib.nullcontext():
+                self.attention = create_attention(
+                    spec.attention, attn_channels, **spec.attention_kwargs
+                )
+                if spec.controlled:
+                    self.mix = spec.make_mix(attn_channels)
+            if (
+                spec.controlled
+                and spec.lam_param == "depth"
+                and not hasattr(self.attention, "gate")
+            ):
+                raise ValueError(
+                    f"lam_param='depth' needs gate attention (A(z) = z·gate(z)), got "
+                    f"{type(self.attention).__name__}; use 'sigmoid' or 'linear'"
+                )
+            if dtype is not None:
                 for part in (self.attention, self.mix):
                     if part is not None:
-                        part.to(device=device, dtype=dtype)
+                        part.to(dtype=dtype)
         # F's output (a BatchNorm's, or a λ-mix's or built-in attention's product) is a new
         # tensor no backward reads: the residual sum is taken in it, as in torchvision's blocks
         self._sum_in_place = isinstance(self.transform, _OWN_TRANSFORMS) and (
