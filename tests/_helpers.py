@@ -152,7 +152,7 @@ def tiny_grid(**changes):
     from preattn.ablate import Grid
 
     values = {
-        "base": {**TINY_CONFIG, "epochs": 1},
+        "base": tiny_options(),
         "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
         "reference": "none",
         "seeds": [0, 1],

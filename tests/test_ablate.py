@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _helpers import TINY_CONFIG, one_line_error, tiny_grid
+from _helpers import TINY_CONFIG, one_line_error, tiny_grid, tiny_options
 from _helpers import TINY_TRAIN_FLAGS as TINY
 from preattn.ablate import Grid, ablate, plan
 from preattn.ablate.stats import paired_difference, summarise
@@ -28,7 +28,7 @@ from preattn.train.rundir import RunDir, RunError
 # Student-t 0.975 quantiles from a printed table (df = 1, 2, 3, 4)
 T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}
 
-BASE = {**TINY_CONFIG, "epochs": 1}
+BASE = tiny_options()
 
 
 _grid = tiny_grid

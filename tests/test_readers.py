@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import preattn.timm as preattn_timm
-from _helpers import TINY_CONFIG
+from _helpers import tiny_options
 from preattn.attention import attention_names
 from preattn.cli import main
 from preattn.models import ModelConfig
@@ -103,7 +103,7 @@ def trained_run(tmp_path_factory) -> Callable[[str], Path]:
 
     def get(name: str) -> Path:
         if name not in runs:
-            options = {**TINY_CONFIG, "epochs": 1, **RUNS[name]}
+            options = tiny_options(**RUNS[name])
             if options.get("dataset") in data:
                 options.update(data_dir=str(data[options["dataset"]]), limit_test=None)
                 # TINY_CONFIG's image size is the synthetic set's

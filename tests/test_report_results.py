@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import TINY_CONFIG, tiny_grid
+from _helpers import tiny_grid, tiny_options
 from preattn.ablate.forest import primary_contrasts
 from preattn.ablate.report import format_report
 from preattn.ablate.results import GridReport, VariantResult
@@ -81,7 +81,7 @@ def test_a_report_built_from_runs_reads_back_into_the_same_records(tmp_path):
     from preattn.ablate.collect import build_grid_report
 
     grid = tiny_grid(
-        base={**TINY_CONFIG, "epochs": 1, "eval_corrupt": ["noise:0.2"]},
+        base=tiny_options(eval_corrupt=["noise:0.2"]),
         variants={"none": {"placement": "none"}, "pre": {}, "branch": {"placement": "branch"}},
         primary={"metric": "noise:0.2", "sesoi": 0.003, "expect": {"pre": "better"}},
         target_acc=0.05,

@@ -241,10 +241,10 @@ def test_a_fifo_as_grid_file_or_lock_is_one_line(run_copy, tmp_path, capsys):
 
 
 def _grid_file(tmp_path: Path, **changes) -> Path:
-    from _helpers import TINY_CONFIG
+    from _helpers import tiny_options
 
     values = {
-        "base": {**TINY_CONFIG, "epochs": 1},
+        "base": tiny_options(),
         "variants": {"none": {"placement": "none"}, "pre": {"placement": "pre"}},
         "reference": "none",
         "seeds": [0],
@@ -290,11 +290,11 @@ def test_match_cost_naming_a_variant_with_attention_is_refused_by_a_dry_run(
 
 
 def test_match_cost_inheriting_attention_from_base_is_refused(tmp_path, capsys):
-    from _helpers import TINY_CONFIG
+    from _helpers import tiny_options
 
     grid = _grid_file(
         tmp_path,
-        base={**TINY_CONFIG, "epochs": 1, "placement": "pre"},  # the variant sets no placement
+        base=tiny_options(placement="pre"),  # the variant sets no placement
         variants={"none": {"placement": "none"}, "pre": {}, "wide": {}},
         match_cost={"variant": "wide", "to": "pre"},
     )

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from _helpers import TINY_CONFIG, tiny_grid
+from _helpers import tiny_grid, tiny_options
 from preattn.ablate import Grid
 from preattn.ablate.report import verdict_text
 from preattn.ablate.stats import (
@@ -135,7 +135,7 @@ def test_verdict_words():
         verdict(up, 0.001, margin, expect="same")
 
 
-BASE = {**TINY_CONFIG, "epochs": 1}
+BASE = tiny_options()
 PRIMARY = {"metric": "test_acc", "sesoi": 0.003, "expect": "better"}
 
 

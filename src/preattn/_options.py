@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import Field, field
-from typing import Any
+from dataclasses import MISSING, Field, field, fields
+from typing import Any, ClassVar
 
+from . import _validate
 from ._yaml import parse_yaml_value
 
 __all__ = [
+    "OptionSection",
     "check_type",
     "option",
     "parse_bool",
@@ -150,3 +152,64 @@ def check_type(name: str, value: Any, annotation: str) -> Any:
 
 def field_help(f: Field) -> str:
     return str(f.metadata.get("help", ""))
+
+
+class OptionSection:
+    """A dataclass whose fields are declared options (:func:`option`), read and written in
+    the flat form that YAML files and flags use: one key per field.
+
+    A section of a configuration (the data, the network, the optimisation ...) inherits
+    this: :meth:`from_flat` takes its own keys of a flat mapping, :meth:`to_flat` writes them
+    back, :meth:`check_fields` checks every field against its annotation and choices.
+    ``RESUMABLE``: every option of the section may change when a run is resumed.
+    """
+
+    RESUMABLE: ClassVar[bool] = False
+
+    @classmethod
+    def option_fields(cls) -> list[Field]:
+        """The fields that are options, in declaration order."""
+        return list(fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The section's keys in the flat form."""
+        return [f.name for f in cls.option_fields()]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default of every option."""
+        return {f.name: _default(f) for f in cls.option_fields()}
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> Any:
+        """The section holding ``values`` (its own keys; an unknown key raises
+        ``TypeError`` naming it); the keys left out keep their defaults."""
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise TypeError(f"unknown {cls.__name__} option(s) {unknown}; known: {cls.keys()}")
+        return cls(**values)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Every option as a plain value (lists and mappings copied)."""
+        out = {}
+        for f in self.option_fields():
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, list | tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def check_fields(self) -> None:
+        """Check every option against its annotation and its declared choices; raise
+        naming the first that does not fit."""
+        for f in self.option_fields():
+            check_type(f.name, getattr(self, f.name), str(f.type))
+            if f.metadata.get("choices") is not None:
+                _validate.choice(f.name, getattr(self, f.name), f.metadata["choices"])
+
+
+def _default(f: Field) -> Any:
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]

@@ -81,13 +81,26 @@ def add_attention_flags(
     add_field_flags(group, spec_fields, defaults)
 
 
+# the heading of each TrainConfig section's flags in --help
+_SECTION_TITLES = {
+    "data": "data",
+    "network": "network",
+    "optim": "optimisation",
+    "compute": "computation, fixed for a run",
+    "runtime": "runtime, a resume may change these",
+}
+
+
 def add_train_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
     """Every TrainConfig option and AttentionSpec field as a flag, but ``exclude``."""
     from ..train.config import TrainConfig
 
     defaults = TrainConfig().to_dict()
-    options = [f for f in TrainConfig.option_fields() if f.name not in exclude]
-    add_field_flags(parser.add_argument_group("training"), options, defaults)
+    for section in TrainConfig.sections():
+        kind = section.default_factory  # type: ignore[misc]
+        options = [f for f in kind.option_fields() if f.name not in exclude]
+        title = _SECTION_TITLES[section.name]
+        add_field_flags(parser.add_argument_group(f"{title} ({kind.__name__})"), options, defaults)
     add_attention_flags(parser, defaults, exclude)
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from torch import nn
 
 from .. import _validate
-from .._options import check_type, option, parse_int_list, parse_kwargs, parse_optional_str
+from .._options import OptionSection, option, parse_int_list, parse_kwargs, parse_optional_str
 from ..attention import attention_names
 from ..spec import AttentionSpec
 from .factory import MODELS, create_model, model_kwargs
@@ -52,7 +52,7 @@ class DataShape(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(OptionSection):
     """Everything that shapes a network and nothing else (frozen).
 
     ``ModelConfig(model="resnet18", width=0.5, spec=AttentionSpec(placement="pre"))``, or
@@ -96,15 +96,7 @@ class ModelConfig:
         return [f.name for f in cls.option_fields()] + list(AttentionSpec.names())
 
     @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """The default of every option (not the spec's fields)."""
-        out = {}
-        for f in cls.option_fields():
-            out[f.name] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        return out
-
-    @classmethod
-    def from_flat(
+    def from_flat(  # type: ignore[override]
         cls, values: Mapping[str, Any], *, spec: AttentionSpec | None = None
     ) -> ModelConfig:
         """Build from flat keys (:meth:`keys`; unknown keys raise ``TypeError`` naming them);
@@ -120,10 +112,7 @@ class ModelConfig:
 
     def to_flat(self) -> dict[str, Any]:
         """The flat form: every option and every AttentionSpec field, plain values."""
-        out = {f.name: getattr(self, f.name) for f in self.option_fields()}
-        out["dw_attention_kwargs"] = dict(self.dw_attention_kwargs)
-        if self.stages is not None:
-            out["stages"] = list(self.stages)
+        out = super().to_flat()
         out.update(self.spec.to_dict())
         return out
 
@@ -131,10 +120,7 @@ class ModelConfig:
         """Check every field's type and range; raise naming the first bad one."""
         if not isinstance(self.spec, AttentionSpec):
             raise TypeError(f"spec must be an AttentionSpec, got {type(self.spec).__name__}")
-        for f in self.option_fields():
-            check_type(f.name, getattr(self, f.name), str(f.type))
-            if f.metadata.get("choices") is not None:
-                _validate.choice(f.name, getattr(self, f.name), f.metadata["choices"])
+        self.check_fields()
         if not (self.width > 0 and math.isfinite(self.width)):
             raise ValueError(f"width must be a finite number > 0, got {self.width}")
         if self.width > MAX_WIDTH:  # a 100x network is a memory bomb, not an experiment

@@ -101,7 +101,7 @@ _CORE_FILES = (
 _CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
 _EPOCH_DIR = re.compile(r"epoch-\d{4,}")
 
-# options a resumed run may change (declared resumable); every other option is fixed by the run
+# options a resumed run may change (the runtime section, and epochs); every other is fixed
 RESUMABLE_OPTIONS = TrainConfig.resumable()
 
 # called after each step of a commit with the step's name; tests inject failures here
@@ -121,14 +121,14 @@ def _epoch_name(epoch: int) -> str:
 
 
 def fixed_changes(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any]]:
-    """The options outside :data:`RESUMABLE_OPTIONS` (and ``out``) in which ``config``
+    """The options outside :data:`RESUMABLE_OPTIONS` in which ``config``
     differs from the ``saved`` run's: ``{name: [saved value, new value]}``. A run can be
     resumed with ``config`` only when this is empty."""
     now, before = config.to_dict(), saved.to_dict()
     return {
         k: [before[k], now[k]]
         for k in now
-        if k not in (*RESUMABLE_OPTIONS, "out") and now[k] != before[k]
+        if k not in RESUMABLE_OPTIONS and now[k] != before[k]
     }
 
 
