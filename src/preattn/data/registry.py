@@ -21,6 +21,7 @@ augmented. Nothing is downloaded: files are looked up in ``data_dir``, then in
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -133,7 +134,8 @@ class DatasetInfo:
 
 @dataclass
 class DataSplits:
-    """Train and test sets plus what a model needs to know about them (:attr:`info`)."""
+    """Train and test sets (and a validation set held out of the training split, where
+    asked) plus what a model needs to know about them (:attr:`info`)."""
 
     train: Dataset
     test: Dataset
@@ -145,6 +147,8 @@ class DataSplits:
     mean: tuple[float, ...] | None = None  # the normalisation of the images, per channel
     std: tuple[float, ...] | None = None
     name: str = ""
+    # the validation images held out of the training split (``holdout``), read as ``test`` is
+    val: Dataset | None = None
 
     @property
     def info(self) -> DatasetInfo:
@@ -499,6 +503,27 @@ def _limit(dataset: Dataset, limit: int | None) -> Dataset:
     return Subset(dataset, range(_validate.positive_int("limit", limit)))
 
 
+def _held_out(
+    train: Dataset, test: Dataset, limit_train: int | None, holdout: int
+) -> tuple[Dataset, Dataset | None]:
+    """The first images of ``train`` (``limit_train``'s) less the last ``holdout``, and those
+    ``holdout`` read as ``test`` reads its images (its transform: no augmentation)."""
+    kept = _limit(train, limit_train)
+    if not holdout:
+        return kept, None
+    count = len(kept)  # type: ignore[arg-type]
+    if not 0 < holdout < count:
+        raise ValueError(
+            f"holdout must be an int in [0, {count - 1}] (fewer than the {count} training "
+            f"images), got {holdout}"
+        )
+    view = train
+    if hasattr(train, "transform"):  # read as the test split is (sets without one: as is)
+        view = copy.copy(train)
+        view.transform = test.transform  # type: ignore[attr-defined]
+    return Subset(train, range(count - holdout)), Subset(view, range(count - holdout, count))
+
+
 def build_datasets(
     name: str,
     data_dir: str | Path | None = None,
@@ -508,10 +533,15 @@ def build_datasets(
     image_size: int | None = None,
     seed: int = 0,
     canvas: CanvasOptions | dict | None = None,
+    holdout: int = 0,
 ) -> DataSplits:
     """Build the train and test splits of data set ``name`` (one of :data:`DATASETS`).
 
     ``limit_train`` / ``limit_test`` keep the first N samples (a fixed subset).
+    ``holdout`` moves the last N of the training images kept into a validation set
+    (``splits.val``), read as the test set is (no augmentation); the training set is the
+    rest. (A cluttered canvas's distractors come from the whole training split, so a
+    held-out item may appear as a distractor on a training canvas, never as its label.)
     ``image_size`` applies to ``imagefolder`` (default 224), ``synthetic`` (default 32) and
     ``cluttered-fashion-mnist`` (the canvas side, default 60), whose distractors ``canvas``
     describes (:class:`~preattn.data.canvas.CanvasOptions` or its mapping).
@@ -525,8 +555,9 @@ def build_datasets(
         options.check_canvas(size, 28)
     request = LoadRequest(data_dir, size, seed, limit_train, limit_test, options)
     train, test, source, classes = spec.load(spec, request)
+    train_kept, val = _held_out(train, test, limit_train, holdout)
     return DataSplits(
-        _limit(train, limit_train),
+        train_kept,
         _limit(test, limit_test),
         len(classes),
         spec.in_chans,
@@ -536,4 +567,5 @@ def build_datasets(
         spec.mean,
         spec.std,
         spec.name,
+        val,
     )

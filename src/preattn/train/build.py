@@ -31,7 +31,8 @@ def build_data(
     limit_train: int | None = None,
     limit_test: int | None = None,
 ) -> DataSplits:
-    """The splits of ``config``; ``limit_train`` / ``limit_test`` override the config's.
+    """The splits of ``config``; ``limit_train`` / ``limit_test`` override the config's
+    (a ``limit_train`` given here also drops ``config.holdout``'s validation set).
 
     With ``config.train_corrupt`` the training images are corrupted (after augmentation;
     :class:`~preattn.data.corrupt.CorruptedDataset`, seeded by ``config.seed``)."""
@@ -43,6 +44,8 @@ def build_data(
         image_size=config.image_size,
         seed=config.seed,
         canvas=config.canvas,
+        # a reader's own limit_train wants the test set, not the run's training split
+        holdout=config.holdout if limit_train is None else 0,
     )
     if config.train_corrupt:
         train = CorruptedDataset(

@@ -51,6 +51,9 @@ class EpochRecord:
         step: optimiser steps so far.
         test_loss, test_acc: on the test set, in the epochs that evaluated (the last always).
         test_acc_corrupt: accuracy on each corrupted copy of the test set (last epoch).
+        val_loss, val_acc: on the validation set held out of the training images
+            (``holdout``), in the epochs that evaluated; the test set is then evaluated
+            after the last epoch only.
     """
 
     epoch: int
@@ -71,6 +74,8 @@ class EpochRecord:
     test_loss: float | None = None
     test_acc: float | None = None
     test_acc_corrupt: dict[str, float] = field(default_factory=dict)
+    val_loss: float | None = None
+    val_acc: float | None = None
 
     @property
     def evaluated(self) -> bool:
@@ -107,8 +112,8 @@ class EpochRecord:
 
     def console_line(self, epochs: int) -> str:
         """``epoch 3/10  train loss 0.41 acc 0.85  test loss ... acc ...  lr ...  λ [...]  N
-        img/s``: λ (and modulation ``m``) per block, then the uncontrolled blocks'
-        modulation."""
+        img/s`` (``val loss ... acc ...`` before the test's where the run holds a validation
+        set): λ (and modulation ``m``) per block, then the uncontrolled blocks' modulation."""
         lam_text = (
             ", ".join(
                 f"{k}={v:.3f}"
@@ -122,11 +127,12 @@ class EpochRecord:
             lam_text += "; " + ", ".join(
                 f"{k} m={100 * self.modulation[k]:.1f}%" for k in uncontrolled
             )
-        test = (
-            f"test loss {self.test_loss:.4f} acc {self.test_acc:.4f}"
-            if self.test_acc is not None and self.test_loss is not None
-            else "test: not evaluated (eval_every)"
-        )
+        evaluations = []
+        if self.val_acc is not None and self.val_loss is not None:
+            evaluations.append(f"val loss {self.val_loss:.4f} acc {self.val_acc:.4f}")
+        if self.test_acc is not None and self.test_loss is not None:
+            evaluations.append(f"test loss {self.test_loss:.4f} acc {self.test_acc:.4f}")
+        test = "  ".join(evaluations) or "test: not evaluated (eval_every)"
         return (
             f"epoch {self.epoch}/{epochs}  train loss {self.train_loss:.4f}"
             f" acc {self.train_acc:.4f}  {test}  lr {self.lr:.4g}  λ [{lam_text}]  "

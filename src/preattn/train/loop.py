@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -506,7 +506,9 @@ def _start(
     _log(
         ctx,
         f"training {config.model} ({config.spec.describe()}) on {config.dataset} "
-        f"[{splits.source}]: {len(splits.train)} train / {len(splits.test)} test images"
+        f"[{splits.source}]: {len(splits.train)} train"
+        f"{f' / {len(splits.val)} validation' if splits.val is not None else ''}"  # type: ignore[arg-type]
+        f" / {len(splits.test)} test images"
         f"{' (--limit-test evaluates fewer)' if len(splits.test) > len(splits.train) else ''}, "
         f"{ctx.world_size} process(es) on {ctx.device}; run directory {run.path}",
     )
@@ -520,14 +522,16 @@ def _start(
 
 @dataclass
 class _Evaluation:
-    """An epoch's test evaluation: the result (None: the epoch did not evaluate and no
-    earlier epoch of this call did), the corrupted test sets' results (last epoch), the
-    right/wrong flags to keep per test set, and the seconds of the clean evaluation."""
+    """An epoch's evaluations: the test result (None: the epoch did not evaluate the test
+    set and no earlier epoch of this call did), the corrupted test sets' results (last
+    epoch), the right/wrong flags to keep per test set, the seconds of the clean
+    evaluations, and the validation result (None: no validation set, or not evaluated)."""
 
     result: Any
     corrupt: dict[str, Any]
     correct: dict[str, Any]
     seconds: float
+    val: Any = None
 
 
 @dataclass
@@ -542,7 +546,7 @@ class _Training:
     splits: DataSplits
     model: nn.Module
     step_ctx: StepContext
-    on_device: tuple[DeviceImages, DeviceImages] | None
+    on_device: _OnDevice | None
     probe: torch.Tensor
     step: int = 0
     history: list[EpochRecord] = field(default_factory=list)
@@ -584,7 +588,7 @@ class _Training:
         config, ctx = self.config, self.ctx
         loader: Iterable[Any]
         if self.on_device is not None:
-            loader = self.on_device[0].epoch(
+            loader = self.on_device.train.epoch(
                 config.batch_size,
                 generator=_epoch_generator(config, epoch),
                 drop_last=True,
@@ -596,13 +600,20 @@ class _Training:
         return _progress(loader, ctx, desc=f"epoch {epoch + 1}/{config.epochs}")
 
     def test(self, epoch: int) -> _Evaluation:
-        """The test evaluation after ``epoch`` (1-based): the clean test set when the epoch
-        evaluates (:func:`_evaluates`), the corrupted copies too after the last epoch."""
+        """The evaluations after ``epoch`` (1-based), in the epochs that evaluate
+        (:func:`_evaluates`): the validation set where the run holds one out (``holdout``),
+        the clean test set — after the last epoch only when a validation set serves the
+        others — and the corrupted copies after the last epoch."""
         config, last = self.config, epoch == self.config.epochs
+        on_device = self.on_device
         started = time.perf_counter()
+        val = None
         if _evaluates(config, epoch):
-            on_device = self.on_device[1] if self.on_device else None
-            self.result = self.evaluate_set(self.splits.test, on_device, keep=last)
+            if self.splits.val is not None:
+                val = self.evaluate_set(self.splits.val, on_device.val if on_device else None)
+            if self.splits.val is None or last:
+                test = on_device.test if on_device else None
+                self.result = self.evaluate_set(self.splits.test, test, keep=last)
         result = self.result
         correct = {"test_acc": result.correct} if last and result is not None else {}
         seconds = time.perf_counter() - started
@@ -613,7 +624,7 @@ class _Training:
                 for name, dataset in corrupted_test_sets(config, self.splits).items()
             }
             correct.update({name: r.correct for name, r in corrupt.items()})
-        return _Evaluation(result, corrupt, correct, seconds)
+        return _Evaluation(result, corrupt, correct, seconds, val)
 
     def modulation(self) -> dict[str, float]:
         """Each attended block's modulation on the probe batch (:mod:`preattn.modulation`)."""
@@ -649,12 +660,16 @@ class _Training:
             test_loss=tested.result.loss if evaluated else None,
             test_acc=tested.result.accuracy if evaluated else None,
             test_acc_corrupt={name: r.accuracy for name, r in tested.corrupt.items()},
+            val_loss=tested.val.loss if tested.val is not None else None,
+            val_acc=tested.val.accuracy if tested.val is not None else None,
         )
-        if record.test_loss is not None and not math.isfinite(record.test_loss):
-            raise TrainingDiverged(
-                f"test loss became {record.test_loss} after epoch {epoch + 1}; stopped, "
-                "the last good checkpoint is kept"
-            )
+        for name in ("val_loss", "test_loss"):
+            loss = getattr(record, name)
+            if loss is not None and not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{name.replace('_', ' ')} became {loss} after epoch {epoch + 1}; "
+                    "stopped, the last good checkpoint is kept"
+                )
         self.history.append(record)
         if ctx.is_main:
             self.commit(record, stats["steps"], tested.correct)
@@ -702,17 +717,26 @@ def _evaluates(config: TrainConfig, epoch: int) -> bool:
     return epoch == config.epochs or (every > 0 and epoch % every == 0)
 
 
-def _device_images(
-    splits: DataSplits, config: TrainConfig, ctx: DistContext
-) -> tuple[DeviceImages, DeviceImages] | None:
-    """The training and test sets on the device when ``config.device_data`` asks and the
-    set allows it (in-memory images, no training corruptions); else None, with a line
-    saying the data loader is used."""
+class _OnDevice(NamedTuple):
+    """The run's images held on the device (``val``: None without a validation set)."""
+
+    train: DeviceImages
+    test: DeviceImages
+    val: DeviceImages | None
+
+
+def _device_images(splits: DataSplits, config: TrainConfig, ctx: DistContext) -> _OnDevice | None:
+    """The training, test and validation sets on the device when ``config.device_data``
+    asks and the set allows it (in-memory images, no training corruptions); else None,
+    with a line saying the data loader is used."""
     if not config.device_data:
         return None
     train = DeviceImages.of(splits.train, ctx.device)
     test = DeviceImages.of(splits.test, ctx.device) if train is not None else None
-    if train is None or test is None:
+    val = None
+    if splits.val is not None and test is not None:
+        val = DeviceImages.of(splits.val, ctx.device)
+    if train is None or test is None or (splits.val is not None and val is None):
         _log(
             ctx,
             f"--device-data: {config.dataset}"
@@ -720,7 +744,7 @@ def _device_images(
             "image set; using the data loader",
         )
         return None
-    return train, test
+    return _OnDevice(train, test, val)
 
 
 def _commit_epoch(

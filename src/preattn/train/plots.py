@@ -114,6 +114,11 @@ def history_figure(
     ax_loss.set(ylabel="cross-entropy (nats)", title="loss")
     ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
     ax_acc.plot([r["epoch"] for r in tested], [r["test_acc"] for r in tested], "o-", label="test")
+    validated = [r for r in history if "val_acc" in r]  # a validation set held out (holdout)
+    if validated:
+        at = [r["epoch"] for r in validated]
+        ax_loss.plot(at, [r["val_loss"] for r in validated], "s--", color="tab:red", label="val")
+        ax_acc.plot(at, [r["val_acc"] for r in validated], "s--", label="val")
     ax_acc.set(ylabel="accuracy (fraction)", title="accuracy (end of each epoch)")
     ax_lr.set(ylabel="learning rate", title="learning rate per optimiser step")
     for ax in (ax_loss, ax_acc, ax_lr):

@@ -126,9 +126,7 @@ def fixed_changes(config: TrainConfig, saved: TrainConfig) -> dict[str, list[Any
     resumed with ``config`` only when this is empty."""
     now, before = config.to_dict(), saved.to_dict()
     return {
-        k: [before[k], now[k]]
-        for k in now
-        if k not in RESUMABLE_OPTIONS and now[k] != before[k]
+        k: [before[k], now[k]] for k in now if k not in RESUMABLE_OPTIONS and now[k] != before[k]
     }
 
 

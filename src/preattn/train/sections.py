@@ -63,6 +63,13 @@ class DataConfig(OptionSection):
     dataset: str = option("synthetic", "data set", choices=DATASET_SPECS)
     limit_train: int | None = option(None, "use the first N training images", parse_optional_int)
     limit_test: int | None = option(None, "use the first N test images", parse_optional_int)
+    holdout: int = option(
+        0,
+        "hold out the last N training images (of limit_train's) as a validation set, read "
+        "as the test set is: the epochs are evaluated on it (val_acc) and the test set only "
+        "after the last epoch, so a recipe can be chosen without the test set",
+        int,
+    )
     image_size: int | None = option(
         None,
         "image size for imagefolder (224), synthetic (32) and the canvas side of "
@@ -91,6 +98,7 @@ class DataConfig(OptionSection):
         for name in ("limit_train", "limit_test"):
             if getattr(self, name) is not None:
                 _validate.positive_int(name, getattr(self, name))
+        _validate.non_negative_int("holdout", self.holdout)
         for name in ("train_corrupt", "eval_corrupt"):
             values = [Corruption.parse(v, name=name).name for v in getattr(self, name)]
             if len(set(values)) != len(values):
