@@ -28,7 +28,7 @@ Severities: ``info``, ``warning``, ``error``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -180,16 +180,44 @@ def _check_block(
     trained: bool,
     modulation: float | None,
 ) -> list[Finding]:
+    """The checklist's findings for one attended block on input ``x``, in its order:
+    wiring, skip, λ-control and modulation, early use, cost."""
     out: list[Finding] = []
 
     def say(severity: str, message: str) -> None:
         out.append(Finding(severity, name, message))
 
     assert block.attention is not None
-    # 1. where attention acts, and what F receives
     f_input, failure = _probe_branch_input(block, x)
     if failure:
         say("error", f"the block's forward fails: {failure}")
+    attended = _check_wiring(say, block, x, f_input, trained)  # 1. what F receives
+    _check_skip(say, block, x, attended)  # 2. the skip
+    _check_lambda(say, block, trained)  # 3. λ-control
+    if modulation is not None and not _at_start(block):
+        _check_modulation(say, name, block, modulation)
+    # 4. aggressive early use
+    if block.mix is None and _is_early(name, index):
+        say(
+            "warning",
+            "uncontrolled attention in the first stage/block is aggressive "
+            "(the specification: avoid it or use λ-control)",
+        )
+    # 5. cost (of a block that runs)
+    if not failure:
+        out.append(_cost(name, block, x, attended))
+    return out
+
+
+def _check_wiring(
+    say: Callable[[str, str], None],
+    block: ResidualBlock,
+    x: torch.Tensor,
+    f_input: torch.Tensor,
+    trained: bool,
+) -> torch.Tensor:
+    """Where attention acts and what F receives; returns F's expected input (the attended
+    ``x`` for ``pre``, else ``x``)."""
     moved = float((f_input - x).abs().max())
     attended = x
     if block.placement == "pre":
@@ -215,7 +243,13 @@ def _check_block(
         )
     else:
         say("error", f"placement '{block.placement}', yet F's input differs from x")
-    # 2. the skip
+    return attended
+
+
+def _check_skip(
+    say: Callable[[str, str], None], block: ResidualBlock, x: torch.Tensor, attended: torch.Tensor
+) -> None:
+    """The skip: present, of F's shape, a projection where stride or channels change."""
     changes = block.stride != 1 or block.in_ch != block.out_ch
     if block.skip is None:
         say("info", "no residual connection: y = F(x) (its shape changes, as MobileNet's)")
@@ -232,7 +266,10 @@ def _check_block(
                 f"skip matched by a projection (stride {block.stride}, "
                 f"{block.in_ch} -> {block.out_ch} channels)",
             )
-    # 3. λ-control
+
+
+def _check_lambda(say: Callable[[str, str], None], block: ResidualBlock, trained: bool) -> None:
+    """λ-control: uncontrolled, fixed at 0, at a retrofit's start, or saturated."""
     if block.mix is None:
         say("info", "uncontrolled attention (λ = None): A(x) replaces x entirely")
     else:
@@ -258,23 +295,17 @@ def _check_block(
         elif trained and (high < SATURATED or low > 1 - SATURATED):  # every channel
             side = "off (λ < 0.01)" if high < SATURATED else "fully on (λ > 0.99)"
             say("warning", f"λ is saturated after training: attention is {side}")
-    if modulation is not None and not _at_start(block):
-        text = f"modulation {100 * modulation:.2g} %"
-        if modulation < MODULATION_FLOOR:
-            say("info", _effectively_off(name, block, text))
-        else:
-            say("info", f"attention acts: {text} (std(w)/mean(w) of its input's multiplier)")
-    # 4. aggressive early use
-    if block.mix is None and _is_early(name, index):
-        say(
-            "warning",
-            "uncontrolled attention in the first stage/block is aggressive "
-            "(the specification: avoid it or use λ-control)",
-        )
-    # 5. cost (of a block that runs)
-    if not failure:
-        out.append(_cost(name, block, x, attended))
-    return out
+
+
+def _check_modulation(
+    say: Callable[[str, str], None], name: str, block: ResidualBlock, modulation: float
+) -> None:
+    """Whether the attention acts on its input beyond a uniform scale."""
+    text = f"modulation {100 * modulation:.2g} %"
+    if modulation < MODULATION_FLOOR:
+        say("info", _effectively_off(name, block, text))
+    else:
+        say("info", f"attention acts: {text} (std(w)/mean(w) of its input's multiplier)")
 
 
 @torch.no_grad()
