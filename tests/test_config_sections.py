@@ -2,9 +2,12 @@
 runtime section (and epochs) only, each section checks its own options, and the flat form
 (config.yaml, flags) is the same as it was."""
 
+import copy
 import dataclasses
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +15,7 @@ import yaml
 from preattn.models import ModelConfig
 from preattn.spec import AttentionSpec
 from preattn.train import TrainConfig
+from preattn.train.rundir import fixed_changes
 from preattn.train.sections import ComputeConfig, DataConfig, OptimConfig, RuntimeConfig
 
 SECTIONS = {
@@ -142,15 +146,42 @@ def test_a_section_of_the_wrong_type_is_refused_naming_it():
         config.validate()
 
 
-def test_a_config_written_before_the_sections_reads_back_the_same(tmp_path):
-    flat = TrainConfig(lr=0.02, epochs=3, placement="pre", seed=5).to_dict()
-    ordered = {k: flat[k] for k in KEYS_BEFORE_SECTIONS}  # the old key order
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(ordered, sort_keys=False))
-    read = TrainConfig.from_yaml(path)
-    assert read == TrainConfig(lr=0.02, epochs=3, spec=AttentionSpec(placement="pre"), seed=5)
-    assert {k: read.to_dict()[k] for k in KEYS_BEFORE_SECTIONS} == ordered
+def test_a_config_written_before_the_sections_reads_back_the_same():
+    """tests/golden/config-before-sections.yaml: written by the configuration before the
+    sections; it reads back to the same options, and writes back the same values."""
+    path = Path(__file__).parent / "golden" / "config-before-sections.yaml"
+    written = yaml.safe_load(path.read_text())
+    assert list(written) == KEYS_BEFORE_SECTIONS
+    read = TrainConfig.from_yaml(path).validate()
+    assert (read.dataset, read.stages, read.train_corrupt, read.lam, read.seed) == (
+        "cluttered-fashion-mnist",
+        [1, 2],
+        ["noise:0.2"],
+        0.5,
+        7,
+    )
+    assert {k: read.to_dict()[k] for k in KEYS_BEFORE_SECTIONS} == written
     assert read.holdout == 0  # a key added since reads as its default
+    assert not fixed_changes(TrainConfig.from_dict(read.to_dict()), read)
+
+
+def test_a_configuration_is_frozen_and_survives_copies():
+    config = TrainConfig(lr=0.02, placement="pre", holdout=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 0.9
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert copy.deepcopy(config) == config
+    assert not hasattr(object.__new__(TrainConfig), "lr")
+
+
+def test_a_spec_given_with_a_whole_network_section_is_applied():
+    branch = AttentionSpec(placement="branch", lam=None)
+    config = TrainConfig(spec=branch, network=ModelConfig(model="resnet18"))
+    assert config.spec == branch and config.model == "resnet18"
+    replaced = dataclasses.replace(TrainConfig(placement="pre", width=0.5), spec=branch)
+    assert replaced.spec == branch and replaced.width == 0.5
+    # flat attention keys still apply on top of the spec
+    assert TrainConfig(spec=branch, network=ModelConfig(), lam=0.3).spec.lam == 0.3
 
 
 def test_train_help_groups_the_flags_by_section():

@@ -19,19 +19,23 @@ def _fashion(tmp_path, n_train=40, n_test=10):
     return tmp_path / "fm", arrays
 
 
-def test_the_last_images_kept_are_held_out_and_read_as_the_test_set(tmp_path):
+# 8 of 30 images, evenly spaced: i * 30 // 8 for i < 8
+HELD_8_OF_30 = [0, 3, 7, 11, 15, 18, 22, 26]
+
+
+def test_evenly_spaced_images_are_held_out_and_read_as_the_test_set(tmp_path):
     folder, arrays = _fashion(tmp_path)
     splits = build_datasets("fashion-mnist", folder, limit_train=30, holdout=8)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (22, 8, 10)
     raw = torch.as_tensor(arrays["train-images-idx3-ubyte"], dtype=torch.float32) / 255
     mean, std = splits.mean[0], splits.std[0]
-    for i in range(8):  # training images 22..29, normalised, neither cropped nor flipped
+    for i, index in enumerate(HELD_8_OF_30):  # normalised, neither cropped nor flipped
         image, label = splits.val[i]
-        assert label == (22 + i) % 10
-        torch.testing.assert_close(image[0], (raw[22 + i] - mean) / std)
+        assert label == index % 10
+        torch.testing.assert_close(image[0], (raw[index] - mean) / std)
     # the training split keeps its augmentation and never reaches a held-out image
     assert splits.train.dataset.transform.train and not splits.val.dataset.transform.train
-    assert list(splits.train.indices) == list(range(22))
+    assert sorted([*splits.train.indices, *HELD_8_OF_30]) == list(range(30))
 
 
 def test_without_holdout_there_is_no_validation_set(tmp_path):
@@ -47,6 +51,25 @@ def test_a_holdout_that_leaves_no_training_image_is_refused_naming_it(tmp_path, 
         build_datasets("fashion-mnist", folder, limit_train=30, holdout=holdout)
     with pytest.raises(ValueError, match="holdout must be an int >= 0"):
         TrainConfig(holdout=-1).validate()
+    # with limit_train the configuration knows it before any data is read
+    with pytest.raises(
+        ValueError, match=r"holdout must be smaller than limit_train \(30\), got 30"
+    ):
+        TrainConfig(limit_train=30, holdout=30).validate()
+
+
+def test_an_image_folder_stored_class_by_class_gives_every_class_to_validation(tmp_path):
+    from PIL import Image
+
+    for split, count in (("train", 6), ("val", 1)):
+        for name in ("cat", "dog", "fox"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    splits = build_datasets("imagefolder", tmp_path, image_size=8, holdout=3)
+    assert sorted(label for _, label in splits.val) == [0, 1, 2]
+    assert len(splits.train) == 15
 
 
 def test_the_device_copy_of_the_validation_set_holds_the_held_out_images(tmp_path):
@@ -58,7 +81,7 @@ def test_the_device_copy_of_the_validation_set_holds_the_held_out_images(tmp_pat
     x, y = batch
     expected = torch.stack([splits.val[i][0] for i in range(6)])
     torch.testing.assert_close(x, expected)
-    assert y.tolist() == [(34 + i) % 10 for i in range(6)]
+    assert y.tolist() == [(i * 40 // 6) % 10 for i in range(6)]
 
 
 @pytest.mark.parametrize("device_data", [False, True])
@@ -76,6 +99,7 @@ def test_a_run_with_a_validation_set_scores_the_test_set_after_the_last_epoch_on
         device_data=device_data,
         out=str(tmp_path / "run"),
     )
+    assert len(build_data(config).val) == 16
     last = train(config)
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [("val_acc" in r, "test_acc" in r) for r in rows] == [(True, False), (True, True)]
@@ -96,3 +120,11 @@ def test_a_reader_with_its_own_limit_train_drops_the_validation_set(tmp_path):
 
 def test_holdout_is_fixed_for_a_run():
     assert "holdout" not in TrainConfig.resumable()
+
+
+def test_a_grid_cannot_time_a_target_on_runs_that_hold_images_out():
+    from _helpers import tiny_grid, tiny_options
+    from preattn.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="target_acc times the epochs' test accuracy"):
+        tiny_grid(target_acc=0.5, base=tiny_options(holdout=8))

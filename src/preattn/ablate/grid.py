@@ -184,6 +184,13 @@ class Grid:
                     "match_cost sizes a network without attention (placement: none) to cost "
                     f"what {grid.match_cost['to']!r} costs"
                 )
+        if grid.target_acc is not None:
+            held = sorted({r.variant for r in runs if r.config.holdout})
+            if held:
+                raise ConfigError(
+                    f"{source}: target_acc times the epochs' test accuracy, which runs with "
+                    f"holdout measure after the last epoch only; {held} hold images out"
+                )
         metric = grid.primary["metric"] if grid.primary else "test_acc"
         lacking = sorted(
             {r.variant for r in runs if metric not in ("test_acc", *r.config.eval_corrupt)}

@@ -506,8 +506,12 @@ def _limit(dataset: Dataset, limit: int | None) -> Dataset:
 def _held_out(
     train: Dataset, test: Dataset, limit_train: int | None, holdout: int
 ) -> tuple[Dataset, Dataset | None]:
-    """The first images of ``train`` (``limit_train``'s) less the last ``holdout``, and those
-    ``holdout`` read as ``test`` reads its images (its transform: no augmentation)."""
+    """The training images kept (``limit_train``'s) less ``holdout`` of them, and those
+    ``holdout`` read as ``test`` reads its images (its transform: no augmentation).
+
+    The held-out images are evenly spaced over the kept ones, indices ``i·count // holdout``
+    for ``i < holdout`` (every ``count/holdout``-th image): the same images for every seed,
+    and every class of a set stored class by class (an image folder) among them."""
     kept = _limit(train, limit_train)
     if not holdout:
         return kept, None
@@ -521,7 +525,10 @@ def _held_out(
     if hasattr(train, "transform"):  # read as the test split is (sets without one: as is)
         view = copy.copy(train)
         view.transform = test.transform  # type: ignore[attr-defined]
-    return Subset(train, range(count - holdout)), Subset(view, range(count - holdout, count))
+    held = [i * count // holdout for i in range(holdout)]
+    taken = set(held)
+    kept_indices = [i for i in range(count) if i not in taken]
+    return Subset(train, kept_indices), Subset(view, held)
 
 
 def build_datasets(
@@ -538,9 +545,9 @@ def build_datasets(
     """Build the train and test splits of data set ``name`` (one of :data:`DATASETS`).
 
     ``limit_train`` / ``limit_test`` keep the first N samples (a fixed subset).
-    ``holdout`` moves the last N of the training images kept into a validation set
-    (``splits.val``), read as the test set is (no augmentation); the training set is the
-    rest. (A cluttered canvas's distractors come from the whole training split, so a
+    ``holdout`` moves N of the training images kept, evenly spaced over them, into a
+    validation set (``splits.val``), read as the test set is (no augmentation); the training
+    set is the rest. (A cluttered canvas's distractors come from the whole training split, so a
     held-out item may appear as a distractor on a training canvas, never as its label.)
     ``image_size`` applies to ``imagefolder`` (default 224), ``synthetic`` (default 32) and
     ``cluttered-fashion-mnist`` (the canvas side, default 60), whose distractors ``canvas``

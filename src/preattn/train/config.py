@@ -64,7 +64,7 @@ def load_yaml(path: Path, what: str) -> Any:
         raise ConfigError(str(exc)) from None
 
 
-@dataclass(init=False)
+@dataclass(init=False, frozen=True)
 class TrainConfig:
     """Everything that determines a run; saved as ``config.yaml`` in the run directory.
 
@@ -93,6 +93,7 @@ class TrainConfig:
         if isinstance(options.get("amp"), bool):  # the option's earlier boolean form
             options["amp"] = parse_amp(options["amp"])
         owner = _owners()
+        spec_keys = set(AttentionSpec.names())
         unknown = sorted(set(options) - set(owner))
         if unknown:
             raise TypeError(f"unknown TrainConfig option(s) {unknown}; known: {self.keys()}")
@@ -100,8 +101,9 @@ class TrainConfig:
             kind = f.default_factory  # type: ignore[misc]
             given = {k: v for k, v in options.items() if owner[k] == f.name}
             base = sections.get(f.name)
-            if isinstance(base, ModelConfig):
-                value = ModelConfig.from_flat({**base.to_flat(), **given}, spec=spec)
+            if isinstance(base, ModelConfig):  # its spec, unless one is given, under the keys
+                options = {k: v for k, v in base.to_flat().items() if k not in spec_keys}
+                value = ModelConfig.from_flat({**options, **given}, spec=spec or base.spec)
             elif base is not None:
                 value = kind.from_flat({**base.to_flat(), **given})
             elif kind is ModelConfig:
@@ -120,7 +122,9 @@ class TrainConfig:
         owner = _owners().get(name)
         if owner is None or name.startswith("_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        section = self.__dict__[owner]
+        section = self.__dict__.get(owner)
+        if section is None:  # not built (an object made without __init__)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         if owner == "network" and name in AttentionSpec.names():
             return getattr(section.spec, name)
         return getattr(section, name)

@@ -76,7 +76,8 @@ EpochCallback = Callable[[EpochRecord], None]
 
 _logger = logging.getLogger(__name__)
 
-# the fixed batch of test images the modulation of each block is measured on, every epoch
+# the fixed batch of held-out images (the validation set's with holdout, else the test set's)
+# the modulation of each block is measured on, every epoch
 MODULATION_IMAGES = 64
 
 
@@ -512,7 +513,9 @@ def _start(
         f"{' (--limit-test evaluates fewer)' if len(splits.test) > len(splits.train) else ''}, "
         f"{ctx.world_size} process(es) on {ctx.device}; run directory {run.path}",
     )
-    probe = first_images(splits.test, MODULATION_IMAGES).to(ctx.device)
+    # measured on held-out images: the validation set's where the run has one
+    probe_images = splits.val if splits.val is not None else splits.test
+    probe = first_images(probe_images, MODULATION_IMAGES).to(ctx.device)
     probe = probe.contiguous(memory_format=_memory_format(config))
     training = _Training(
         config, ctx, run, splits, model, step_ctx, on_device, probe, step=step, history=history

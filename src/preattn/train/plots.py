@@ -118,7 +118,7 @@ def history_figure(
     if validated:
         at = [r["epoch"] for r in validated]
         ax_loss.plot(at, [r["val_loss"] for r in validated], "s--", color="tab:red", label="val")
-        ax_acc.plot(at, [r["val_acc"] for r in validated], "s--", label="val")
+        ax_acc.plot(at, [r["val_acc"] for r in validated], "s--", color="tab:red", label="val")
     ax_acc.set(ylabel="accuracy (fraction)", title="accuracy (end of each epoch)")
     ax_lr.set(ylabel="learning rate", title="learning rate per optimiser step")
     for ax in (ax_loss, ax_acc, ax_lr):

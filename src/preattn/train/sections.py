@@ -65,9 +65,10 @@ class DataConfig(OptionSection):
     limit_test: int | None = option(None, "use the first N test images", parse_optional_int)
     holdout: int = option(
         0,
-        "hold out the last N training images (of limit_train's) as a validation set, read "
-        "as the test set is: the epochs are evaluated on it (val_acc) and the test set only "
-        "after the last epoch, so a recipe can be chosen without the test set",
+        "hold out N of the training images (of limit_train's; evenly spaced, the same for "
+        "every seed) as a validation set, read as the test set is: the epochs are evaluated "
+        "on it (val_acc) and the test set only after the last epoch, so a recipe can be "
+        "chosen without the test set",
         int,
     )
     image_size: int | None = option(
@@ -99,6 +100,10 @@ class DataConfig(OptionSection):
             if getattr(self, name) is not None:
                 _validate.positive_int(name, getattr(self, name))
         _validate.non_negative_int("holdout", self.holdout)
+        if self.limit_train is not None and self.holdout >= self.limit_train:
+            raise ValueError(
+                f"holdout must be smaller than limit_train ({self.limit_train}), got {self.holdout}"
+            )
         for name in ("train_corrupt", "eval_corrupt"):
             values = [Corruption.parse(v, name=name).name for v in getattr(self, name)]
             if len(set(values)) != len(values):
