@@ -182,6 +182,9 @@ def test_a_spec_given_with_a_whole_network_section_is_applied():
     assert replaced.spec == branch and replaced.width == 0.5
     # flat attention keys still apply on top of the spec
     assert TrainConfig(spec=branch, network=ModelConfig(), lam=0.3).spec.lam == 0.3
+    # and the other sections' flat keys beside a whole network section
+    config = TrainConfig(network=ModelConfig(model="resnet18"), lr=0.2, amp="bf16", out="r")
+    assert (config.model, config.lr, config.amp, config.out) == ("resnet18", 0.2, "bf16", "r")
 
 
 def test_train_help_groups_the_flags_by_section():

@@ -102,8 +102,8 @@ class TrainConfig:
             given = {k: v for k, v in options.items() if owner[k] == f.name}
             base = sections.get(f.name)
             if isinstance(base, ModelConfig):  # its spec, unless one is given, under the keys
-                options = {k: v for k, v in base.to_flat().items() if k not in spec_keys}
-                value = ModelConfig.from_flat({**options, **given}, spec=spec or base.spec)
+                kept = {k: v for k, v in base.to_flat().items() if k not in spec_keys}
+                value = ModelConfig.from_flat({**kept, **given}, spec=spec or base.spec)
             elif base is not None:
                 value = kind.from_flat({**base.to_flat(), **given})
             elif kind is ModelConfig:
