@@ -511,7 +511,8 @@ def _held_out(
 
     The held-out images are evenly spaced over the kept ones, indices ``i·count // holdout``
     for ``i < holdout`` (every ``count/holdout``-th image): the same images for every seed,
-    and every class of a set stored class by class (an image folder) among them."""
+    spread over all the classes of a set stored class by class (an image folder) rather than
+    taken from its last ones."""
     kept = _limit(train, limit_train)
     if not holdout:
         return kept, None
