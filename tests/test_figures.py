@@ -297,6 +297,36 @@ def test_each_corrupted_test_set_gets_its_own_per_seed_figure(tmp_path, monkeypa
     assert list(clean_seeds[0].get_ydata()) == pytest.approx([80.0, 81.0])
 
 
+def test_runs_that_hold_images_out_plot_validation_accuracy_per_epoch_and_against_time(
+    tmp_path, monkeypatch
+):
+    """Runs with ``holdout`` score the test set after the last epoch only: their
+    per-epoch curve (``accuracy-validation.png``) and accuracy against seconds are drawn
+    from the validation accuracy of every epoch, and say so."""
+    val = {"none": [[0.5, 0.7], [0.6, 0.8]], "pre": [[0.55, 0.75], [0.65, 0.85]]}
+    runs = {}
+    for variant, by_seed in val.items():
+        runs[variant] = {}
+        for seed, accs in enumerate(by_seed):
+            rows = _rows([None, 0.9], seconds=10.0)
+            for row, acc in zip(rows, accs, strict=True):
+                row["val_acc"] = acc
+            runs[variant][seed] = rows
+    figures = _grid_figures(monkeypatch, tmp_path, runs)
+    ax = figures["accuracy-validation.png"].axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)"
+    assert ax.get_title().startswith("claim9-example: validation accuracy")
+    none_line = next(line for line in ax.lines if line.get_label().startswith("none"))
+    assert list(none_line.get_ydata()) == pytest.approx([55.0, 75.0])  # mean of the seeds
+    timed = figures["accuracy_vs_time.png"].axes[0]
+    assert timed.get_ylabel() == "validation accuracy (%)"
+    pre_line = next(line for line in timed.lines if line.get_label() == "pre")
+    assert list(pre_line.get_xdata()) == pytest.approx([10.0, 20.0])
+    assert list(pre_line.get_ydata()) == pytest.approx([60.0, 80.0])
+    # the test set, scored once, keeps its per-seed figure
+    assert figures["accuracy.png"].axes[0].get_ylabel() == "test accuracy (%)"
+
+
 def test_a_grid_evaluated_every_epoch_draws_clipped_bands_over_whole_epochs(tmp_path, monkeypatch):
     from matplotlib.collections import PolyCollection
 

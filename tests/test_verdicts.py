@@ -193,6 +193,57 @@ def test_the_report_gives_holm_p_and_the_verdict_of_the_primary_metric(tmp_path)
     assert all(v["timing_shared"] is False for v in report["variants"])
 
 
+def test_a_grid_on_held_out_images_decides_on_the_validation_accuracy(tmp_path):
+    """A recipe chosen on held-out training images (``holdout``): the report gives each
+    variant's final validation accuracy over seeds and its paired difference (from the
+    runs' own last records), the verdict decides on it, and its tests join the Holm family
+    with the test set's."""
+    from preattn.ablate import ablate
+    from preattn.ablate.report import format_report
+
+    grid = _grid(
+        base={**BASE, "holdout": 8, "epochs": 2},
+        primary={"metric": "val_acc", "sesoi": 0.003, "expect": "better"},
+    )
+    report = ablate(grid, tmp_path, plots=False, progress=lambda line: None)
+    assert report["holm_tests"] == 2  # pre against none, on the test and validation sets
+    by_name = {v["name"]: v for v in report["variants"]}
+    finals = {}
+    for name in ("none", "pre"):
+        finals[name] = {}
+        for seed in (0, 1):
+            metrics = tmp_path / grid.config(name, seed, tmp_path).out / "metrics.jsonl"
+            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            finals[name][seed] = rows[-1]["val_acc"]
+            assert by_name[name]["per_seed"][str(seed)]["val_acc"] == rows[-1]["val_acc"]
+        mean = np.mean(list(finals[name].values()))
+        assert by_name[name]["val_acc"]["mean"] == pytest.approx(mean)
+    diffs = [finals["pre"][s] - finals["none"][s] for s in (0, 1)]
+    pre = by_name["pre"]
+    assert pre["val_diff"]["diffs"] == pytest.approx(diffs)
+    expected = holm({"test": pre["paired_diff"]["p"], "val": pre["val_diff"]["p"]})
+    assert pre["val_diff"]["p_holm"] == pytest.approx(expected["val"])
+    assert pre["verdict"]["metric"] == "val_acc"
+    assert pre["verdict"]["p_holm"] == pre["val_diff"]["p_holm"]
+    assert by_name["none"]["val_diff"] is None  # the reference
+    text = format_report(report)
+    assert "Validation accuracy (%), and the paired difference to `none`:" in text
+    assert "Per seed: validation accuracy (%)" in text
+    # a grid without holdout writes no validation keys (older reports read back unchanged)
+    plain = ablate(_grid(), tmp_path / "plain", plots=False, progress=lambda line: None)
+    assert all("val_acc" not in v and "val_diff" not in v for v in plain["variants"])
+    assert "Validation accuracy" not in format_report(plain)
+
+
+def test_a_primary_on_the_validation_accuracy_needs_runs_that_hold_images_out():
+    with pytest.raises(ConfigError, match=r"primary metric 'val_acc' .*\['none', 'pre'\]"):
+        _grid(primary={"metric": "val_acc", "sesoi": 0.003, "expect": "better"})
+    _grid(
+        base={**BASE, "holdout": 8},
+        primary={"metric": "val_acc", "sesoi": 0.003, "expect": "better"},
+    )
+
+
 # --- match_cost -----------------------------------------------------------------------------
 
 

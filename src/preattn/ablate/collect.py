@@ -26,7 +26,7 @@ from typing import Any
 from ..train.epoch_record import EpochRecord, RecordError
 from ..train.load import load_model
 from ..train.rundir import METRICS_FILE, RunDir, RunError
-from .finals import Runs, corruption_names, final_accuracies
+from .finals import TEST, VALIDATION, Runs, corruption_names, final_accuracies, metric_names
 from .grid import Grid
 from .match_cost import MATCH_FILE
 from .results import (
@@ -166,7 +166,7 @@ def _shared_time(runs: Runs) -> dict[tuple[str, int], bool | None]:
 
 
 def _sampling_errors(
-    grid: Grid, root: Path, name: str, runs: Runs, corrupt_names: list[str]
+    grid: Grid, root: Path, name: str, runs: Runs, metrics: list[str]
 ) -> dict[str, SamplingError]:
     """The test-set sampling error of ``name``'s accuracy and of its difference to the
     reference, per metric (:mod:`preattn.ablate.sampling_error`), from the finished runs'
@@ -177,7 +177,7 @@ def _sampling_errors(
             folders[run.variant][run.seed] = Path(run.config.out)  # type: ignore[arg-type]
     reference = None if name == grid.reference else folders[grid.reference]
     out = {}
-    for metric in ("test_acc", *corrupt_names):
+    for metric in metrics:
         error = sampling_error(folders[name], reference, metric)
         if error is not None:
             out[metric] = SamplingError.from_json(error)
@@ -199,18 +199,17 @@ def _paired(values: dict[int, float], reference: dict[int, float]) -> PairedDiff
 
 
 def _paired_differences(
-    grid: Grid, runs: Runs, corrupt_names: list[str]
+    grid: Grid, runs: Runs, metrics: list[str]
 ) -> tuple[dict[tuple[str, str], PairedDifference | None], int]:
     """``{(variant, metric): difference to the reference}`` for every variant but the
-    reference and every metric (``test_acc`` and each corruption), each with its p
-    Holm-adjusted over all of them (one family); and the number of tests in the family."""
+    reference and every metric (:func:`~preattn.ablate.finals.metric_names`), each with its
+    p Holm-adjusted over all of them (one family); and the number of tests in the family."""
     diffs: dict[tuple[str, str], PairedDifference | None] = {}
-    for metric in ("test_acc", *corrupt_names):
-        corruption = None if metric == "test_acc" else metric
-        reference = final_accuracies(runs[grid.reference], corruption)
+    for metric in metrics:
+        reference = final_accuracies(runs[grid.reference], metric)
         for name in grid.variants:
             if name != grid.reference:
-                diffs[(name, metric)] = _paired(final_accuracies(runs[name], corruption), reference)
+                diffs[(name, metric)] = _paired(final_accuracies(runs[name], metric), reference)
     family = {f"{n}|{m}": d.p for (n, m), d in diffs.items() if d is not None}
     adjusted = holm(family)
     held = {
@@ -239,6 +238,7 @@ def _per_seed(
         seed: SeedFinals.from_json(
             {
                 "test_acc": rows[-1]["test_acc"],
+                VALIDATION: rows[-1].get(VALIDATION),
                 "test_acc_corrupt": dict(rows[-1].get("test_acc_corrupt", {})),
                 "lambda": dict(rows[-1].get("lambda", {})),
                 "modulation": dict(rows[-1].get("modulation", {})),
@@ -251,6 +251,11 @@ def _per_seed(
     }
 
 
+def _summary(by_seed: dict[int, list[dict[str, Any]]], metric: str) -> Summary:
+    """Mean and interval over seeds of the final accuracy on ``metric``."""
+    return Summary.from_json(summarise(list(final_accuracies(by_seed, metric).values()), ACCURACY))
+
+
 def _any_shared(marks: list[bool | None]) -> bool | None:
     """True: some run overlapped another in time; None: the records cannot tell."""
     return True if any(marks) else (None if any(m is None for m in marks) else False)
@@ -261,14 +266,16 @@ def build_grid_report(grid: Grid, root: str | Path, *, count_parameters: bool = 
     root = Path(root)
     runs = finished_runs(grid, root)
     corrupt_names = corruption_names(runs)
-    diffs, tests = _paired_differences(grid, runs, corrupt_names)
+    metrics = metric_names(runs)
+    validated = VALIDATION in metrics
+    diffs, tests = _paired_differences(grid, runs, metrics)
     primary = Primary.from_json(grid.primary)
     shared = _shared_time(runs)
     variants = []
     for name, overrides in grid.variants.items():
         by_seed = runs[name]
         seeds = sorted(by_seed)
-        accs = [final_accuracies(by_seed)[s] for s in seeds]
+        accs = [final_accuracies(by_seed, TEST)[s] for s in seeds]
         speeds = [statistics.fmean(r["images_per_s"] for r in rows) for rows in by_seed.values()]
         chance = _chance(grid, root, name, seeds)
         variants.append(
@@ -279,14 +286,11 @@ def build_grid_report(grid: Grid, root: str | Path, *, count_parameters: bool = 
                 seeds=tuple(seeds),
                 missing_seeds=tuple(s for s in grid.seeds if s not in by_seed),
                 test_acc=Summary.from_json(summarise(accs, ACCURACY)),
-                paired_diff=diffs.get((name, "test_acc")),
+                paired_diff=diffs.get((name, TEST)),
+                val_acc=_summary(by_seed, VALIDATION) if validated else None,
+                val_diff=diffs.get((name, VALIDATION)),
                 corrupt={
-                    c: CorruptResult(
-                        Summary.from_json(
-                            summarise(list(final_accuracies(by_seed, c).values()), ACCURACY)
-                        ),
-                        diffs.get((name, c)),
-                    )
+                    c: CorruptResult(_summary(by_seed, c), diffs.get((name, c)))
                     for c in corrupt_names
                 },
                 images_per_s=statistics.fmean(speeds) if speeds else None,
@@ -313,7 +317,7 @@ def build_grid_report(grid: Grid, root: str | Path, *, count_parameters: bool = 
                     if grid.target_acc is None
                     else _time_to_target_over_seeds(by_seed, grid.target_acc)
                 ),
-                test_set=_sampling_errors(grid, root, name, runs, corrupt_names),
+                test_set=_sampling_errors(grid, root, name, runs, metrics),
                 verdict=_verdict(
                     primary,
                     grid.expectation(name),

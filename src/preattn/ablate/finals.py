@@ -2,15 +2,32 @@
 
 ``Runs`` is ``{variant: {seed: metrics rows}}`` (one dict per epoch, ``metrics.jsonl``).
 The report's statistics and the figures read the same values through these functions.
+
+A *metric* is where a final accuracy was measured: ``test_acc`` (the test set, every run),
+``val_acc`` (the held-out training images of runs with ``holdout``) or the name of a
+corrupted test set (``eval_corrupt``, e.g. ``noise:0.2``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Runs", "corruption_names", "final_accuracies"]
+__all__ = [
+    "TEST",
+    "VALIDATION",
+    "Runs",
+    "corruption_names",
+    "final_accuracies",
+    "final_value",
+    "has_validation",
+    "metric_label",
+    "metric_names",
+]
 
 Runs = dict[str, dict[int, list[dict[str, Any]]]]
+
+TEST = "test_acc"
+VALIDATION = "val_acc"
 
 
 def corruption_names(runs: Runs) -> list[str]:
@@ -26,15 +43,43 @@ def corruption_names(runs: Runs) -> list[str]:
     )
 
 
+def has_validation(runs: Runs) -> bool:
+    """Whether any run measured a validation accuracy after its last epoch (``holdout``)."""
+    lasts = (rows[-1] for by_seed in runs.values() for rows in by_seed.values())
+    return any(last.get(VALIDATION) is not None for last in lasts)
+
+
+def metric_names(runs: Runs) -> list[str]:
+    """Every metric the runs were evaluated on after their last epoch: ``test_acc``, then
+    ``val_acc`` where runs held images out, then the corrupted test sets."""
+    return [TEST, *([VALIDATION] if has_validation(runs) else []), *corruption_names(runs)]
+
+
+def metric_label(metric: str) -> str:
+    """How a report names ``metric``: "test accuracy", "validation accuracy", or "test
+    accuracy under `noise:0.2`"."""
+    if metric == TEST:
+        return "test accuracy"
+    if metric == VALIDATION:
+        return "validation accuracy"
+    return f"test accuracy under `{metric}`"
+
+
+def final_value(row: dict[str, Any], metric: str = TEST) -> float | None:
+    """``metric``'s accuracy in one metrics row (None where the row has none)."""
+    if metric in (TEST, VALIDATION):
+        return row.get(metric)
+    return row.get("test_acc_corrupt", {}).get(metric)
+
+
 def final_accuracies(
-    by_seed: dict[int, list[dict[str, Any]]], corruption: str | None = None
+    by_seed: dict[int, list[dict[str, Any]]], metric: str = TEST
 ) -> dict[int, float]:
-    """``{seed: accuracy after the last epoch}`` on the test set, or on the ``corruption``
-    of it (seeds whose run was not evaluated on it are left out)."""
+    """``{seed: accuracy after the last epoch}`` on ``metric`` (seeds whose run was not
+    evaluated on it are left out)."""
     finals = {}
     for seed, rows in by_seed.items():
-        last = rows[-1] if corruption is None else rows[-1].get("test_acc_corrupt", {})
-        value = last.get("test_acc" if corruption is None else corruption)
+        value = final_value(rows[-1], metric)
         if value is not None:
             finals[seed] = value
     return finals

@@ -13,7 +13,7 @@
     target_acc: 0.85    # optional: epochs and seconds to reach this test accuracy
     overrides: {}       # optional: options set on every run, over base and the variants
     primary:            # optional, declared before running: what the verdicts decide
-      metric: test_acc  # or an eval_corrupt corruption of the runs, e.g. noise:0.2
+      metric: test_acc  # or val_acc (runs with holdout), or a corruption, e.g. noise:0.2
       sesoi: 0.003      # smallest effect of interest (fraction: 0.3 points)
       expect: better    # what the claim says of the variants vs the reference
                         # (better/worse, or {variant: better, ...} for some variants)
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..train.config import ConfigError, TrainConfig, load_yaml
+from .finals import TEST, VALIDATION
 
 __all__ = ["REPORT_FILES", "Grid", "GridRun", "reference_and_seeds"]
 
@@ -191,14 +192,13 @@ class Grid:
                     f"{source}: target_acc times the epochs' test accuracy, which runs with "
                     f"holdout measure after the last epoch only; {held} hold images out"
                 )
-        metric = grid.primary["metric"] if grid.primary else "test_acc"
-        lacking = sorted(
-            {r.variant for r in runs if metric not in ("test_acc", *r.config.eval_corrupt)}
-        )
+        metric = grid.primary["metric"] if grid.primary else TEST
+        lacking = sorted({r.variant for r in runs if metric not in _measured(r.config)})
         if lacking:
             raise ConfigError(
-                f"{source}: primary metric {metric!r} is test_acc or a corruption every run "
-                f"evaluates (eval_corrupt); {lacking} do not evaluate it"
+                f"{source}: primary metric {metric!r} is test_acc, val_acc (runs with holdout) "
+                f"or a corruption every run evaluates (eval_corrupt); {lacking} do not "
+                "measure it"
             )
         return grid
 
@@ -293,6 +293,11 @@ def _match_cost(values: Any, variants: Mapping[str, Any], source: str) -> dict[s
     return {"variant": str(values["variant"]), "to": str(values["to"])}
 
 
+def _measured(config: TrainConfig) -> tuple[str, ...]:
+    """The metrics a run of ``config`` is scored on after its last epoch."""
+    return (TEST, *((VALIDATION,) if config.holdout else ()), *config.eval_corrupt)
+
+
 def _primary(
     values: Any, variants: Mapping[str, Any], reference: str, source: str
 ) -> dict[str, Any] | None:
@@ -307,7 +312,9 @@ def _primary(
         raise ConfigError(f"{where}: unknown keys {unknown}; known: ['expect', 'metric', 'sesoi']")
     metric = values.get("metric", "test_acc")
     if not isinstance(metric, str) or not metric:
-        raise ConfigError(f"{where}: metric must be test_acc or a corruption name, got {metric!r}")
+        raise ConfigError(
+            f"{where}: metric must be test_acc, val_acc or a corruption name, got {metric!r}"
+        )
     sesoi = values.get("sesoi")
     if isinstance(sesoi, bool) or not isinstance(sesoi, int | float) or not 0 < sesoi < 1:
         raise ConfigError(

@@ -15,7 +15,11 @@
   with room around the points), whole epochs on the x axis, one legend for the figure;
 * ``accuracy_vs_time.png``: mean test accuracy against mean elapsed seconds (training and
   evaluation); a variant evaluated once shows its accuracy interval and its seeds' range
-  of seconds as error bars.
+  of seconds as error bars. Runs that held training images out (``holdout``) score the
+  test set after their last epoch only; for them this figure plots the validation
+  accuracy of every evaluated epoch instead;
+* ``accuracy-validation.png`` (runs with ``holdout``): validation accuracy per evaluated
+  epoch, as ``accuracy.png``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from .._figure import new_figure
 from .._io import atomic_write
 from ..modulation import MODULATION_FLOOR
 from ..train.plots import lambda_limits
-from .finals import Runs, corruption_names, final_accuracies
+from .finals import (
+    TEST,
+    VALIDATION,
+    Runs,
+    corruption_names,
+    final_accuracies,
+    has_validation,
+    metric_label,
+)
 from .grid import Grid
 from .stats import summarise
 
@@ -85,14 +97,12 @@ def _interval(stats: dict[str, Any], scale: float = 100.0) -> np.ndarray | None:
     return scale * np.array([[stats["mean"] - low], [high - stats["mean"]]])
 
 
-def _plot_accuracy_per_seed(
-    runs: Runs, name: str, epoch: int, corruption: str | None = None
-) -> Any:
+def _plot_accuracy_per_seed(runs: Runs, name: str, epoch: int, metric: str = TEST) -> Any:
     """Where every variant was evaluated once (at its last epoch): x is the variant; each
-    seed's accuracy (on the test set, or on its ``corruption``) is a dot and one grey line
-    joins a seed across the variants (the pairing the differences are taken over); beside
-    the dots, the mean with its clipped 95 % interval."""
-    finals = {v: final_accuracies(by_seed, corruption) for v, by_seed in runs.items()}
+    seed's accuracy on ``metric`` is a dot and one grey line joins a seed across the
+    variants (the pairing the differences are taken over); beside the dots, the mean with
+    its clipped 95 % interval."""
+    finals = {v: final_accuracies(by_seed, metric) for v, by_seed in runs.items()}
     finals = {v: by_seed for v, by_seed in finals.items() if by_seed}
     variants = list(finals)
     seeds = sorted({s for by_seed in finals.values() for s in by_seed})
@@ -124,7 +134,7 @@ def _plot_accuracy_per_seed(
     )
     ax.set_xlim(-0.5, len(variants) - 0.5)
     ax.ticklabel_format(axis="y", useOffset=False)
-    measured = "test accuracy" if corruption is None else f"test accuracy under {corruption}"
+    measured = metric_label(metric).replace("`", "")
     ax.set(
         xlabel="variant",
         ylabel=f"{measured} (%)",
@@ -135,14 +145,15 @@ def _plot_accuracy_per_seed(
     return fig
 
 
-def _plot_accuracy_per_epoch(runs: Runs, name: str) -> Any:
-    """Mean test accuracy per evaluated epoch with its clipped 95 % band; a variant
-    evaluated at one epoch only gets an error bar there, beside the others'."""
+def _plot_accuracy_per_epoch(runs: Runs, name: str, metric: str = TEST) -> Any:
+    """Mean accuracy on ``metric`` (``test_acc`` or ``val_acc``) per evaluated epoch with
+    its clipped 95 % band; a variant evaluated at one epoch only gets an error bar there,
+    beside the others'."""
     fig = new_figure(figsize=(7, 4.5))
     ax = fig.subplots()
     dodge = 0.08  # variants side by side where an epoch has one point each (error bars)
     for index, (variant, by_seed) in enumerate(runs.items()):
-        per_epoch = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
+        per_epoch = _per_epoch(by_seed, metric, (0.0, 1.0))
         x = np.array(list(per_epoch), dtype=float)
         stats = list(per_epoch.values())
         mean = np.array([100 * s["mean"] for s in stats])
@@ -158,10 +169,11 @@ def _plot_accuracy_per_epoch(runs: Runs, name: str) -> Any:
             x = x + dodge * (index - (len(runs) - 1) / 2)
             ax.errorbar(x, mean, yerr=_interval(stats[0]), fmt="o", capsize=4, label=label)
     _epoch_ticks(ax, max(min(len(r) for r in b.values()) for b in runs.values()))
+    measured = metric_label(metric)
     ax.set(
         xlabel="epoch",
-        ylabel="test accuracy (%)",
-        title=f"{name}: test accuracy, mean and 95 % interval over seeds",
+        ylabel=f"{measured} (%)",
+        title=f"{name}: {measured}, mean and 95 % interval over seeds",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -269,13 +281,14 @@ def _plot_modulation(runs: Runs, name: str) -> Any | None:
     return fig
 
 
-def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str) -> Any:
-    """Mean test accuracy against mean elapsed seconds per evaluated epoch; a variant
-    evaluated once is one point with its accuracy interval and its seeds' min-max seconds."""
+def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str, metric: str = TEST) -> Any:
+    """Mean accuracy on ``metric`` (``test_acc`` or ``val_acc``) against mean elapsed
+    seconds per evaluated epoch; a variant evaluated once is one point with its accuracy
+    interval and its seeds' min-max seconds."""
     fig = new_figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for index, (variant, by_seed) in enumerate(runs.items()):
-        acc = _per_epoch(by_seed, "test_acc", (0.0, 1.0))
+        acc = _per_epoch(by_seed, metric, (0.0, 1.0))
         seconds = _per_epoch(by_seed, "elapsed_s")
         epochs = [e for e in acc if e in seconds]
         if not epochs:  # no epoch that every seed evaluated and timed
@@ -299,10 +312,11 @@ def _plot_accuracy_vs_time(grid: Grid, runs: Runs, name: str) -> Any:
     if grid.target_acc is not None:
         ax.axhline(100 * grid.target_acc, color="grey", linestyle="--", linewidth=1)
     ax.ticklabel_format(axis="both", useOffset=False)
+    measured = metric_label(metric)
     ax.set(
         xlabel="seconds (training + evaluation, mean over seeds)",
-        ylabel="test accuracy (%)",
-        title=f"{name}: test accuracy against wall time",
+        ylabel=f"{measured} (%)",
+        title=f"{name}: {measured} against wall time",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -315,8 +329,9 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
     if not runs:
         return []
     name = grid_name(grid, root)
+    validated = has_validation(runs)
     # the evaluated epochs, when every variant has the same ones
-    evaluated = {tuple(_per_epoch(by_seed, "test_acc")) for by_seed in runs.values()}
+    evaluated = {tuple(_per_epoch(by_seed, TEST)) for by_seed in runs.values()}
     once = next(iter(evaluated)) if len(evaluated) == 1 else ()
     figures = {
         "accuracy.png": (
@@ -326,8 +341,12 @@ def plot_grid(grid: Grid, root: Path, runs: Runs) -> list[Path]:
         ),
         "lambda.png": _plot_lambda(runs, name),
         "modulation.png": _plot_modulation(runs, name),
-        "accuracy_vs_time.png": _plot_accuracy_vs_time(grid, runs, name),
+        "accuracy_vs_time.png": _plot_accuracy_vs_time(
+            grid, runs, name, VALIDATION if validated else TEST
+        ),
     }
+    if validated:
+        figures["accuracy-validation.png"] = _plot_accuracy_per_epoch(runs, name, VALIDATION)
     last = max(rows[-1]["epoch"] for by_seed in runs.values() for rows in by_seed.values())
     for corruption in corruption_names(runs):
         file = "accuracy-" + re.sub(r"[^A-Za-z0-9._-]", "-", corruption) + ".png"

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._io import atomic_write_text
 from .collect import build_grid_report, finished_runs
+from .finals import VALIDATION, metric_label
 from .forest import write_forest
 from .grid import Grid
 from .plots import plot_grid
@@ -140,7 +141,7 @@ def _per_seed_lines(report: GridReport) -> list[str]:
     if not seeds:
         return []
     others = [v.name for v in variants if v.name != ref]
-    label = "test accuracy" if metric == "test_acc" else f"test accuracy under `{metric}`"
+    label = metric_label(metric)
     lines = [
         "",
         f"Per seed: {label} (%), and each variant's difference to `{ref}` on the same seed "
@@ -234,22 +235,30 @@ def _main_lines(report: GridReport) -> list[str]:
     return lines
 
 
-def _corrupt_lines(report: GridReport) -> list[str]:
-    """One table per corrupted test set: accuracy and the paired difference."""
+def _metric_lines(report: GridReport) -> list[str]:
+    """One table per metric beside the test set (validation, then each corrupted test set):
+    accuracy and the paired difference."""
     ref = report.reference
     lines: list[str] = []
-    for name in report.corruptions:
+    validated = any(v.val_acc is not None for v in report.variants)
+    for metric in ([VALIDATION] if validated else []) + list(report.corruptions):
+        label = metric_label(metric)
         lines += [
             "",
-            f"Test accuracy under `{name}` (%), and the paired difference to `{ref}`:",
+            f"{label[0].upper()}{label[1:]} (%), and the paired difference to `{ref}`:",
             "",
-            f"| variant | test acc % | Δ vs {ref} (pts) | p (Holm) |",
+            f"| variant | {'val' if metric == VALIDATION else 'test'} acc % | "
+            f"Δ vs {ref} (pts) | p (Holm) |",
             "|---|---|---|---|",
         ]
         for v in report.variants:
-            result = v.corrupt[name]
-            diff, p = _diff_cells(result.paired_diff, v.name == ref)
-            lines.append(f"| {v.name} | {_interval(result.test_acc)} | {diff} | {p} |")
+            if metric == VALIDATION:
+                accuracy, difference = v.val_acc, v.val_diff
+            else:
+                accuracy, difference = v.corrupt[metric].test_acc, v.corrupt[metric].paired_diff
+            diff, p = _diff_cells(difference, v.name == ref)
+            cell = "—" if accuracy is None else _interval(accuracy)
+            lines.append(f"| {v.name} | {cell} | {diff} | {p} |")
     return lines
 
 
@@ -306,7 +315,7 @@ def format_report(report: GridReport | Mapping[str, Any]) -> str:
     if not isinstance(report, GridReport):
         report = GridReport.from_json(report)
     lines = _main_lines(report)
-    lines += _corrupt_lines(report)
+    lines += _metric_lines(report)
     lines += _time_lines(report)
     lines += _match_cost_lines(report)
     lines += _verdict_lines(report)

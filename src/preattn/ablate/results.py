@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .finals import TEST, VALIDATION
+
 __all__ = [
     "CorruptResult",
     "GridReport",
@@ -296,8 +298,8 @@ class SamplingError:
 class SeedFinals:
     """One seed's own final values: test accuracy, accuracy per corrupted test set, λ and
     modulation per block (last epoch), images/s (mean over its epochs), seconds of training
-    and evaluation, and whether its training overlapped another run of the grid (None: its
-    records cannot tell)."""
+    and evaluation, whether its training overlapped another run of the grid (None: its
+    records cannot tell), and its validation accuracy (None: the run held no images out)."""
 
     test_acc: float
     test_acc_corrupt: dict[str, float]
@@ -306,6 +308,7 @@ class SeedFinals:
     images_per_s: float | None
     elapsed_s: float | None
     timing_shared: bool | None
+    val_acc: float | None = None
     absent: frozenset[str] = field(default=_NONE, repr=False, compare=False)
 
     KEYS = (
@@ -328,6 +331,7 @@ class SeedFinals:
             data.get("images_per_s"),
             data.get("elapsed_s"),
             data.get("timing_shared"),
+            data.get(VALIDATION),
             _absent_keys(data, cls.KEYS),
         )
 
@@ -335,6 +339,7 @@ class SeedFinals:
         return _written(
             {
                 "test_acc": self.test_acc,
+                **({} if self.val_acc is None else {VALIDATION: self.val_acc}),
                 "test_acc_corrupt": dict(self.test_acc_corrupt),
                 "lambda": dict(self.lam),
                 "modulation": dict(self.modulation),
@@ -346,8 +351,11 @@ class SeedFinals:
         )
 
     def value(self, metric: str) -> float | None:
-        """The final accuracy on ``metric`` (``test_acc`` or a corruption's name)."""
-        return self.test_acc if metric == "test_acc" else self.test_acc_corrupt.get(metric)
+        """The final accuracy on ``metric`` (``test_acc``, ``val_acc`` or a corruption's
+        name)."""
+        if metric == VALIDATION:
+            return self.val_acc
+        return self.test_acc if metric == TEST else self.test_acc_corrupt.get(metric)
 
 
 @dataclass(frozen=True)
@@ -425,7 +433,9 @@ class VariantResult:
     near it; ``lambda_final``/``modulation_final``: per block, mean over seeds of the last
     epoch's value; ``per_seed``: each seed's :class:`SeedFinals`; ``time_to_target`` (None
     without a target); ``test_set``: the test-set sampling error per metric; ``verdict``:
-    the decision on the primary contrast (None: the claim says nothing of it)."""
+    the decision on the primary contrast (None: the claim says nothing of it); ``val_acc``
+    and ``val_diff``: the final validation accuracy and its paired difference, as
+    ``test_acc`` and ``paired_diff`` (None: the runs held no images out)."""
 
     name: str
     overrides: dict[str, Any]
@@ -448,6 +458,8 @@ class VariantResult:
     time_to_target: TimeToTarget | None
     test_set: dict[str, SamplingError]
     verdict: Verdict | None = None
+    val_acc: Summary | None = None
+    val_diff: PairedDifference | None = None
     absent: frozenset[str] = field(default=_NONE, repr=False, compare=False)
 
     KEYS = (
@@ -473,7 +485,9 @@ class VariantResult:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VariantResult:
-        diff, timing, decision = (data.get(k) for k in ("paired_diff", "time_to_target", "verdict"))
+        diff, timing, decision, val, val_diff = (
+            data.get(k) for k in ("paired_diff", "time_to_target", "verdict", "val_acc", "val_diff")
+        )
         return cls(
             name=data["name"],
             overrides=dict(data.get("overrides", {})),
@@ -496,6 +510,8 @@ class VariantResult:
             time_to_target=None if timing is None else TimeToTarget.from_json(timing),
             test_set={k: SamplingError.from_json(v) for k, v in data.get("test_set", {}).items()},
             verdict=None if decision is None else Verdict.from_json(decision),
+            val_acc=None if val is None else Summary.from_json(val, data.get("n")),
+            val_diff=None if val_diff is None else PairedDifference.from_json(val_diff),
             absent=_absent_keys(data, cls.KEYS),
         )
 
@@ -508,6 +524,11 @@ class VariantResult:
             "missing_seeds": list(self.missing_seeds),
             "test_acc": self.test_acc.to_json(with_n=False),
             "paired_diff": None if self.paired_diff is None else self.paired_diff.to_json(),
+        }
+        if self.val_acc is not None:
+            out[VALIDATION] = self.val_acc.to_json(with_n=False)
+            out["val_diff"] = None if self.val_diff is None else self.val_diff.to_json()
+        out |= {
             "corrupt": {name: result.to_json() for name, result in self.corrupt.items()},
             "images_per_s": self.images_per_s,
             "images_per_s_range": _list(self.images_per_s_range),
@@ -528,9 +549,12 @@ class VariantResult:
         return _written(out, self.absent)
 
     def difference(self, metric: str) -> PairedDifference | None:
-        """The paired difference on ``metric`` (``test_acc`` or a corruption's name)."""
-        if metric == "test_acc":
+        """The paired difference on ``metric`` (``test_acc``, ``val_acc`` or a corruption's
+        name)."""
+        if metric == TEST:
             return self.paired_diff
+        if metric == VALIDATION:
+            return self.val_diff
         corrupt = self.corrupt.get(metric)
         return None if corrupt is None else corrupt.paired_diff
 
