@@ -84,8 +84,8 @@ def test_every_flat_key_belongs_to_exactly_one_section():
     assert len(per_section) == len(set(per_section))
     assert sorted(per_section) == sorted(TrainConfig.keys())
     # the keys added since, each with a default that keeps the earlier behaviour
-    assert set(TrainConfig.keys()) - set(KEYS_BEFORE_SECTIONS) == {"holdout"}
-    assert TrainConfig().holdout == 0
+    assert set(TrainConfig.keys()) - set(KEYS_BEFORE_SECTIONS) == {"holdout", "test_flip"}
+    assert TrainConfig().holdout == 0 and TrainConfig().test_flip is False
 
 
 def test_flat_keys_reach_their_section_and_read_through():

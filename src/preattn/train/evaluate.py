@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,14 @@ def evaluate(
     channels_last: bool = False,
     amp_dtype: torch.dtype | None = None,
     keep_correct: bool = False,
+    flip: bool = False,
 ) -> EvalResult:
     """Evaluate ``model`` in eval mode on ``batches``; sums are reduced over all ranks.
     ``keep_correct``: also return whether each image was classified right
-    (:attr:`EvalResult.correct`, this process's images in batch order)."""
+    (:attr:`EvalResult.correct`, this process's images in batch order). ``flip``: score
+    each image ``x`` (B, C, H, W) by ``p = (softmax(f(x)) + softmax(f(x[..., ::-1]))) / 2``
+    (test-time augmentation with the horizontal mirror), the prediction ``argmax p`` and
+    the loss ``-log p[label]``."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
@@ -64,8 +69,16 @@ def evaluate(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
         ):
             logits = model(images)
-        loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-        predicted = logits.argmax(dim=1)
+            mirrored = model(images.flip(-1)) if flip else None
+        if mirrored is None:
+            loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            predicted = logits.argmax(dim=1)
+        else:
+            log_p = torch.logsumexp(
+                torch.stack([logits.float().log_softmax(1), mirrored.float().log_softmax(1)]), 0
+            ) - math.log(2)
+            loss_sum += nn.functional.nll_loss(log_p, labels, reduction="sum")
+            predicted = log_p.argmax(dim=1)
         index = labels * num_classes + predicted
         confusion += torch.bincount(index, minlength=num_classes**2).view_as(confusion)
         if keep_correct:

@@ -584,6 +584,7 @@ class _Training:
             channels_last=config.channels_last,
             amp_dtype=self.step_ctx.amp_dtype,
             keep_correct=keep and ctx.world_size == 1,  # one process: the images in order
+            flip=config.test_flip,
         )
 
     def epoch_batches(self, epoch: int) -> Iterable[Any]:

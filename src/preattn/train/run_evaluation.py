@@ -78,12 +78,13 @@ def evaluate_run(
 ) -> RunEvaluation:
     """Evaluate the committed weights of the run in ``run_dir`` on its test set (the run's
     data folder unless ``data_dir``; all its test images unless ``limit_test``), in eval
-    mode and float32, ``batch_size`` images at a time on ``device``. Writes nothing."""
+    mode and float32, ``batch_size`` images at a time on ``device``, scoring each image with
+    its mirror image where the run did (``test_flip``). Writes nothing."""
     loaded = load_run(run_dir, data_dir=data_dir, limit_test=limit_test)
     config, splits, model, epoch = loaded.config, loaded.splits, loaded.model, loaded.epoch
     assert splits is not None  # load_run reads them
     ctx = init_distributed(device)
     model.to(ctx.device)
     loader = torch.utils.data.DataLoader(splits.test, batch_size=batch_size)
-    result = evaluate(model, loader, splits.num_classes, ctx.device)
+    result = evaluate(model, loader, splits.num_classes, ctx.device, flip=config.test_flip)
     return RunEvaluation(Path(run_dir), epoch, config.dataset, tuple(splits.classes), result)

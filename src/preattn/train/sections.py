@@ -92,6 +92,13 @@ class DataConfig(OptionSection):
         "noise:0.2,clutter:0.3",
         parse_corruptions,
     )
+    test_flip: bool = option(
+        False,
+        "score every evaluated image (validation, test and corrupted sets) by the mean of the "
+        "softmax of it and of its mirror image (test-time augmentation), for data sets "
+        "trained with horizontal flips",
+        parse_bool,
+    )
 
     def validate(self) -> DataConfig:
         """Check every option's type and range; raise naming the first bad one."""
@@ -108,6 +115,11 @@ class DataConfig(OptionSection):
             values = [Corruption.parse(v, name=name).name for v in getattr(self, name)]
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} must not repeat a corruption, got {values}")
+        if self.test_flip and not DATASET_SPECS[self.dataset].flip:
+            raise ValueError(
+                f"test_flip applies to data sets trained with horizontal flips; {self.dataset} "
+                "is not (its mirror images are not its images)"
+            )
         size = DATASET_SPECS[self.dataset].image_size_for(self.image_size)
         canvas = CanvasOptions.from_dict(self.canvas)
         if self.dataset == CLUTTERED:
