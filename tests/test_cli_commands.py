@@ -122,6 +122,20 @@ def test_demo_and_train_with_the_recipe_file_train_the_same_run(tmp_path, monkey
     assert [c.to_dict() for c in configs] == [expected, expected]
 
 
+def test_config_names_a_shipped_recipe_where_no_file_of_that_name_exists(
+    tmp_path, monkeypatch
+):
+    configs = _trained_configs(monkeypatch)
+    out = str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "demo-synthetic", "--out", out]) == 130
+    assert configs[-1].to_dict() == DEMO_SYNTHETIC.replace(out=out).to_dict()
+    # a file of that name in the working folder is read instead
+    (tmp_path / "demo-synthetic").write_text("dataset: synthetic\nepochs: 1\n")
+    assert main(["train", "--config", "demo-synthetic", "--out", out]) == 130
+    assert configs[-1].epochs == 1 != DEMO_SYNTHETIC.epochs
+
+
 def test_demo_without_fashion_mnist_trains_the_synthetic_recipe(tmp_path, monkeypatch):
     configs = _trained_configs(monkeypatch)
     out = str(tmp_path / "run")

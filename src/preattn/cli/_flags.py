@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any
 
 from .._options import parse_bool
@@ -119,6 +120,15 @@ def spec_values(args: argparse.Namespace) -> dict[str, Any]:
     return {**AttentionSpec.preset(preset).to_dict(), **fields_given}
 
 
+def config_file(value: str) -> Path:
+    """``--config``'s file: ``value`` itself, or the shipped recipe of that name
+    (:mod:`preattn.train.recipes`) where no such file exists."""
+    from ..train.recipes import RECIPES, recipe_path
+
+    path = Path(value)
+    return recipe_path(value) if value in RECIPES and not path.exists() else path
+
+
 def train_config(args: argparse.Namespace) -> Any:
     """The validated :class:`~preattn.train.TrainConfig` of ``train``/``compare``: the
     flags given, over ``--resume``'s run or ``--config``'s file (else the defaults)."""
@@ -133,7 +143,7 @@ def train_config(args: argparse.Namespace) -> Any:
         base = RunDir(args.resume).read_config()[0].to_dict()
         base["out"] = str(args.resume)
     elif args.config:
-        base = TrainConfig.from_yaml(args.config).to_dict()
+        base = TrainConfig.from_yaml(config_file(args.config)).to_dict()
     else:
         base = {}
     base.update(flags)

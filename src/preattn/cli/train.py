@@ -17,7 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="train a network",
         description="Train a network; flags override --config / --resume.",
     )
-    p.add_argument("--config", help="YAML file with any of the flags below (flags win)")
+    from ..train.recipes import RECIPES
+
+    p.add_argument(
+        "--config",
+        help="YAML file with any of the flags below (flags win), or the name of a shipped "
+        f"recipe: {', '.join(RECIPES)}",
+    )
     p.add_argument(
         "--resume",
         metavar="DIR",
