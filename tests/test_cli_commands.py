@@ -15,6 +15,7 @@ import torch
 from _helpers import TINY_CONFIG
 from preattn.cli import COMMANDS, build_parser, main
 from preattn.train import TrainConfig, load_recipe, recipe_path, train
+from preattn.train.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,9 +123,7 @@ def test_demo_and_train_with_the_recipe_file_train_the_same_run(tmp_path, monkey
     assert [c.to_dict() for c in configs] == [expected, expected]
 
 
-def test_config_names_a_shipped_recipe_where_no_file_of_that_name_exists(
-    tmp_path, monkeypatch
-):
+def test_config_names_a_shipped_recipe_where_no_file_of_that_name_exists(tmp_path, monkeypatch):
     configs = _trained_configs(monkeypatch)
     out = str(tmp_path / "run")
     monkeypatch.chdir(tmp_path)
@@ -158,9 +157,25 @@ def test_the_recipes_are_package_data_of_the_wheel():
     line = next(x for x in section.splitlines() if x.startswith("preattn = "))
     globs = re.findall(r'"([^"]+)"', line)
     package = ROOT / "src" / "preattn"
-    for name in ("demo", "demo-synthetic"):
+    for name in RECIPES:
         path = recipe_path(name).relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(path, glob) for glob in globs), (path, globs)
+
+
+def test_the_ten_minute_grid_times_the_shipped_ten_minute_recipe():
+    """experiments/recipe/ten-minutes.yaml measures the recipe's accuracy and time: its
+    ``pre`` runs are the recipe but for the seed, the per-epoch scoring the figure needs and
+    the precision it names (bf16, what ``amp: auto`` picks on the machine it ran on), and
+    where it writes (its run folder, no figures)."""
+    from preattn.ablate import Grid
+
+    grid = Grid.from_yaml(ROOT / "experiments/recipe/ten-minutes.yaml")
+    recipe = load_recipe("fashion-mnist-10min").to_dict()
+    timed = grid.config("pre", 1, Path("runs")).to_dict()
+    differ = {k for k in recipe if recipe[k] != timed[k]}
+    assert differ == {"seed", "eval_every", "amp", "out", "plots"}
+    assert (recipe["amp"], timed["amp"]) == ("auto", "bf16")
+    assert recipe["test_flip"] and recipe["placement"] == "pre" and recipe["eval_every"] == 0
 
 
 def test_a_runs_image_batch_is_the_same_on_every_call_and_leaves_the_random_state(tmp_path):
