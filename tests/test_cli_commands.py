@@ -89,7 +89,8 @@ def test_a_command_runs_the_run_of_its_module(monkeypatch):
 def test_the_shipped_recipes_are_what_the_demo_trained():
     assert load_recipe("demo").to_dict() == DEMO.to_dict()
     assert load_recipe("demo-synthetic").to_dict() == DEMO_SYNTHETIC.to_dict()
-    with pytest.raises(ValueError, match=r"recipe must be one of \['demo', 'demo-synthetic'\]"):
+    names = r"\['demo', 'demo-synthetic', 'fashion-mnist-10min'\]"
+    with pytest.raises(ValueError, match=rf"recipe must be one of {names}"):
         load_recipe("tiny")
 
 
