@@ -175,6 +175,14 @@ class Grid:
             _match_cost(values.get("match_cost"), variants, source),
             source=source,
         )
+        grid._check_runs()
+        return grid
+
+    def _check_runs(self) -> None:
+        """Check what only the runs' configurations show: each is valid, ``match_cost``
+        sizes a plain network, ``target_acc`` has per-epoch test scores, and every run
+        measures the primary metric; raise :class:`ConfigError` naming the grid."""
+        grid, source = self, self.source
         runs = grid.runs(Path("."))  # every variant's configuration must be valid
         if grid.match_cost is not None:
             sized = grid.match_cost["variant"]
@@ -200,7 +208,6 @@ class Grid:
                 f"or a corruption every run evaluates (eval_corrupt); {lacking} do not "
                 "measure it"
             )
-        return grid
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Grid:
