@@ -120,7 +120,9 @@ def test_a_width_that_no_longer_matches_is_refused_before_training(tmp_path, mon
 
 def test_a_fresh_width_that_matches_no_candidate_is_refused_and_not_saved(tmp_path, monkeypatch):
     """Off the eighths grid kernels are 30 % slower and pre costs t(1.2) = 3.88: the fit's
-    1.2 measures 1.30x, 1.125 0.91x and 1.25 1.06x; the closest is still off by 6 %."""
+    1.2 measures 1.30x, 1.125 0.91x and 1.25 1.06x, the bracket's midpoint 37/32 (off the
+    grid) 1.23x, and nothing of the 1/32 grid lies between 1.125 and 37/32: the closest,
+    1.25, is still off by 6 %."""
 
     def cost(width):
         on_grid = abs(width * 8 - round(width * 8)) < 1e-9
@@ -131,3 +133,35 @@ def test_a_fresh_width_that_matches_no_candidate_is_refused_and_not_saved(tmp_pa
     with pytest.raises(ConfigError, match=r"wide at width 1.250 measured 1.06x"):
         match_cost.matched_widths(_grid(), tmp_path, measure=True, progress=lambda line: None)
     assert not (tmp_path / match_cost.MATCH_FILE).exists()
+
+
+def test_the_search_steps_up_by_eighths_then_halves_the_bracket():
+    """Ratios (plain / target) by width → the next width to time, by hand."""
+    following = match_cost._next_width
+    assert following({1.0: 0.80}, 0.05) == 1.125  # all cheaper: the next eighth
+    assert following({1.0: 0.80, 1.125: 0.90}, 0.05) == 1.25
+    assert following({1.0: 0.80, 1.125: 1.20}, 0.05) == 34 / 32  # midpoint on the 1/32 grid
+    assert following({1.0: 0.97, 1.125: 1.20}, 0.05) is None  # within ±5 %: done
+    assert following({1.0: 1.10}, 0.05) is None  # width 1 already dearer: the floor
+    assert following({1.0: 0.80, 33 / 32: 1.20}, 0.05) is None  # nothing in between
+    assert following({4.0: 0.50}, 0.05) is None  # the widest the search times
+
+
+def test_a_first_round_that_misjudges_the_target_is_corrected_by_the_search(tmp_path, monkeypatch):
+    """t(w) = 1 + 2·w², pre costs t(1.2) = 3.88 s, but in the fit's round (its warm-up and
+    7 repeats) pre ran at 0.7 × that, below the plain width 1 (3 s): the fit says 1.0.
+    Measured again: 1.0 → 0.77x, so 1.125 (0.91x), 1.25 (1.06x), then the bracket's
+    midpoint 1.1875 = 38/32: t = 3.8203, 0.985x, within ±5 %: kept and saved."""
+    machine = FakeMachine(
+        lambda w: 1 + 2 * w**2, 1 + 2 * 1.2**2, slow=lambda c: 0.7 if c < 8 else 1
+    )
+    machine.install(monkeypatch)
+    found = match_cost.matched_widths(_grid(), tmp_path, measure=True, progress=lambda line: None)
+    result = found["wide"]
+    assert result["fitted"] == 1.0
+    assert sorted(result["candidates"]) == ["1.0", "1.125", "1.1875", "1.25"]
+    assert result["width"] == 1.1875
+    assert result["ratio"] == pytest.approx((1 + 2 * 1.1875**2) / (1 + 2 * 1.2**2))
+    assert result["candidates"]["1.25"]["ratio"] == pytest.approx(4.125 / 3.88)
+    saved = json.loads((tmp_path / match_cost.MATCH_FILE).read_text())["wide"]
+    assert saved["width"] == 1.1875

@@ -13,8 +13,13 @@ modelled as ``t(w) = a + b·w²`` (convolution cost grows with the square of the
 through the two plain medians and solved for ``t(w) = t_pre``. Step time is not smooth in
 the width: kernels differ with the channel counts (on a bf16 CPU with one thread, plain
 SimpleCNN measured 0.84x ``pre``'s step at width 1, where the fit was made, but 1.14x at the
-fitted 1.097 and 1.17x at 1.125). So the fitted width and the nearest widths on a grid of
-eighths are timed against ``pre`` again, interleaved, and the one whose measured ratio is
+fitted 1.097 and 1.17x at 1.125), and a first round can misjudge the target (on the
+cluttered 34 × 34 canvases it once put plain SimpleCNN at width 1 as dear as ``pre``, which
+the check then measured at 0.87x). So the fitted width and the nearest widths on a grid of
+eighths are timed against ``pre`` again, interleaved, and the search goes on from the
+measured ratios: up by eighths while every timed width is cheaper than ``pre``, then by
+halving the bracket between the cheaper and the dearer width closest to it, until a width
+is within the tolerance or no width lies between them. The one whose measured ratio is
 closest to 1 is kept (all timings and that ratio are saved and reported).
 
 The check is timed until it can be trusted: each repeat gives a ratio (plain / target, the
@@ -71,6 +76,8 @@ PROBE_WIDTH = 1.5
 TOLERANCE = 0.05
 # at most this many interleaved repeats to place a ratio within the tolerance
 MAX_REPEATS = 42
+# the widest plain network the search times (4x the channels: 16x a convolution's cost)
+MAX_SEARCH_WIDTH = 4.0
 
 
 def _step(config: TrainConfig) -> Callable[[], None]:
@@ -181,13 +188,42 @@ def timed_ratios(
             return summaries, times
 
 
+def _next_width(ratios: dict[float, float], tolerance: float) -> float | None:
+    """The width to time next, or None when the search is done: done when a timed width
+    is within ``±tolerance``, when even width 1 costs more than the target (the floor), or
+    when the bracket ``(cheaper, dearer)`` has no width of the 1/32 grid strictly inside
+    it; otherwise the next eighth above the widest timed one while every timed width is
+    cheaper (up to :data:`MAX_SEARCH_WIDTH`), else the midpoint of the bracket on the
+    1/32 grid (channel counts are ``round(w·32)``, so finer widths build the same network)."""
+    if any(abs(r - 1) <= tolerance for r in ratios.values()):
+        return None
+    cheaper = [w for w, r in ratios.items() if r < 1]
+    dearer = [w for w, r in ratios.items() if r > 1]
+    if not cheaper:
+        return None
+    low = max(cheaper)
+    high = min((w for w in dearer if w > low), default=None)
+    if high is None:
+        step = math.floor(8 * low + 1e-9) / 8 + 1 / 8
+        return step if step <= MAX_SEARCH_WIDTH and step not in ratios else None
+    middle = round(16 * (low + high)) / 32
+    return middle if low < middle < high and middle not in ratios else None
+
+
 def match_width(
     target: TrainConfig, plain: TrainConfig, *, repeats: int = 7, tolerance: float = TOLERANCE
 ) -> dict[str, Any]:
     """The width at which ``plain``'s training step costs ``target``'s (module docstring):
     ``{"width", "ratio"`` (plain at that width / target, median of the checked repeats),
     ``"ratio_interval", "ratio_min", "ratio_max", "repeats", "placed"`` (the interval lies
-    within ``±tolerance`` of the ratio), ``"fitted", "seconds": {...}}``."""
+    within ``±tolerance`` of the ratio), ``"fitted", "candidates", "seconds": {...}}``.
+
+    The fit ``t(w) = a + b·w²`` proposes a width; it and the nearest eighths are timed
+    against the target, then (:func:`_next_width`) one width at a time is added, each
+    timed against the target again, until one is within the tolerance or the cheaper and
+    the dearer widths closest to the target have nothing between them. A first round that
+    misjudges the cost (a noisy repeat, a kernel slower at one width) is corrected by the
+    measured ratios, not kept."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         first = {
@@ -204,28 +240,39 @@ def match_width(
         t1, tp, tt = first["plain@1"], first[f"plain@{PROBE_WIDTH}"], first["target"]
         b = max((tp - t1) / (PROBE_WIDTH**2 - 1), 1e-12)
         a = t1 - b
-        fitted = round(min(math.sqrt(max((tt - a) / b, 1.0)), 4.0), 3)
-        candidates = sorted(
-            {fitted, max(1.0, math.floor(8 * fitted) / 8), min(4.0, math.ceil(8 * fitted) / 8)}
+        fitted = round(min(math.sqrt(max((tt - a) / b, 1.0)), MAX_SEARCH_WIDTH), 3)
+        pending = sorted(
+            {
+                fitted,
+                max(1.0, math.floor(8 * fitted) / 8),
+                min(MAX_SEARCH_WIDTH, math.ceil(8 * fitted) / 8),
+            }
         )
-        summaries, times = timed_ratios(
-            _step(target),
-            {w: _step(plain.replace(width=w)) for w in candidates},
-            tolerance=tolerance,
-            repeats=repeats,
-        )
-    width = min(candidates, key=lambda w: abs(math.log(summaries[w]["ratio"])))
+        summaries: dict[float, dict[str, Any]] = {}
+        seconds: dict[str, float] = dict(first)
+        rounds = 0
+        while pending:
+            timed, times = timed_ratios(
+                _step(target),
+                {w: _step(plain.replace(width=w)) for w in pending},
+                tolerance=tolerance,
+                repeats=repeats,
+            )
+            summaries.update(timed)
+            seconds.update({k: statistics.median(v) for k, v in times.items() if k != "target"})
+            rounds += 1
+            label = "target (check)" if rounds == 1 else f"target (check {rounds})"
+            seconds[label] = statistics.median(times["target"])
+            following = _next_width({w: s["ratio"] for w, s in summaries.items()}, tolerance)
+            pending = [] if following is None else [following]
+    width = min(summaries, key=lambda w: abs(math.log(summaries[w]["ratio"])))
     return {
         "width": width,
         **summaries[width],
         "tolerance": tolerance,
         "fitted": fitted,
-        "candidates": {str(w): summaries[w] for w in candidates},
-        "seconds": {
-            **first,
-            **{k: statistics.median(v) for k, v in times.items() if k != "target"},
-            "target (check)": statistics.median(times["target"]),
-        },
+        "candidates": {str(w): summaries[w] for w in sorted(summaries)},
+        "seconds": seconds,
     }
 
 
