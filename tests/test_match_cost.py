@@ -165,3 +165,68 @@ def test_a_first_round_that_misjudges_the_target_is_corrected_by_the_search(tmp_
     assert result["candidates"]["1.25"]["ratio"] == pytest.approx(4.125 / 3.88)
     saved = json.loads((tmp_path / match_cost.MATCH_FILE).read_text())["wide"]
     assert saved["width"] == 1.1875
+
+
+def _jumping(width: float) -> float:
+    """Step time that jumps past width 1, as bf16 SimpleCNN's did on 34 × 34 canvases: the
+    plain network at width 1 takes 0.87 s, any wider one 1.12 s plus 0.5 s per unit."""
+    return 0.87 if width <= 1 else 1.12 + 0.5 * (width - 1)
+
+
+def test_a_cost_that_jumps_past_the_tolerance_is_refused_when_matched(tmp_path, monkeypatch):
+    """pre costs 1 s. The fit (1 s between 0.87 at width 1 and 1.37 at 1.5: b = 0.4,
+    a = 0.47, w = √1.325 = 1.151) and its eighths all measure dearer (1.18–1.25x), so width 1
+    is timed (0.87x), then the bracket is halved: 34/32 (1.15x), 33/32 (1.136x), and no
+    width lies between 1 and 33/32. Matched: the closest, 33/32, is off by 13.6 %: refused."""
+    FakeMachine(_jumping, 1.0).install(monkeypatch)
+    with pytest.raises(ConfigError, match=r"wide at width 1.031 measured 1.14x .* ±5%"):
+        match_cost.matched_widths(_grid(), tmp_path, measure=True, progress=lambda line: None)
+    assert not (tmp_path / match_cost.MATCH_FILE).exists()
+
+
+def test_at_least_keeps_the_narrowest_width_at_or_above_the_cost(tmp_path, monkeypatch):
+    """The same machine with ``cost: at_least``: 33/32 (1.136x) is kept and saved, the
+    report names width 1 (0.87x) below it; timed again where pre has become 1.25 s
+    (0.91x, below 0.95) it is refused before training."""
+    from preattn.ablate.report import format_report
+    from preattn.ablate.results import MatchCost
+
+    grid = tiny_grid(
+        variants={"pre": {}, "wide": {"placement": "none"}},
+        match_cost={"variant": "wide", "to": "pre", "cost": "at_least"},
+        seeds=[0],
+        reference="pre",
+        primary=None,
+    )
+    machine = FakeMachine(_jumping, 1.0)
+    machine.install(monkeypatch)
+    lines: list[str] = []
+    result = match_cost.matched_widths(grid, tmp_path, measure=True, progress=lines.append)["wide"]
+    assert result["width"] == 33 / 32 and result["cost"] == "at_least"
+    assert result["ratio"] == pytest.approx(1.12 + 0.5 / 32)
+    assert sorted(map(float, result["candidates"])) == [1.0, 1.03125, 1.0625, 1.125, 1.151, 1.25]
+    assert "width 1.000 measured 0.87x" in lines[-1]
+    cost = MatchCost({**grid.match_cost, **result})
+    assert cost.below == (1.0, pytest.approx(0.87))
+    text = format_report({"reference": "pre", "seeds": [0], "match_cost": cost.record})
+    assert "width 1.031, the narrowest found at or above the cost of `pre`" in text
+    assert "the widest timed below it, width 1.000, measured 0.87x" in text
+    machine.target = 1.25
+    with pytest.raises(ConfigError, match=r"now measures 0.91x .*below 0.95x; not training a"):
+        match_cost.matched_widths(grid, tmp_path, measure=False, check=True)
+    # a grid that declares the other mode does not reuse the width: it must measure again
+    with pytest.raises(ConfigError, match="has not been measured"):
+        match_cost.matched_widths(_grid(), tmp_path, measure=False)
+
+
+def test_an_unknown_cost_mode_is_refused_in_one_line():
+    with pytest.raises(ConfigError) as refused:
+        tiny_grid(
+            variants={"pre": {}, "wide": {"placement": "none"}},
+            match_cost={"variant": "wide", "to": "pre", "cost": "cheapest"},
+            seeds=[0],
+            reference="pre",
+        )
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "match_cost.cost must be one of matched, at_least, got 'cheapest'" in message

@@ -20,6 +20,7 @@
     match_cost:         # optional: size a plain variant to another's training step time
       variant: none-wide    # placement none; its width is measured (match_cost.py)
       to: pre
+      cost: matched         # or at_least: the narrowest width at or above to's cost
 
 Run ``(variant, seed)`` trains ``base ∪ variants[variant]`` with ``seed`` in
 ``DIR/<variant>/seed<seed>/``. Every variant uses the same seeds, so a seed fixes the data
@@ -42,6 +43,7 @@ from typing import Any
 
 from ..train.config import ConfigError, TrainConfig, load_yaml
 from .finals import TEST, VALIDATION
+from .match_cost import COST_MODES
 
 __all__ = ["REPORT_FILES", "Grid", "GridRun", "reference_and_seeds"]
 
@@ -287,7 +289,7 @@ def _match_cost(values: Any, variants: Mapping[str, Any], source: str) -> dict[s
     where = f"{source}: match_cost"
     if (
         not isinstance(values, Mapping)
-        or set(values) != {"variant", "to"}
+        or not {"variant", "to"} <= set(values) <= {"variant", "to", "cost"}
         or not all(values[k] in variants for k in ("variant", "to"))
         or values["variant"] == values["to"]
     ):
@@ -297,7 +299,14 @@ def _match_cost(values: Any, variants: Mapping[str, Any], source: str) -> dict[s
         )
     if "width" in variants[values["variant"]]:
         raise ConfigError(f"{where}: {values['variant']!r} sets width itself; match_cost sets it")
-    return {"variant": str(values["variant"]), "to": str(values["to"])}
+    declared = {"variant": str(values["variant"]), "to": str(values["to"])}
+    if "cost" in values:
+        if values["cost"] not in COST_MODES:
+            raise ConfigError(
+                f"{where}.cost must be one of {', '.join(COST_MODES)}, got {values['cost']!r}"
+            )
+        declared["cost"] = str(values["cost"])
+    return declared
 
 
 def _measured(config: TrainConfig) -> tuple[str, ...]:

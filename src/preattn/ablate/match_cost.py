@@ -22,6 +22,15 @@ halving the bracket between the cheaper and the dearer width closest to it, unti
 is within the tolerance or no width lies between them. The one whose measured ratio is
 closest to 1 is kept (all timings and that ratio are saved and reported).
 
+What is kept depends on the grid's ``cost``: ``matched`` (the default) keeps the width
+measured closest to ``pre``'s step and refuses it when that is off by more than the
+tolerance; ``at_least`` keeps the narrowest width measured at or above it (ratio ≥ 1 −
+tolerance), for a baseline that must have at least the attended network's compute when
+step time jumps with the width (on this CPU in bf16 plain SimpleCNN measured 0.87x ``pre``
+at width 1 and 1.12x at 33/32, the next width that changes a channel count), and the
+report names the widest width measured below it, so the two plain networks bracket
+``pre``.
+
 The check is timed until it can be trusted: each repeat gives a ratio (plain / target, the
 two steps timed next to each other), the ratio is their median, and rounds of repeats are
 added until the median's 95 % interval (order statistics, :func:`median_interval`) lies
@@ -55,8 +64,10 @@ from ..train.build import build_model
 from ..train.config import ConfigError, TrainConfig
 from ..train.distributed import pick_device
 from ..train.precision import amp_dtype
+from .results import MatchCost
 
 __all__ = [
+    "COST_MODES",
     "MATCH_FILE",
     "PROBE_WIDTH",
     "TOLERANCE",
@@ -71,6 +82,9 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 MATCH_FILE = "match_cost.json"
+# what a grid's match_cost keeps: the width closest to the target's cost, or the narrowest
+# width at or above it
+COST_MODES = ("matched", "at_least")
 PROBE_WIDTH = 1.5
 # the matched plain step may cost this much more or less than the target's (relative)
 TOLERANCE = 0.05
@@ -190,17 +204,18 @@ def timed_ratios(
 
 def _next_width(ratios: dict[float, float], tolerance: float) -> float | None:
     """The width to time next, or None when the search is done: done when a timed width
-    is within ``±tolerance``, when even width 1 costs more than the target (the floor), or
+    is within ``±tolerance``, when even width 1 costs more than the target (the floor;
+    width 1 is timed first when every timed width was dearer), or
     when the bracket ``(cheaper, dearer)`` has no width of the 1/32 grid strictly inside
     it; otherwise the next eighth above the widest timed one while every timed width is
     cheaper (up to :data:`MAX_SEARCH_WIDTH`), else the midpoint of the bracket on the
-    1/32 grid (channel counts are ``round(w·32)``, so finer widths build the same network)."""
+    1/32 grid (the 32 channels of SimpleCNN's first stage change one at a time)."""
     if any(abs(r - 1) <= tolerance for r in ratios.values()):
         return None
     cheaper = [w for w, r in ratios.items() if r < 1]
     dearer = [w for w, r in ratios.items() if r > 1]
     if not cheaper:
-        return None
+        return 1.0 if 1.0 not in ratios else None
     low = max(cheaper)
     high = min((w for w in dearer if w > low), default=None)
     if high is None:
@@ -210,13 +225,27 @@ def _next_width(ratios: dict[float, float], tolerance: float) -> float | None:
     return middle if low < middle < high and middle not in ratios else None
 
 
+def _chosen(ratios: dict[float, float], cost: str, tolerance: float) -> float:
+    """The width kept: the narrowest at or above the target (ratio ≥ 1 − tolerance) for
+    ``cost="at_least"`` (the widest timed when none is), else the one closest to it."""
+    if cost == "at_least":
+        enough = [w for w, r in ratios.items() if r >= 1 - tolerance]
+        return min(enough) if enough else max(ratios)
+    return min(ratios, key=lambda w: abs(math.log(ratios[w])))
+
+
 def match_width(
-    target: TrainConfig, plain: TrainConfig, *, repeats: int = 7, tolerance: float = TOLERANCE
+    target: TrainConfig,
+    plain: TrainConfig,
+    *,
+    repeats: int = 7,
+    tolerance: float = TOLERANCE,
+    cost: str = "matched",
 ) -> dict[str, Any]:
     """The width at which ``plain``'s training step costs ``target``'s (module docstring):
     ``{"width", "ratio"`` (plain at that width / target, median of the checked repeats),
     ``"ratio_interval", "ratio_min", "ratio_max", "repeats", "placed"`` (the interval lies
-    within ``±tolerance`` of the ratio), ``"fitted", "candidates", "seconds": {...}}``.
+    within ``±tolerance`` of the ratio), ``"cost", "fitted", "candidates", "seconds": {...}}``.
 
     The fit ``t(w) = a + b·w²`` proposes a width; it and the nearest eighths are timed
     against the target, then (:func:`_next_width`) one width at a time is added, each
@@ -265,10 +294,11 @@ def match_width(
             seconds[label] = statistics.median(times["target"])
             following = _next_width({w: s["ratio"] for w, s in summaries.items()}, tolerance)
             pending = [] if following is None else [following]
-    width = min(summaries, key=lambda w: abs(math.log(summaries[w]["ratio"])))
+    width = _chosen({w: s["ratio"] for w, s in summaries.items()}, cost, tolerance)
     return {
         "width": width,
         **summaries[width],
+        "cost": cost,
         "tolerance": tolerance,
         "fitted": fitted,
         "candidates": {str(w): summaries[w] for w in sorted(summaries)},
@@ -314,15 +344,20 @@ def _threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def _refuse_if_off(variant: str, to: str, result: dict[str, Any], when: str) -> None:
-    """ConfigError (one line) when the ratio is off 1 by more than the tolerance."""
+def _refuse_if_off(variant: str, to: str, result: dict[str, Any], when: str, cost: str) -> None:
+    """ConfigError (one line) when the ratio is off 1 by more than the tolerance
+    (``cost="at_least"``: below ``1 − tolerance``)."""
     tolerance = result.get("tolerance", TOLERANCE)
-    if abs(result["ratio"] - 1) > tolerance:
-        raise ConfigError(
-            f"match_cost: {variant} at width {result['width']:.3f} {when} "
-            f"{describe(result)} {to}'s step, off by more than ±{tolerance:.0%}; not training "
-            f"a baseline that is not matched (delete {MATCH_FILE} to size it again)"
-        )
+    if cost == "at_least" and result["ratio"] < 1 - tolerance:
+        off = f"below {1 - tolerance:.2f}x; not training a baseline cheaper than {to}"
+    elif cost != "at_least" and abs(result["ratio"] - 1) > tolerance:
+        off = f"off by more than ±{tolerance:.0%}; not training a baseline that is not matched"
+    else:
+        return
+    raise ConfigError(
+        f"match_cost: {variant} at width {result['width']:.3f} {when} {describe(result)} "
+        f"{to}'s step, {off} (delete {MATCH_FILE} to size it again)"
+    )
 
 
 def matched_widths(
@@ -338,8 +373,9 @@ def matched_widths(
     ``out/match_cost.json``, else measured now (``measure``; with ``threads`` torch threads,
     those the runs will train with, since the cost ratio depends on them) and saved there.
 
-    A width measured now whose ratio is off 1 by more than the tolerance (±5 %) is refused
-    with a one-line ``ConfigError`` (and not saved); the returned result then carries
+    A width measured now whose ratio is off 1 by more than the tolerance (±5 %; with the
+    grid's ``cost: at_least``, below 1 − tolerance) is refused with a one-line
+    ``ConfigError`` (and not saved); the returned result then carries
     ``"measured_now": True``. ``check`` (its runs are about to train): a saved width is timed
     against ``to`` again (:func:`check_width`) and refused the same way. A ratio whose
     interval stayed wider than the tolerance after :data:`MAX_REPEATS` repeats is reported
@@ -348,10 +384,12 @@ def matched_widths(
     if grid.match_cost is None:
         return {}
     variant, to = grid.match_cost["variant"], grid.match_cost["to"]
+    cost = grid.match_cost.get("cost", "matched")
     path = Path(out) / MATCH_FILE
     saved = json.loads(path.read_text()) if path.is_file() else {}
     seed = grid.seeds[0]
-    if variant in saved and saved[variant].get("to") == to:
+    earlier = saved.get(variant, {})
+    if earlier.get("to") == to and earlier.get("cost", "matched") == cost:
         result = saved[variant]
         if check:
             progress(f"match_cost: timing {variant} at width {result['width']:.3f} again ...")
@@ -360,7 +398,7 @@ def matched_widths(
                 again = check_width(grid.config(to, seed, out, matched=False), plain)
             again = {**again, "width": result["width"], "tolerance": TOLERANCE}
             progress(f"match_cost: {variant} now measures {describe(again)} {to}'s step")
-            _refuse_if_off(variant, to, again, "now measures")
+            _refuse_if_off(variant, to, again, "now measures", cost)
         return {variant: result}
     if not measure:
         raise ConfigError(
@@ -372,15 +410,19 @@ def matched_widths(
         result = match_width(
             grid.config(to, seed, out, matched=False),
             grid.config(variant, seed, out, matched=False),
+            cost=cost,
         )
     result["to"] = to
     result["threads"] = used
+    below = MatchCost(result).below
     progress(
-        f"match_cost: {variant} gets width {result['width']:.3f}: its step measured "
+        f"match_cost: {variant} gets width {result['width']:.3f}"
+        + ("" if below is None else f" (width {below[0]:.3f} measured {below[1]:.2f}x)")
+        + ": its step measured "
         f"{describe(result)} {to}'s"
         + ("" if result["placed"] else f", not placed within ±{TOLERANCE:.0%} by the timing")
     )
-    _refuse_if_off(variant, to, result, "measured")
+    _refuse_if_off(variant, to, result, "measured", cost)
     saved[variant] = result
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(saved, indent=1) + "\n")

@@ -296,14 +296,25 @@ def _match_cost_lines(report: GridReport) -> list[str]:
     if cost is None or cost.width is None:
         return []
     spread = cost.ratio_range
+    below = cost.below
     return [
         "",
-        f"`{cost.variant}` is a plain network at width {cost.width:.3f}, where a "
-        f"training step measured {cost.ratio:.2f}x one of `{cost.to}`"
+        f"`{cost.variant}` is a plain network at width {cost.width:.3f}, "
+        + (
+            f"the narrowest found at or above the cost of `{cost.to}`: "
+            if cost.cost == "at_least"
+            else "where "
+        )
+        + f"a training step measured {cost.ratio:.2f}x one of `{cost.to}`"
         + (
             f" (min–max {spread[0]:.2f}–{spread[1]:.2f} over {cost.repeats} repeats)"
             if spread is not None
             else ""
+        )
+        + (
+            ""
+            if below is None
+            else f"; the widest timed below it, width {below[0]:.3f}, measured {below[1]:.2f}x"
         )
         + " (match_cost, interleaved timing before training).",
     ]

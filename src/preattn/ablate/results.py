@@ -620,6 +620,26 @@ class MatchCost:
     def repeats(self) -> int | None:
         return self.record.get("repeats")
 
+    @property
+    def cost(self) -> str:
+        """``matched`` (closest to ``to``'s cost) or ``at_least`` (narrowest at or above)."""
+        return self.record.get("cost", "matched")
+
+    @property
+    def below(self) -> tuple[float, float] | None:
+        """``(width, ratio)`` of the widest width timed below ``1 − tolerance``, narrower
+        than the kept one, of an ``at_least`` search: the plain network just cheaper than
+        ``to`` (None: none was timed, or the cost was ``matched``)."""
+        if self.cost != "at_least" or self.width is None:
+            return None
+        floor = 1 - self.record.get("tolerance", 0.05)
+        cheaper = [
+            (float(w), c["ratio"])
+            for w, c in self.record.get("candidates", {}).items()
+            if c["ratio"] < floor and float(w) < self.width
+        ]
+        return max(cheaper, default=None)
+
 
 @dataclass(frozen=True)
 class GridReport:
