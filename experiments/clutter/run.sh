@@ -1,10 +1,12 @@
 #!/bin/sh
 # The confirmatory grids of the cluttered test bed, in resumable pieces (run it again after an
-# interruption: finished runs are kept, interrupted ones resumed). All grids share one pool of
-# runs (a variant of the same name and options is one run, whichever grid asks for it);
-# reports go to docs/evidence/clutter/<grid name>/. The positive control first, then claims
-# 5 (Pattern-3 against CBAM), 2 (λ-control), 5 with λ by depth, 6 (cost), 7 (MobileNetV2)
-# and 4 (early blocks).
+# interruption: finished runs are kept, interrupted ones resumed). The grids on 8,000
+# canvases share one pool of runs (a variant of the same name and options is one run,
+# whichever grid asks for it), the small-data grids of claim 3 (warmup*.yaml, 1,000
+# canvases) another; reports go to docs/evidence/clutter/<grid name>/. The positive control
+# first, then claims 5 (Pattern-3 against CBAM), 2 (λ-control), 5 with λ by depth, 6 (cost),
+# 3 (warm-up on small data, attention that acts first), 4 (early blocks), 7 (MobileNetV2),
+# and SE-PRE beside λ by depth.
 set -e
 cd "$(dirname "$0")/../.."
 PREATTN="${PREATTN:-.venv/bin/python -m preattn}"
@@ -12,9 +14,12 @@ JOBS="${JOBS:-2}"
 RUNS="${RUNS:-runs/clutter}"
 for piece in control:none,cbam control:pre placement:cbam,pre control:se \
   lambda:pre,pre-free lambda-vs-none:none,pre-free lambda:pre-depth lambda-vs-none:pre-depth \
-  placement-depth:cbam,pre-depth placement-depth:se-pre cost:pre,none,none-wide \
-  mobilenet:none,pre-depth mobilenet:se-dw early:pre-block2-free,pre-block1-free; do
+  placement-depth:cbam,pre-depth cost:pre,none,none-wide \
+  warmup-depth:pre-depth,pre-depth-warm warmup:pre,pre-warm \
+  early:pre-block2-free,pre-block1-free mobilenet:none,pre-depth mobilenet:se-dw \
+  placement-depth:se-pre; do
   grid="${piece%%:*}" variants="${piece#*:}"
-  $PREATTN ablate "experiments/clutter/$grid.yaml" --out "$RUNS" \
+  case "$grid" in warmup*) pool="$RUNS-small" ;; *) pool="$RUNS" ;; esac
+  $PREATTN ablate "experiments/clutter/$grid.yaml" --out "$pool" \
     --jobs "$JOBS" --variants "$variants" --report-dir "docs/evidence/clutter/$grid"
 done
