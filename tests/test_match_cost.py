@@ -120,9 +120,9 @@ def test_a_width_that_no_longer_matches_is_refused_before_training(tmp_path, mon
 
 def test_a_fresh_width_that_matches_no_candidate_is_refused_and_not_saved(tmp_path, monkeypatch):
     """Off the eighths grid kernels are 30 % slower and pre costs t(1.2) = 3.88: the fit's
-    1.2 measures 1.30x, 1.125 0.91x and 1.25 1.06x, the bracket's midpoint 37/32 (off the
-    grid) 1.23x, and nothing of the 1/32 grid lies between 1.125 and 37/32: the closest,
-    1.25, is still off by 6 %."""
+    1.2 measures 1.30x, 1.125 0.91x and 1.25 1.06x; halving the bracket (1.125, 1.2) on the
+    1/128 grid finds only widths off the eighths (149/128 1.24x, 146/128 1.21x, 145/128
+    1.20x) until nothing lies between: the closest, 1.25, is still off by 6 %."""
 
     def cost(width):
         on_grid = abs(width * 8 - round(width * 8)) < 1e-9
@@ -140,10 +140,11 @@ def test_the_search_steps_up_by_eighths_then_halves_the_bracket():
     following = match_cost._next_width
     assert following({1.0: 0.80}, 0.05) == 1.125  # all cheaper: the next eighth
     assert following({1.0: 0.80, 1.125: 0.90}, 0.05) == 1.25
-    assert following({1.0: 0.80, 1.125: 1.20}, 0.05) == 34 / 32  # midpoint on the 1/32 grid
+    assert following({1.0: 0.80, 1.125: 1.20}, 0.05) == 136 / 128  # midpoint, 1/128 grid
+    assert following({1.0: 0.80, 33 / 32: 1.20}, 0.05) == 130 / 128
     assert following({1.0: 0.97, 1.125: 1.20}, 0.05) is None  # within ±5 %: done
     assert following({1.0: 1.10}, 0.05) is None  # width 1 already dearer: the floor
-    assert following({1.0: 0.80, 33 / 32: 1.20}, 0.05) is None  # nothing in between
+    assert following({1.0: 0.80, 129 / 128: 1.20}, 0.05) is None  # nothing in between
     assert following({4.0: 0.50}, 0.05) is None  # the widest the search times
 
 
@@ -176,18 +177,20 @@ def _jumping(width: float) -> float:
 def test_a_cost_that_jumps_past_the_tolerance_is_refused_when_matched(tmp_path, monkeypatch):
     """pre costs 1 s. The fit (1 s between 0.87 at width 1 and 1.37 at 1.5: b = 0.4,
     a = 0.47, w = √1.325 = 1.151) and its eighths all measure dearer (1.18–1.25x), so width 1
-    is timed (0.87x), then the bracket is halved: 34/32 (1.15x), 33/32 (1.136x), and no
-    width lies between 1 and 33/32. Matched: the closest, 33/32, is off by 13.6 %: refused."""
+    is timed (0.87x), then the bracket is halved on the 1/128 grid: 136/128 (1.151x),
+    132/128 (1.136x), 130/128 (1.128x), 129/128 (1.124x), and no width lies between 1 and
+    129/128. Matched: the closest, 129/128, is off by 12.4 %: refused."""
     FakeMachine(_jumping, 1.0).install(monkeypatch)
-    with pytest.raises(ConfigError, match=r"wide at width 1.031 measured 1.14x .* ±5%"):
+    with pytest.raises(ConfigError, match=r"wide at width 1.008 measured 1.12x .* ±5%"):
         match_cost.matched_widths(_grid(), tmp_path, measure=True, progress=lambda line: None)
     assert not (tmp_path / match_cost.MATCH_FILE).exists()
 
 
 def test_at_least_keeps_the_narrowest_width_at_or_above_the_cost(tmp_path, monkeypatch):
-    """The same machine with ``cost: at_least``: 33/32 (1.136x) is kept and saved, the
+    """The same machine with ``cost: at_least``: 129/128 (1.124x) is kept and saved, the
     report names width 1 (0.87x) below it; timed again where pre has become 1.25 s
-    (0.91x, below 0.95) it is refused before training."""
+    (0.90x, below 0.95) it is refused before training, and a grid declaring the other cost
+    does not reuse it."""
     from preattn.ablate.report import format_report
     from preattn.ablate.results import MatchCost
 
@@ -202,21 +205,21 @@ def test_at_least_keeps_the_narrowest_width_at_or_above_the_cost(tmp_path, monke
     machine.install(monkeypatch)
     lines: list[str] = []
     result = match_cost.matched_widths(grid, tmp_path, measure=True, progress=lines.append)["wide"]
-    assert result["width"] == 33 / 32 and result["cost"] == "at_least"
-    assert result["ratio"] == pytest.approx(1.12 + 0.5 / 32)
-    assert sorted(map(float, result["candidates"])) == [1.0, 1.03125, 1.0625, 1.125, 1.151, 1.25]
+    assert result["width"] == 129 / 128 and result["cost"] == "at_least"
+    assert result["ratio"] == pytest.approx(1.12 + 0.5 / 128)
+    timed = sorted(map(float, result["candidates"]))
+    assert timed == [1.0, 1.0078125, 1.015625, 1.03125, 1.0625, 1.125, 1.151, 1.25]
     assert "width 1.000 measured 0.87x" in lines[-1]
     cost = MatchCost({**grid.match_cost, **result})
     assert cost.below == (1.0, pytest.approx(0.87))
     text = format_report({"reference": "pre", "seeds": [0], "match_cost": cost.record})
-    assert "width 1.031, the narrowest found at or above the cost of `pre`" in text
+    assert "width 1.008, the narrowest the search timed at no less than 0.95x the cost" in text
     assert "the widest timed below it, width 1.000, measured 0.87x" in text
     machine.target = 1.25
-    with pytest.raises(ConfigError, match=r"now measures 0.91x .*below 0.95x; not training a"):
+    with pytest.raises(ConfigError, match=r"now measures 0.90x .*below 0.95x; not training a"):
         match_cost.matched_widths(grid, tmp_path, measure=False, check=True)
-    # a grid that declares the other mode does not reuse the width: it must measure again
-    with pytest.raises(ConfigError, match="has not been measured"):
-        match_cost.matched_widths(_grid(), tmp_path, measure=False)
+    with pytest.raises(ConfigError, match=r"sized with cost: at_least .* declares cost: matched"):
+        match_cost.matched_widths(_grid(), tmp_path, measure=True)
 
 
 def test_an_unknown_cost_mode_is_refused_in_one_line():
@@ -230,3 +233,37 @@ def test_an_unknown_cost_mode_is_refused_in_one_line():
     message = str(refused.value)
     assert "\n" not in message
     assert "match_cost.cost must be one of matched, at_least, got 'cheapest'" in message
+
+
+def test_at_least_refuses_when_no_width_up_to_the_widest_reaches_the_cost(tmp_path, monkeypatch):
+    """A plain step of 0.5 s at every width against pre's 1 s: the search climbs by eighths
+    to 4.0 (0.50x everywhere) and, under ``at_least``, refuses the widest as cheaper."""
+    grid = tiny_grid(
+        variants={"pre": {}, "wide": {"placement": "none"}},
+        match_cost={"variant": "wide", "to": "pre", "cost": "at_least"},
+        seeds=[0],
+        reference="pre",
+        primary=None,
+    )
+    FakeMachine(lambda w: 0.5, 1.0).install(monkeypatch)
+    with pytest.raises(ConfigError, match=r"wide at width 4.000 measured 0.50x .*below 0.95x"):
+        match_cost.matched_widths(grid, tmp_path, measure=True, progress=lambda line: None)
+    assert not (tmp_path / match_cost.MATCH_FILE).exists()
+
+
+def test_a_record_from_before_the_cost_option_is_reported_as_matched(tmp_path):
+    """A saved width without ``cost`` (sized by the closest ratio) keeps that meaning in the
+    report of a grid that now declares ``at_least``."""
+    from preattn.ablate.collect import _match_cost
+
+    grid = tiny_grid(
+        variants={"pre": {}, "wide": {"placement": "none"}},
+        match_cost={"variant": "wide", "to": "pre", "cost": "at_least"},
+        seeds=[0],
+        reference="pre",
+        primary=None,
+    )
+    saved = {"wide": {"width": 1.097, "ratio": 1.14, "to": "pre"}}
+    (tmp_path / match_cost.MATCH_FILE).write_text(json.dumps(saved))
+    cost = _match_cost(grid, tmp_path)
+    assert cost.cost == "matched" and cost.below is None and cost.width == 1.097

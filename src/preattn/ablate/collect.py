@@ -190,7 +190,10 @@ def _match_cost(grid: Grid, root: Path) -> MatchCost | None:
         return None
     path = root / MATCH_FILE
     saved = json.loads(path.read_text()).get(grid.match_cost["variant"]) if path.is_file() else None
-    return MatchCost({**grid.match_cost, **(saved or {})})
+    if saved is None:
+        return MatchCost(dict(grid.match_cost))
+    # a record keeps the cost it was sized with (older records: matched), not the grid's
+    return MatchCost({**grid.match_cost, **saved, "cost": saved.get("cost", "matched")})
 
 
 def _paired(values: dict[int, float], reference: dict[int, float]) -> PairedDifference | None:

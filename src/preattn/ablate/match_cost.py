@@ -18,27 +18,29 @@ cluttered 34 × 34 canvases it once put plain SimpleCNN at width 1 as dear as ``
 the check then measured at 0.87x). So the fitted width and the nearest widths on a grid of
 eighths are timed against ``pre`` again, interleaved, and the search goes on from the
 measured ratios: up by eighths while every timed width is cheaper than ``pre``, then by
-halving the bracket between the cheaper and the dearer width closest to it, until a width
-is within the tolerance or no width lies between them. The one whose measured ratio is
-closest to 1 is kept (all timings and that ratio are saved and reported).
+halving the bracket between the cheaper and the dearer width closest to it (on a grid of
+1/:data:`WIDTH_STEPS`), until a width is within the tolerance or no width of that grid lies
+between them. All timings are saved and reported.
 
 What is kept depends on the grid's ``cost``: ``matched`` (the default) keeps the width
 measured closest to ``pre``'s step and refuses it when that is off by more than the
-tolerance; ``at_least`` keeps the narrowest width measured at or above it (ratio ≥ 1 −
-tolerance), for a baseline that must have at least the attended network's compute when
-step time jumps with the width (on this CPU in bf16 plain SimpleCNN measured 0.87x ``pre``
-at width 1 and 1.12x at 33/32, the next width that changes a channel count), and the
-report names the widest width measured below it, so the two plain networks bracket
-``pre``.
+tolerance; ``at_least`` keeps the narrowest width whose step measured no less than
+``1 − tolerance`` times ``pre``'s, for a baseline that must cost at least about what the
+attended network does when step time jumps with the width (on this CPU in bf16 plain
+SimpleCNN measured 0.87x ``pre`` at width 1 and 1.11x at 33/32 on the cluttered canvases),
+refuses it when none does, and the report names the widest width measured below it, so
+the two plain networks bracket ``pre``.
 
 The check is timed until it can be trusted: each repeat gives a ratio (plain / target, the
 two steps timed next to each other), the ratio is their median, and rounds of repeats are
 added until the median's 95 % interval (order statistics, :func:`median_interval`) lies
 within ±5 % (:data:`TOLERANCE`) of it, or :data:`MAX_REPEATS` are spent (then the result
 says it was not placed). The ratio is reported with the min–max of the repeats and that
-interval. A width whose ratio is off 1 by more than the tolerance is refused (one line, a
-``ConfigError``), and a saved width is timed again before its runs train and refused
-the same way when the machine no longer gives that ratio. The result is saved in
+interval. A width whose ratio is off 1 by more than the tolerance (``at_least``: below
+``1 − tolerance``) is refused (one line, a ``ConfigError``), and a saved width is timed
+again before its runs train and refused the same way when the machine no longer gives that
+ratio; a width saved under the other ``cost`` is refused too (delete the file to size it
+again). The result is saved in
 ``OUT/match_cost.json`` and reused by every later ``ablate`` on that folder, so the
 variant's runs keep one width across resumes.
 """
@@ -92,6 +94,9 @@ TOLERANCE = 0.05
 MAX_REPEATS = 42
 # the widest plain network the search times (4x the channels: 16x a convolution's cost)
 MAX_SEARCH_WIDTH = 4.0
+# the search's finest width step, 1/128: SimpleCNN's widest stage (128 channels) gains one
+# channel per step (its channel counts are round(w·32), round(w·64), round(w·128))
+WIDTH_STEPS = 128
 
 
 def _step(config: TrainConfig) -> Callable[[], None]:
@@ -206,10 +211,10 @@ def _next_width(ratios: dict[float, float], tolerance: float) -> float | None:
     """The width to time next, or None when the search is done: done when a timed width
     is within ``±tolerance``, when even width 1 costs more than the target (the floor;
     width 1 is timed first when every timed width was dearer), or
-    when the bracket ``(cheaper, dearer)`` has no width of the 1/32 grid strictly inside
-    it; otherwise the next eighth above the widest timed one while every timed width is
-    cheaper (up to :data:`MAX_SEARCH_WIDTH`), else the midpoint of the bracket on the
-    1/32 grid (the 32 channels of SimpleCNN's first stage change one at a time)."""
+    when the bracket ``(cheaper, dearer)`` has no width of the 1/:data:`WIDTH_STEPS` grid
+    strictly inside it; otherwise the next eighth above the widest timed one while every
+    timed width is cheaper (up to :data:`MAX_SEARCH_WIDTH`), else the midpoint of the
+    bracket on that grid."""
     if any(abs(r - 1) <= tolerance for r in ratios.values()):
         return None
     cheaper = [w for w, r in ratios.items() if r < 1]
@@ -221,7 +226,7 @@ def _next_width(ratios: dict[float, float], tolerance: float) -> float | None:
     if high is None:
         step = math.floor(8 * low + 1e-9) / 8 + 1 / 8
         return step if step <= MAX_SEARCH_WIDTH and step not in ratios else None
-    middle = round(16 * (low + high)) / 32
+    middle = round(WIDTH_STEPS * (low + high) / 2) / WIDTH_STEPS
     return middle if low < middle < high and middle not in ratios else None
 
 
@@ -242,7 +247,9 @@ def match_width(
     tolerance: float = TOLERANCE,
     cost: str = "matched",
 ) -> dict[str, Any]:
-    """The width at which ``plain``'s training step costs ``target``'s (module docstring):
+    """The width at which ``plain``'s training step costs ``target``'s (``cost="matched"``:
+    the closest measured; ``"at_least"``: the narrowest measured at no less than
+    ``1 − tolerance`` times it; module docstring):
     ``{"width", "ratio"`` (plain at that width / target, median of the checked repeats),
     ``"ratio_interval", "ratio_min", "ratio_max", "repeats", "placed"`` (the interval lies
     within ``±tolerance`` of the ratio), ``"cost", "fitted", "candidates", "seconds": {...}}``.
@@ -389,7 +396,13 @@ def matched_widths(
     saved = json.loads(path.read_text()) if path.is_file() else {}
     seed = grid.seeds[0]
     earlier = saved.get(variant, {})
-    if earlier.get("to") == to and earlier.get("cost", "matched") == cost:
+    if earlier.get("to") == to and earlier.get("cost", "matched") != cost:
+        raise ConfigError(
+            f"match_cost: {variant} was sized with cost: {earlier.get('cost', 'matched')} in "
+            f"{path}, the grid declares cost: {cost}; delete {MATCH_FILE} to size it again "
+            "(its finished runs keep the width they trained with)"
+        )
+    if earlier.get("to") == to:
         result = saved[variant]
         if check:
             progress(f"match_cost: timing {variant} at width {result['width']:.3f} again ...")

@@ -301,7 +301,8 @@ def _match_cost_lines(report: GridReport) -> list[str]:
         "",
         f"`{cost.variant}` is a plain network at width {cost.width:.3f}, "
         + (
-            f"the narrowest found at or above the cost of `{cost.to}`: "
+            f"the narrowest the search timed at no less than {1 - cost.tolerance:.2f}x "
+            f"the cost of `{cost.to}`: "
             if cost.cost == "at_least"
             else "where "
         )

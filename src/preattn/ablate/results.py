@@ -626,13 +626,18 @@ class MatchCost:
         return self.record.get("cost", "matched")
 
     @property
+    def tolerance(self) -> float:
+        """How far (relative) the kept width's cost may be from ``to``'s."""
+        return self.record.get("tolerance", 0.05)
+
+    @property
     def below(self) -> tuple[float, float] | None:
         """``(width, ratio)`` of the widest width timed below ``1 − tolerance``, narrower
         than the kept one, of an ``at_least`` search: the plain network just cheaper than
         ``to`` (None: none was timed, or the cost was ``matched``)."""
         if self.cost != "at_least" or self.width is None:
             return None
-        floor = 1 - self.record.get("tolerance", 0.05)
+        floor = 1 - self.tolerance
         cheaper = [
             (float(w), c["ratio"])
             for w, c in self.record.get("candidates", {}).items()
