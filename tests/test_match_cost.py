@@ -88,10 +88,11 @@ def test_timing_that_cannot_place_the_ratio_says_so(monkeypatch):
     assert "min–max 0.77–1.00" in match_cost.describe(summaries[1.0])
 
 
-def _grid():
+def _grid(**cost: str):
+    """``pre`` and a plain ``wide`` sized to it (``cost=...``: the declared cost)."""
     return tiny_grid(
         variants={"pre": {}, "wide": {"placement": "none"}},
-        match_cost={"variant": "wide", "to": "pre"},
+        match_cost={"variant": "wide", "to": "pre", **cost},
         seeds=[0],
         reference="pre",
         primary=None,
@@ -194,13 +195,7 @@ def test_at_least_keeps_the_narrowest_width_at_or_above_the_cost(tmp_path, monke
     from preattn.ablate.report import format_report
     from preattn.ablate.results import MatchCost
 
-    grid = tiny_grid(
-        variants={"pre": {}, "wide": {"placement": "none"}},
-        match_cost={"variant": "wide", "to": "pre", "cost": "at_least"},
-        seeds=[0],
-        reference="pre",
-        primary=None,
-    )
+    grid = _grid(cost="at_least")
     machine = FakeMachine(_jumping, 1.0)
     machine.install(monkeypatch)
     lines: list[str] = []
@@ -238,13 +233,7 @@ def test_an_unknown_cost_mode_is_refused_in_one_line():
 def test_at_least_refuses_when_no_width_up_to_the_widest_reaches_the_cost(tmp_path, monkeypatch):
     """A plain step of 0.5 s at every width against pre's 1 s: the search climbs by eighths
     to 4.0 (0.50x everywhere) and, under ``at_least``, refuses the widest as cheaper."""
-    grid = tiny_grid(
-        variants={"pre": {}, "wide": {"placement": "none"}},
-        match_cost={"variant": "wide", "to": "pre", "cost": "at_least"},
-        seeds=[0],
-        reference="pre",
-        primary=None,
-    )
+    grid = _grid(cost="at_least")
     FakeMachine(lambda w: 0.5, 1.0).install(monkeypatch)
     with pytest.raises(ConfigError, match=r"wide at width 4.000 measured 0.50x .*below 0.95x"):
         match_cost.matched_widths(grid, tmp_path, measure=True, progress=lambda line: None)
@@ -256,13 +245,7 @@ def test_a_record_from_before_the_cost_option_is_reported_as_matched(tmp_path):
     report of a grid that now declares ``at_least``."""
     from preattn.ablate.collect import _match_cost
 
-    grid = tiny_grid(
-        variants={"pre": {}, "wide": {"placement": "none"}},
-        match_cost={"variant": "wide", "to": "pre", "cost": "at_least"},
-        seeds=[0],
-        reference="pre",
-        primary=None,
-    )
+    grid = _grid(cost="at_least")
     saved = {"wide": {"width": 1.097, "ratio": 1.14, "to": "pre"}}
     (tmp_path / match_cost.MATCH_FILE).write_text(json.dumps(saved))
     cost = _match_cost(grid, tmp_path)
