@@ -43,7 +43,7 @@ from typing import Any
 
 from ..train.config import ConfigError, TrainConfig, load_yaml
 from .finals import TEST, VALIDATION
-from .match_cost import COST_MODES
+from .results import COST_MODES
 
 __all__ = ["REPORT_FILES", "Grid", "GridRun", "reference_and_seeds"]
 

@@ -66,7 +66,7 @@ from ..train.build import build_model
 from ..train.config import ConfigError, TrainConfig
 from ..train.distributed import pick_device
 from ..train.precision import amp_dtype
-from .results import MatchCost
+from .results import COST_MODES, MatchCost
 
 __all__ = [
     "COST_MODES",
@@ -84,9 +84,6 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 MATCH_FILE = "match_cost.json"
-# what a grid's match_cost keeps: the width closest to the target's cost, or the narrowest
-# width at or above it
-COST_MODES = ("matched", "at_least")
 PROBE_WIDTH = 1.5
 # the matched plain step may cost this much more or less than the target's (relative)
 TOLERANCE = 0.05

@@ -27,6 +27,7 @@ from typing import Any
 from .finals import TEST, VALIDATION
 
 __all__ = [
+    "COST_MODES",
     "CorruptResult",
     "GridReport",
     "MatchCost",
@@ -581,6 +582,11 @@ class Primary:
     def to_json(self) -> dict[str, Any]:
         expect = self.expect if isinstance(self.expect, str) else dict(self.expect)
         return {"metric": self.metric, "sesoi": self.sesoi, "expect": expect}
+
+
+# what a grid's match_cost keeps: the width closest to the target's cost, or the narrowest
+# width measured at no less than 1 − tolerance times it
+COST_MODES = ("matched", "at_least")
 
 
 @dataclass(frozen=True)
