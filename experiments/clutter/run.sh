@@ -5,8 +5,8 @@
 # whichever grid asks for it), the small-data grids of claim 3 (warmup*.yaml, 1,000
 # canvases) another; reports go to docs/evidence/clutter/<grid name>/. The positive control
 # first, then claims 5 (Pattern-3 against CBAM), 2 (λ-control), 5 with λ by depth, 6 (cost),
-# 3 (warm-up on small data, attention that acts first), 4 (early blocks), 7 (MobileNetV2),
-# and SE-PRE beside λ by depth.
+# SE-PRE beside λ by depth (which completes claim 5's grid), 3 (warm-up on small data,
+# attention that acts first), 4 (early blocks) and 7 (MobileNetV2).
 set -e
 cd "$(dirname "$0")/../.."
 PREATTN="${PREATTN:-.venv/bin/python -m preattn}"
@@ -14,10 +14,9 @@ JOBS="${JOBS:-2}"
 RUNS="${RUNS:-runs/clutter}"
 for piece in control:none,cbam control:pre placement:cbam,pre control:se \
   lambda:pre,pre-free lambda-vs-none:none,pre-free lambda:pre-depth lambda-vs-none:pre-depth \
-  placement-depth:cbam,pre-depth cost:pre,none,none-wide \
+  placement-depth:cbam,pre-depth cost:pre,none,none-wide placement-depth:se-pre \
   warmup-depth:pre-depth,pre-depth-warm warmup:pre,pre-warm \
-  early:pre-block2-free,pre-block1-free mobilenet:none,pre-depth mobilenet:se-dw \
-  placement-depth:se-pre; do
+  early:pre-block2-free,pre-block1-free mobilenet:none,pre-depth mobilenet:se-dw; do
   grid="${piece%%:*}" variants="${piece#*:}"
   case "$grid" in warmup*) pool="$RUNS-small" ;; *) pool="$RUNS" ;; esac
   $PREATTN ablate "experiments/clutter/$grid.yaml" --out "$pool" \
