@@ -80,3 +80,17 @@ def test_forest_is_written_from_committed_report_files(tmp_path):
         forest_figure([])
     with pytest.raises(FileNotFoundError, match=r"no report\.json there"):
         read_reports([tmp_path / "missing"])
+
+
+def test_a_long_title_breaks_into_lines_that_stay_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rows = primary_contrasts([("positive", REPORT_A), ("lambda", REPORT_B)])
+    title = "Cluttered Fashion-MNIST: the positive control, placement, λ-control, cost and warm-up"
+    fig = forest_figure(rows, title)
+    lines = fig.axes[0].get_title().split("\n")
+    assert len(lines) == 2 and " ".join(lines) == title  # every word kept, none cut
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig.axes[0].title.get_window_extent(canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1

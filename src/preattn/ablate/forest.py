@@ -16,6 +16,7 @@ them on a :class:`matplotlib.figure.Figure` (no global backend is touched).
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "write_forest",
 ]
 
+_TITLE_CHARS = 60  # a title line's length that stays inside the 9-inch figure above its axes
 _COLOURS = {
     "supported": "tab:green",
     "opposite": "tab:red",
@@ -166,7 +168,7 @@ def forest_figure(
     right.set_yticks(range(rows), [c.verdict for c in reversed(contrasts)], fontsize=8)
     for label, c in zip(right.get_yticklabels(), reversed(contrasts), strict=True):
         label.set_color(_COLOURS.get(c.verdict, "black"))
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, _TITLE_CHARS)))  # lines tight_layout can fit
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
