@@ -368,15 +368,37 @@ def test_cli_dry_run_report_only_and_failures(tmp_path, capsys):
     assert main(["ablate", str(path), "--out", str(out), "--jobs", "0"]) == 2
     assert "jobs must be an int >= 1" in capsys.readouterr().err
     # a run that fails is reported with its log; the others finish and count; exit 1
-    grid = _grid(seeds=[0], variants={"none": {"placement": "none"}, "bad": {"lr": 1e30}})
+    grid = _grid(seeds=[0], variants={"none": {"placement": "none"}, "bad": {"batch_size": 64}})
     path.write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     assert main(["ablate", str(path), "--out", str(tmp_path / "fail")]) == 1
     captured = capsys.readouterr()
-    assert "bad seed 0: FAILED (TrainingDiverged: training loss became" in captured.out
+    assert "bad seed 0: FAILED (ValueError: batch_size=64" in captured.out
     assert "1 run(s) failed: bad seed 0" in captured.err
     report = json.loads((tmp_path / "fail" / "report.json").read_text())
-    assert [v["n"] for v in report["variants"]] == [1, 0]
-    assert "became" in (tmp_path / "fail" / "bad" / "seed0" / "train.log").read_text()
+    assert [(v["n"], v["missing_seeds"]) for v in report["variants"]] == [(1, []), (0, [0])]
+    assert "exceeds" in (tmp_path / "fail" / "bad" / "seed0" / "train.log").read_text()
+
+
+def test_a_diverged_run_is_an_outcome_the_report_lists_and_no_rerun_retries(tmp_path, capsys):
+    grid = _grid(seeds=[0], variants={"none": {"placement": "none"}, "bad": {"lr": 1e30}})
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
+    out = tmp_path / "out"
+    argv = ["ablate", str(path), "--out", str(out)]
+    assert main(argv) == 0
+    assert "bad seed 0: DIVERGED (training loss became" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    none, bad = report["variants"]
+    assert (none["n"], none["diverged"]) == (1, {})
+    assert (bad["n"], bad["missing_seeds"], list(bad["diverged"])) == (0, [], ["0"])
+    assert bad["diverged"]["0"].startswith("training loss became")
+    text = (out / "report.md").read_text()
+    assert "**Diverged: 1 run(s)**" in text and "`bad` seed 0: training loss became" in text
+    assert "Not finished yet" not in text
+    log = (out / "bad" / "seed0" / "train.log").read_text()
+    assert main(argv) == 0  # kept as it is: nothing trains again
+    assert "1 finished, 1 diverged (kept), 0 to resume, 0 new" in capsys.readouterr().out
+    assert (out / "bad" / "seed0" / "train.log").read_text() == log
 
 
 def test_the_shipped_grids_are_valid():

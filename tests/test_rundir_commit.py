@@ -108,6 +108,17 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert run.committed_epoch() == 1 and len(metrics_without_timings(out)) == 1
     weights, _ = run.load_weights()
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    # the divergence is recorded beside the last good checkpoint ...
+    record = run.divergence()
+    assert record is not None and record["last_good_epoch"] == 1
+    assert record["message"].startswith("training loss became nan at epoch 2, batch 1")
+    # ... and a resume trains from that checkpoint again, forgetting the record
+    models.clear()
+    train(config, resume=True)
+    assert run.divergence() is None and run.committed_epoch() == 3
+    _, history = run.read_config()
+    assert history[-1]["resumed_after_epoch"] == 1
+    assert history[-1]["after_divergence"] == record["message"]
 
 
 def test_a_torn_last_record_is_dropped_and_the_run_resumes(run_copy):

@@ -84,6 +84,18 @@ def finished_runs(grid: Grid, root: Path) -> Runs:
     return out
 
 
+def diverged_runs(grid: Grid, root: Path) -> dict[str, dict[int, str]]:
+    """``{variant: {seed: message}}`` of the runs whose training diverged
+    (:meth:`RunDir.divergence`)."""
+    out: dict[str, dict[int, str]] = {v: {} for v in grid.variants}
+    for run in grid.runs(root):
+        run_dir = RunDir(run.config.out)  # type: ignore[arg-type]
+        record = run_dir.divergence() if run_dir.holds_run() else None
+        if record is not None:
+            out[run.variant][run.seed] = record["message"]
+    return out
+
+
 def _parameters(grid: Grid, root: Path, variant: str, seeds: list[int]) -> int | None:
     """Parameters of ``variant``'s network, rebuilt from one of its finished runs."""
     if not seeds:
@@ -268,6 +280,7 @@ def build_grid_report(grid: Grid, root: str | Path, *, count_parameters: bool = 
     """The report of ``grid``'s finished runs under ``root`` (module docstring)."""
     root = Path(root)
     runs = finished_runs(grid, root)
+    diverged = diverged_runs(grid, root)
     corrupt_names = corruption_names(runs)
     metrics = metric_names(runs)
     validated = VALIDATION in metrics
@@ -287,7 +300,10 @@ def build_grid_report(grid: Grid, root: str | Path, *, count_parameters: bool = 
                 overrides=overrides,
                 n=len(accs),
                 seeds=tuple(seeds),
-                missing_seeds=tuple(s for s in grid.seeds if s not in by_seed),
+                missing_seeds=tuple(
+                    s for s in grid.seeds if s not in by_seed and s not in diverged[name]
+                ),
+                diverged=diverged[name],
                 test_acc=Summary.from_json(summarise(accs, ACCURACY)),
                 paired_diff=diffs.get((name, TEST)),
                 val_acc=_summary(by_seed, VALIDATION) if validated else None,

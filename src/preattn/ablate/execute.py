@@ -1,7 +1,9 @@
 """Running a grid's runs: what each needs, and the executors that run them.
 
 Before anything trains, every run directory is inspected (:func:`plan`): a finished run is
-kept, an interrupted one is resumed, a missing one is started, and a run whose saved
+kept, an interrupted one is resumed, a missing one is started, one whose training diverged
+(its loss turned non-finite; ``diverged.json``) is kept as it is, an outcome the report
+lists (delete its folder to train it again), and a run whose saved
 configuration differs from the grid's in an option that cannot change on resume is an
 error naming the run and the option (nothing is started then). Each run is inspected
 again when it starts (:func:`run_task`): another ``ablate`` on the same folder may have
@@ -54,7 +56,7 @@ import torch
 from .._console import console_lines
 from ..train.config import ConfigError, TrainConfig
 from ..train.epoch_record import EpochRecord
-from ..train.loop import train
+from ..train.loop import TrainingDiverged, train
 from ..train.rundir import RunBusy, RunDir, fixed_changes
 from .grid import Grid, GridRun
 
@@ -82,7 +84,8 @@ WAIT_POLL = 2.0
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """A run and what it needs: ``"done"``, ``"resume"`` (after ``epochs_done``) or ``"new"``."""
+    """A run and what it needs: ``"done"``, ``"diverged"`` (kept, like done), ``"resume"``
+    (after ``epochs_done``) or ``"new"``."""
 
     run: GridRun
     action: str
@@ -129,7 +132,10 @@ def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
                 f"{run_dir.path} has {done} epochs, more than the grid's epochs="
                 f"{run.config.epochs}; restore the grid or use another --out"
             )
-        action = "done" if done == run.config.epochs else "resume"
+        if run_dir.divergence() is not None:
+            action = "diverged"
+        else:
+            action = "done" if done == run.config.epochs else "resume"
         planned.append(PlannedRun(run, action, done))
     return planned
 
@@ -146,8 +152,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Train one run (in a worker process): ``task`` holds the flat ``config``, ``resume``,
     ``threads`` (torch threads, or None) and ``deadline`` (``time.time()`` after which the
     run stops after its current epoch, or None). Output goes to the run's ``train.log``.
-    Returns ``{"test_acc", "seconds"}``, or ``{"stopped_after", "seconds"}`` (the last
-    committed epoch) when the deadline stopped it.
+    Returns ``{"test_acc", "seconds"}``, ``{"stopped_after", "seconds"}`` (the last
+    committed epoch) when the deadline stopped it, or ``{"diverged", "seconds"}`` (the
+    message) when its loss turned non-finite, now or in an earlier call.
 
     What the run needs is decided again when it starts, not only when the grid was planned:
     another ``ablate`` sharing the folder may have trained it since. A run that has all its
@@ -173,6 +180,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         if deadline is not None and time.time() >= deadline:
             return {"stopped_after": None, "seconds": 0.0}
         resume = bool(task["resume"]) or run_dir.holds_run()
+        diverged = run_dir.divergence() if resume else None
+        if diverged is not None:
+            return {"diverged": diverged["message"], "seconds": 0.0}
         if resume and run_dir.committed_epoch() == config.epochs:
             _check_same_configuration(run_dir, config, run_dir.read_config()[0])
             acc = run_dir.read_metrics()[-1]["test_acc"]
@@ -205,6 +215,9 @@ def _train_logged(
         except _TimeUp as stop:
             _logger.info(f"stopped by the grid's time limit after epoch {stop.epoch}")
             return {"stopped_after": stop.epoch, "seconds": time.perf_counter() - started}
+        except TrainingDiverged as exc:  # an outcome of the run, recorded in its folder
+            _logger.info(f"diverged: {exc}")
+            return {"diverged": str(exc), "seconds": time.perf_counter() - started}
         except RunBusy:
             raise  # the run is another process's: nothing of this one goes into its log
         except Exception:
@@ -412,6 +425,12 @@ def execute(
             status = (
                 "left to the process training it (another ablate on this folder; the same "
                 "command reports it once it is finished)"
+            )
+        elif error is None and result is not None and "diverged" in result:
+            status = (
+                f"DIVERGED ({result['diverged']}), {result['seconds']:.0f} s; kept as the "
+                "run's outcome, which the report lists (delete the run's folder to train it "
+                f"again); see {log}"
             )
         elif error is None and result is not None:
             status = f"test acc {result['test_acc']:.4f}, {result['seconds']:.0f} s"

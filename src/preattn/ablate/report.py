@@ -159,7 +159,10 @@ def _per_seed_lines(report: GridReport) -> list[str]:
             v.name: None if seed not in v.per_seed else v.per_seed[seed].value(metric)
             for v in variants
         }
-        cells = ["—" if x is None else f"{100 * x:.2f}" for x in values.values()]
+        cells = [
+            ("diverged" if seed in v.diverged else "—") if x is None else f"{100 * x:.2f}"
+            for v, x in zip(variants, values.values(), strict=True)
+        ]
         base = values[ref]
         deltas = [
             "—" if values[n] is None or base is None else f"{100 * (values[n] - base):+.2f}"  # type: ignore[operator]
@@ -321,12 +324,28 @@ def _match_cost_lines(report: GridReport) -> list[str]:
     ]
 
 
+def _diverged_lines(report: GridReport) -> list[str]:
+    """The runs whose training loss turned non-finite, each with where it happened."""
+    runs = [(v.name, seed, m) for v in report.variants for seed, m in sorted(v.diverged.items())]
+    if not runs:
+        return []
+    listing = "; ".join(f"`{name}` seed {seed}: {message}" for name, seed, message in runs)
+    return [
+        "",
+        f"**Diverged: {len(runs)} run(s)** (training loss not finite; each stopped at its last "
+        "good checkpoint and is kept as an outcome, not retried). Every statistic in this "
+        "report leaves them out: it covers the seeds that finished, a paired difference the "
+        f"seeds both variants finished. {listing}.",
+    ]
+
+
 def format_report(report: GridReport | Mapping[str, Any]) -> str:
     """Markdown tables of ``report`` (a :class:`~preattn.ablate.results.GridReport`, or
     ``report.json``'s content), accuracies in percent, intervals in brackets."""
     if not isinstance(report, GridReport):
         report = GridReport.from_json(report)
     lines = _main_lines(report)
+    lines += _diverged_lines(report)
     lines += _metric_lines(report)
     lines += _time_lines(report)
     lines += _match_cost_lines(report)

@@ -424,19 +424,21 @@ class VariantResult:
     """One variant of the grid over its finished seeds.
 
     ``overrides``: its settings over the grid's base; ``n`` finished ``seeds`` and the
-    ``missing_seeds``; ``test_acc``: final test accuracy over seeds; ``paired_diff``: its
-    difference to the reference (None for the reference); ``corrupt``: the same per
-    corrupted test set; ``images_per_s``: mean over seeds (each seed's mean over its
-    epochs) with its ``images_per_s_range`` (min, max); ``timing_shared``: some run
-    overlapped another in time (None: the records cannot tell); ``seconds``: mean final
-    elapsed seconds; ``params``: parameters of its network (None: not counted);
-    ``chance``: ``1 / classes`` (None: unrecorded), ``near_chance``: the mean accuracy lies
-    near it; ``lambda_final``/``modulation_final``: per block, mean over seeds of the last
-    epoch's value; ``per_seed``: each seed's :class:`SeedFinals`; ``time_to_target`` (None
-    without a target); ``test_set``: the test-set sampling error per metric; ``verdict``:
-    the decision on the primary contrast (None: the claim says nothing of it); ``val_acc``
-    and ``val_diff``: the final validation accuracy and its paired difference, as
-    ``test_acc`` and ``paired_diff`` (None: the runs held no images out)."""
+    ``missing_seeds`` (not finished); ``diverged``: seed -> message of each run whose training
+    loss turned non-finite (neither finished nor missing: an outcome, left out of the
+    statistics, which cover the finished seeds); ``test_acc``: final test accuracy over seeds;
+    ``paired_diff``: its difference to the reference (None for the reference); ``corrupt``: the
+    same per corrupted test set; ``images_per_s``: mean over seeds (each seed's mean over its
+    epochs) with its ``images_per_s_range`` (min, max); ``timing_shared``: some run overlapped
+    another in time (None: the records cannot tell); ``seconds``: mean final elapsed seconds;
+    ``params``: parameters of its network (None: not counted); ``chance``: ``1 / classes``
+    (None: unrecorded), ``near_chance``: the mean accuracy lies near it;
+    ``lambda_final``/``modulation_final``: per block, mean over seeds of the last epoch's value;
+    ``per_seed``: each seed's :class:`SeedFinals`; ``time_to_target`` (None without a target);
+    ``test_set``: the test-set sampling error per metric; ``verdict``: the decision on the
+    primary contrast (None: the claim says nothing of it); ``val_acc`` and ``val_diff``: the
+    final validation accuracy and its paired difference, as ``test_acc`` and ``paired_diff``
+    (None: the runs held no images out)."""
 
     name: str
     overrides: dict[str, Any]
@@ -461,6 +463,7 @@ class VariantResult:
     verdict: Verdict | None = None
     val_acc: Summary | None = None
     val_diff: PairedDifference | None = None
+    diverged: dict[int, str] = field(default_factory=dict)
     absent: frozenset[str] = field(default=_NONE, repr=False, compare=False)
 
     KEYS = (
@@ -468,6 +471,7 @@ class VariantResult:
         "n",
         "seeds",
         "missing_seeds",
+        "diverged",
         "test_acc",
         "paired_diff",
         "corrupt",
@@ -513,6 +517,7 @@ class VariantResult:
             verdict=None if decision is None else Verdict.from_json(decision),
             val_acc=None if val is None else Summary.from_json(val, data.get("n")),
             val_diff=None if val_diff is None else PairedDifference.from_json(val_diff),
+            diverged={int(s): str(m) for s, m in data.get("diverged", {}).items()},
             absent=_absent_keys(data, cls.KEYS),
         )
 
@@ -523,6 +528,7 @@ class VariantResult:
             "n": self.n,
             "seeds": list(self.seeds),
             "missing_seeds": list(self.missing_seeds),
+            "diverged": {str(seed): message for seed, message in self.diverged.items()},
             "test_acc": self.test_acc.to_json(with_n=False),
             "paired_diff": None if self.paired_diff is None else self.paired_diff.to_json(),
         }

@@ -3,7 +3,8 @@
 ``ablate(grid, out)`` plans the grid's runs (:func:`~preattn.ablate.execute.plan`), trains
 the ones not finished (:func:`~preattn.ablate.execute.execute`) and writes the report
 (:func:`~preattn.ablate.report.write_report`). Running it again retrains nothing that
-finished, resumes what was interrupted and runs what was added to the grid.
+finished, resumes what was interrupted and runs what was added to the grid. A run whose
+training diverged is kept as it is: the report lists it, nothing retries it.
 """
 
 from __future__ import annotations
@@ -90,14 +91,14 @@ def ablate(
     matched = [_with_matched(g, out, dry_run, report_only, threads, progress) for g in grids]
     grids = [g for g, _ in matched]
     planned = _union([plan(g, out) for g in grids])
-    pending = [p for p in planned if p.action != "done"]
+    pending = [p for p in planned if p.action not in ("done", "diverged")]
     held: list[PlannedRun] = []
     if variants is not None:
         held = [p for p in pending if p.run.variant not in variants]
         pending = [p for p in pending if p.run.variant in variants]
     if not dry_run and not report_only:
         _check_matched(matched, {p.run.variant for p in pending}, out, threads, progress)
-    counts = {a: sum(p.action == a for p in planned) for a in ("done", "resume", "new")}
+    counts = {a: sum(p.action == a for p in planned) for a in ("done", "diverged", "resume", "new")}
     shape = (
         f"{len(grids[0].variants)} variants x {len(grids[0].seeds)} seeds"
         if not several
@@ -105,7 +106,8 @@ def ablate(
     )
     progress(
         f"{len(planned)} runs ({shape}) in {out}: {counts['done']} finished, "
-        f"{counts['resume']} to resume, {counts['new']} new"
+        + (f"{counts['diverged']} diverged (kept), " if counts["diverged"] else "")
+        + f"{counts['resume']} to resume, {counts['new']} new"
     )
     if held:
         progress(f"  only {', '.join(variants or ())} now: {len(held)} other run(s) wait")

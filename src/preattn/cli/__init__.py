@@ -13,7 +13,8 @@ and an exit status:
 - 2: preattn refused an argument or the data (a ``ValueError``, a ``TypeError`` raised by
   preattn's own checks, an ``OSError``, a :class:`~preattn.data.errors.DatasetError`, a
   :class:`~preattn.train.RunError`, a missing optional package, out of memory);
-- 1: training diverged or an ablation's runs failed (``preattn check``: a warning);
+- 1: training diverged (``train``) or an ablation's runs failed (a diverged run of a grid
+  is an outcome its report lists, not a failure; ``preattn check``: a warning);
 - 130: interrupted.
 
 Any other exception (a ``TypeError`` raised by a bug, say) keeps its traceback, as every

@@ -317,6 +317,7 @@ def _prepare_run_dir(
         return 0, []
     saved, history = run.read_config()
     changed = _check_resume(config, saved)
+    diverged = run.divergence()  # readable before anything changes
     trained_on = run.read_data_info()
     if trained_on is not None:
         check_same_data(run, trained_on, splits.info)
@@ -338,6 +339,9 @@ def _prepare_run_dir(
     entry: dict[str, Any] = {"resumed_after_epoch": start, "time": stamp}
     if changed:
         entry["changed"] = changed
+    if diverged is not None:
+        entry["after_divergence"] = diverged["message"]
+        run.clear_divergence()
     run.write_config(config, [*history, entry])
     run.write_metrics(rows)  # as written, less the records after the checkpoint
     run.write_steps(run.read_steps(upto_epoch=start))
@@ -355,6 +359,9 @@ def train(
 
     A new run refuses a directory that already holds one unless ``overwrite``; a resumed
     run may change only :data:`RESUMABLE_OPTIONS` (``epochs`` re-plans the LR schedule).
+    When the loss turns non-finite the run stops with :class:`TrainingDiverged` and records
+    it in ``diverged.json`` (:meth:`RunDir.divergence`) beside its last good checkpoint; a
+    resume trains from that checkpoint again and forgets the record.
     ``config.out=None`` picks a new ``runs/<date>-<time>-<model>``. Returns the last epoch's
     :class:`~preattn.train.epoch_record.EpochRecord`. Each callback receives every epoch's
     record on every rank.
@@ -371,7 +378,12 @@ def train(
             run.lock() if ctx.is_main else contextlib.nullcontext(),
             kernel_settings(ctx.device, config.deterministic),
         ):
-            return _train(config, ctx, run, resume, overwrite, callbacks or [])
+            try:
+                return _train(config, ctx, run, resume, overwrite, callbacks or [])
+            except TrainingDiverged as exc:
+                if ctx.is_main:  # kept beside the last good checkpoint: ablate reports it
+                    run.mark_diverged(str(exc))
+                raise
     finally:
         shutdown()
 

@@ -8,6 +8,8 @@ Layout of ``RUN/``::
     checkpoint                  pointer: the name of the last committed epoch directory
     checkpoints/epoch-NNNN/     model.safetensors + state.pt of that epoch
     model.safetensors           the last committed weights (a hard link, or a copy)
+    diverged.json               present when training stopped on a non-finite loss: the
+                                message and the last good epoch (removed when it trains again)
     curves.png, lambda.png      plots of the metrics
     .run-files                  every path the run (and its readers) wrote in RUN
     .lock                       held (``flock``) by the process that trains in RUN
@@ -80,11 +82,21 @@ STEPS_FILE = "steps.jsonl"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 POINTER_FILE = "checkpoint"
+DIVERGED_FILE = "diverged.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 MANIFEST_FILE = ".run-files"
 PLOTS = ("curves.png", "lambda.png", "confusion.png", "eval.json")
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, STEPS_FILE, POINTER_FILE, WEIGHTS_FILE, STATE_FILE, *PLOTS)
+RUN_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    STEPS_FILE,
+    POINTER_FILE,
+    WEIGHTS_FILE,
+    STATE_FILE,
+    DIVERGED_FILE,
+    *PLOTS,
+)
 # what no command but training may write in a run directory
 _CORE_FILES = (
     CONFIG_FILE,
@@ -93,6 +105,7 @@ _CORE_FILES = (
     POINTER_FILE,
     WEIGHTS_FILE,
     STATE_FILE,
+    DIVERGED_FILE,
     CHECKPOINTS_DIR,
     MANIFEST_FILE,
     LOCK_FILE,
@@ -208,6 +221,34 @@ class RunDir:
         if legacy.is_file() and (self.path / STATE_FILE).is_file():
             return _weights_epoch(legacy)  # a run written before checkpoints/ existed
         return 0
+
+    # --- divergence ---------------------------------------------------------------------
+
+    def mark_diverged(self, message: str) -> None:
+        """Record that training stopped on a non-finite loss (``message`` says where);
+        the last committed epoch is the last good one."""
+        record = {"message": message, "last_good_epoch": self.committed_epoch()}
+        self._write_text(DIVERGED_FILE, json.dumps(record) + "\n")
+
+    def divergence(self) -> dict[str, Any] | None:
+        """``{"message", "last_good_epoch"}`` when the run's training diverged, else None."""
+        path = self.path / DIVERGED_FILE
+        require_regular_file(path, RunError)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RunError(f"{path}: not a divergence record (invalid JSON)") from None
+        if not isinstance(record, dict) or not isinstance(record.get("message"), str):
+            raise RunError(f"{path}: a divergence record needs a 'message' string")
+        return record
+
+    def clear_divergence(self) -> None:
+        """Forget a recorded divergence (the run trains again)."""
+        path = self.path / DIVERGED_FILE
+        _no_link(path, self.path)
+        path.unlink(missing_ok=True)
 
     def _checkpoint_dir(self) -> Path:
         epoch = self.committed_epoch()
