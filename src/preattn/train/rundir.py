@@ -87,7 +87,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 MANIFEST_FILE = ".run-files"
 PLOTS = ("curves.png", "lambda.png", "confusion.png", "eval.json")
-RUN_FILES = (
+# the files training writes; with the plots, the files of a run
+_TRAINED_FILES = (
     CONFIG_FILE,
     METRICS_FILE,
     STEPS_FILE,
@@ -95,21 +96,10 @@ RUN_FILES = (
     WEIGHTS_FILE,
     STATE_FILE,
     DIVERGED_FILE,
-    *PLOTS,
 )
+RUN_FILES = (*_TRAINED_FILES, *PLOTS)
 # what no command but training may write in a run directory
-_CORE_FILES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    STEPS_FILE,
-    POINTER_FILE,
-    WEIGHTS_FILE,
-    STATE_FILE,
-    DIVERGED_FILE,
-    CHECKPOINTS_DIR,
-    MANIFEST_FILE,
-    LOCK_FILE,
-)
+_CORE_FILES = (*_TRAINED_FILES, CHECKPOINTS_DIR, MANIFEST_FILE, LOCK_FILE)
 # names in checkpoints/ that a run writes: committed epochs and commit temporaries
 _CHECKPOINT_ENTRY = re.compile(r"epoch-\d{4,}|\.tmp-epoch-\d{4,}-\d+")
 _EPOCH_DIR = re.compile(r"epoch-\d{4,}")
