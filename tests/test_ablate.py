@@ -401,6 +401,17 @@ def test_a_diverged_run_is_an_outcome_the_report_lists_and_no_rerun_retries(tmp_
     assert (out / "bad" / "seed0" / "train.log").read_text() == log
 
 
+def test_a_run_that_diverged_after_the_grids_epochs_counts_as_finished(tmp_path):
+    grid = _grid(seeds=[0])
+    out = tmp_path / "out"
+    ablate(grid, out, plots=False, progress=lambda line: None)
+    # a longer training of the same run diverged later, after the grid's one epoch
+    RunDir(out / "pre" / "seed0").mark_diverged("training loss became nan at epoch 2, batch 1")
+    assert [p.action for p in plan(grid, out)] == ["done", "done"]
+    report = ablate(grid, out, plots=False, report_only=True, progress=lambda line: None)
+    assert [(v["n"], v["diverged"]) for v in report["variants"]] == [(1, {}), (1, {})]
+
+
 def test_the_shipped_grids_are_valid():
     folder = Path(__file__).resolve().parents[1] / "experiments"
     grids = sorted(folder.rglob("*.yaml"))

@@ -86,11 +86,14 @@ def finished_runs(grid: Grid, root: Path) -> Runs:
 
 def diverged_runs(grid: Grid, root: Path) -> dict[str, dict[int, str]]:
     """``{variant: {seed: message}}`` of the runs whose training diverged
-    (:meth:`RunDir.divergence`)."""
+    (:meth:`RunDir.divergence`) before the grid's epochs: a run that has them all is
+    finished for the grid, whatever a longer training did after them."""
     out: dict[str, dict[int, str]] = {v: {} for v in grid.variants}
     for run in grid.runs(root):
         run_dir = RunDir(run.config.out)  # type: ignore[arg-type]
-        record = run_dir.divergence() if run_dir.holds_run() else None
+        if not run_dir.holds_run() or run_dir.committed_epoch() >= run.config.epochs:
+            continue
+        record = run_dir.divergence()
         if record is not None:
             out[run.variant][run.seed] = record["message"]
     return out

@@ -132,10 +132,10 @@ def plan(grid: Grid, root: str | Path) -> list[PlannedRun]:
                 f"{run_dir.path} has {done} epochs, more than the grid's epochs="
                 f"{run.config.epochs}; restore the grid or use another --out"
             )
-        if run_dir.divergence() is not None:
-            action = "diverged"
+        if done == run.config.epochs:
+            action = "done"  # the grid's epochs, whatever a longer training did after them
         else:
-            action = "done" if done == run.config.epochs else "resume"
+            action = "resume" if run_dir.divergence() is None else "diverged"
         planned.append(PlannedRun(run, action, done))
     return planned
 
@@ -180,13 +180,13 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         if deadline is not None and time.time() >= deadline:
             return {"stopped_after": None, "seconds": 0.0}
         resume = bool(task["resume"]) or run_dir.holds_run()
-        diverged = run_dir.divergence() if resume else None
-        if diverged is not None:
-            return {"diverged": diverged["message"], "seconds": 0.0}
         if resume and run_dir.committed_epoch() == config.epochs:
             _check_same_configuration(run_dir, config, run_dir.read_config()[0])
             acc = run_dir.read_metrics()[-1]["test_acc"]
             return {"test_acc": acc, "seconds": 0.0, **({"by_other": True} if waited else {})}
+        diverged = run_dir.divergence() if resume else None
+        if diverged is not None:
+            return {"diverged": diverged["message"], "seconds": 0.0}
         try:
             return _train_logged(config, resume, deadline, started)
         except RunBusy:  # another ablate took the run since the check: wait for it

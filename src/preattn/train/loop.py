@@ -382,7 +382,8 @@ def train(
                 return _train(config, ctx, run, resume, overwrite, callbacks or [])
             except TrainingDiverged as exc:
                 if ctx.is_main:  # kept beside the last good checkpoint: ablate reports it
-                    run.mark_diverged(str(exc))
+                    with contextlib.suppress(RunError, OSError):  # the divergence is the error
+                        run.mark_diverged(str(exc))
                 raise
     finally:
         shutdown()
