@@ -114,11 +114,41 @@ def test_a_report_built_from_runs_reads_back_into_the_same_records(tmp_path):
             assert list(diff.diffs) == pytest.approx(expected)
             assert diff.mean == pytest.approx(statistics.fmean(expected))
             family[f"{variant.name}|{metric}"] = (diff.p, diff.p_holm)
-    adjusted = holm({k: p for k, (p, _) in family.items()})
+    adjusted = holm({k: p for k, (p, _) in family.items()}, count_missing=True)
     assert {k: h for k, (_, h) in family.items()} == pytest.approx(adjusted)
-    assert read.holm_tests == sum(p is not None for p, _ in family.values())
+    assert read.holm_tests == len(family)
     decided = [v.name for v in read.decided]
     assert decided == ["pre"]  # the claim names pre alone
     verdict = read.variants[1].verdict
     assert verdict is not None and verdict.metric == "noise:0.2" and verdict.expect == "better"
     assert verdict.p_holm == read.variants[1].difference("noise:0.2").p_holm  # type: ignore[union-attr]
+
+
+def test_an_unfinished_grid_adjusts_over_its_declared_family_counting_a_missing_test_at_p_1(
+    tmp_path,
+):
+    from preattn.ablate import ablate
+    from preattn.ablate.collect import build_grid_report
+
+    grid = tiny_grid(
+        variants={"none": {"placement": "none"}, "pre": {}, "branch": {"placement": "branch"}},
+        primary={"metric": "test_acc", "sesoi": 0.003, "expect": {"pre": "better"}},
+    )
+    out = tmp_path / "grid"
+    ablate(grid, out, variants=["none", "pre"], plots=False, progress=lambda line: None)
+    interim = build_grid_report(grid, out)
+    pre = {v.name: v for v in interim.variants}["pre"]
+    assert pre.paired_diff is not None and pre.paired_diff.p is not None
+    # two declared tests (pre, branch against none); branch has no pair yet: p = 1
+    assert interim.holm_tests == 2
+    assert pre.paired_diff.p_holm == pytest.approx(min(1.0, 2 * pre.paired_diff.p))
+    assert "over the grid's 2 tests, 1 not finished yet and counted at p = 1" in format_report(
+        interim
+    )
+
+    ablate(grid, out, plots=False, progress=lambda line: None)
+    final = build_grid_report(grid, out)
+    done = {v.name: v for v in final.variants}["pre"]
+    assert final.holm_tests == 2 and "not finished yet and counted" not in format_report(final)
+    assert done.paired_diff is not None and done.paired_diff.p_holm is not None
+    assert done.paired_diff.p_holm <= pre.paired_diff.p_holm + 1e-12

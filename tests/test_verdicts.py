@@ -38,6 +38,16 @@ def test_holm_by_hand():
     assert holm({"x": 0.7, "y": 0.9}) == {"x": 1.0, "y": 1.0}  # capped at 1
 
 
+def test_holm_counts_a_test_without_its_p_in_the_declared_family_when_asked():
+    # m = 4 with d counted at p = 1: a 0.01 x4 = 0.04, c 0.03 x3 = 0.09, b 0.04 x2 = 0.08 -> 0.09
+    got = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None}, count_missing=True)
+    assert got == pytest.approx({"a": 0.04, "b": 0.09, "c": 0.09, "d": None})
+    # whatever p d turns out to have, no other adjusted p rises above the interim one
+    for p_d in (0.001, 0.02, 0.035, 0.5, 1.0):
+        final = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": p_d})
+        assert all(final[k] <= got[k] + 1e-12 for k in "abc")
+
+
 def test_equivalence_p_is_the_larger_one_sided_p():
     diffs, margin = [0.001, 0.002, 0.003], 0.01
     se = 0.001 / math.sqrt(3)  # mean 0.002, std 0.001

@@ -221,20 +221,22 @@ def _paired_differences(
 ) -> tuple[dict[tuple[str, str], PairedDifference | None], int]:
     """``{(variant, metric): difference to the reference}`` for every variant but the
     reference and every metric (:func:`~preattn.ablate.finals.metric_names`), each with its
-    p Holm-adjusted over all of them (one family); and the number of tests in the family."""
+    p Holm-adjusted over all of them (one family, the grid's declared tests: one without
+    a finished pair yet counts as p = 1, so an unfinished grid's p are never smaller than
+    the finished grid's); and the number of tests in the family."""
     diffs: dict[tuple[str, str], PairedDifference | None] = {}
     for metric in metrics:
         reference = final_accuracies(runs[grid.reference], metric)
         for name in grid.variants:
             if name != grid.reference:
                 diffs[(name, metric)] = _paired(final_accuracies(runs[name], metric), reference)
-    family = {f"{n}|{m}": d.p for (n, m), d in diffs.items() if d is not None}
-    adjusted = holm(family)
+    family = {f"{n}|{m}": None if d is None else d.p for (n, m), d in diffs.items()}
+    adjusted = holm(family, count_missing=True)
     held = {
         key: None if d is None else d.with_holm(adjusted[f"{key[0]}|{key[1]}"])
         for key, d in diffs.items()
     }
-    return held, sum(p is not None for p in adjusted.values())
+    return held, len(family)
 
 
 def _verdict(

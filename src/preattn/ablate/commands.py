@@ -250,7 +250,7 @@ def _report(grid: CommandGrid, values: dict[str, dict[int, float]]) -> CommandRe
     diffs = {
         v: paired_difference(values[v], reference) for v in grid.variants if v != grid.reference
     }
-    adjusted = holm({v: (d or {}).get("p") for v, d in diffs.items()})
+    adjusted = holm({v: (d or {}).get("p") for v, d in diffs.items()}, count_missing=True)
     rows = []
     for variant in grid.variants:
         diff = diffs.get(variant)

@@ -110,11 +110,16 @@ def paired_difference(
     return out
 
 
-def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
-    """Holm-adjusted p-values by name (``None`` stays ``None`` and is not counted in
-    the family)."""
+def holm(
+    pvalues: Mapping[str, float | None], *, count_missing: bool = False
+) -> dict[str, float | None]:
+    """Holm-adjusted p-values by name: the i-th smallest of m is
+    ``max_{j<=i} min(1, (m − j + 1) · p_(j))`` (ranks from 1). ``None`` (a test without
+    its p yet) stays ``None``; it is left out of the family ``m``, or, with
+    ``count_missing``, counted in it as p = 1: the declared family, so that a test still
+    to come can only lower the others' adjusted p once it is known, never raise it."""
     named = sorted(((p, k) for k, p in pvalues.items() if p is not None), key=lambda t: t[0])
-    m = len(named)
+    m = len(pvalues) if count_missing else len(named)
     adjusted: dict[str, float | None] = {k: None for k in pvalues}
     running = 0.0
     for rank, (p, key) in enumerate(named):
